@@ -1,0 +1,49 @@
+# Inpaint Studio: `make run` starts the app, `make test` runs the whole test suite.
+# Both create the virtual environment and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+ADDRESS ?= localhost
+
+.PHONY: run dev test test-fast browser bench tiny-models clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## Set up (first time) and start the app on http://$(ADDRESS):$(PORT)
+run: $(VENV)/.installed
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
+
+## Like run, reloading when a source file changes
+dev: $(VENV)/.installed
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.fileWatcherType auto --server.runOnSave true
+
+## Set up (first time, with Chromium when root) and run every test: unit, AppTest, browser
+test: $(VENV)/.installed-dev browser
+	$(PY) -m pytest
+
+## Everything but the real-browser tests
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -m "not browser"
+
+browser:
+	@sh scripts/ensure-chromium.sh
+
+## Benchmarks, measured side by side with their references
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+## Tiny random models for trying the app without real weights (see README)
+tiny-models: $(VENV)/.installed
+	$(PY) -m tests.tiny_models .cache/tiny-models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .cache bench/results

@@ -1,0 +1,139 @@
+"""Settings from environment variables and ``.streamlit/secrets.toml``.
+
+Every setting has an environment variable ``INPAINT_STUDIO_<NAME>``; the same name as a top-level
+key in ``.streamlit/secrets.toml`` works too (handy on Streamlit Community Cloud and Hugging Face
+Spaces, whose secrets land there or in the environment). The environment wins over the file.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "INPAINT_STUDIO_"
+DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+# What the ML libraries need to hear, before they are imported, to never touch the network.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "0",
+}
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's configuration, read once per process (see :func:`load_settings`)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    device: str = "auto"
+    offline: bool | None = None  # None = detect
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "inpaint-studio" / "models")
+    models: Mapping[str, str] = field(default_factory=dict)  # role → hub id or local path
+
+    def model(self, role: str, default: str) -> str:
+        """The configured id or path for ``role``, else ``default``."""
+        return self.models.get(role) or default
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"{path} could not be read: {error}") from error
+    return {key: str(value) for key, value in data.items() if key.startswith(PREFIX)}
+
+
+def _parse_bool(name: str, value: str) -> bool | None:
+    lowered = value.strip().lower()
+    if lowered in ("", "auto"):
+        return None
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={value!r}: use 1/0, true/false or auto.")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, secrets_path: Path | None = None
+) -> Settings:
+    """Read the settings from ``environ`` (default ``os.environ``) over the secrets file."""
+    environ = os.environ if environ is None else environ
+    values = _read_secrets(secrets_path or DEFAULT_SECRETS)
+    values.update({key: value for key, value in environ.items() if key.startswith(PREFIX)})
+
+    def get(name: str) -> str | None:
+        return values.get(PREFIX + name)
+
+    max_pixels = DEFAULT_MAX_PIXELS
+    if get("MAX_PIXELS") is not None:
+        try:
+            max_pixels = int(float(get("MAX_PIXELS")))
+        except ValueError:
+            max_pixels = 0
+        if max_pixels <= 0:
+            raise SettingsError(
+                f"{PREFIX}MAX_PIXELS={get('MAX_PIXELS')!r}: give a positive number of pixels."
+            )
+    device = (get("DEVICE") or "auto").strip().lower()
+    if device not in DEVICES:
+        raise SettingsError(f"{PREFIX}DEVICE={device!r}: use one of {', '.join(DEVICES)}.")
+    models = {
+        key[len(PREFIX + "MODEL_") :].lower(): value
+        for key, value in values.items()
+        if key.startswith(PREFIX + "MODEL_") and value
+    }
+    models_dir = get("MODELS_DIR")
+    return Settings(
+        max_pixels=max_pixels,
+        device=device,
+        offline=_parse_bool(PREFIX + "OFFLINE", get("OFFLINE") or "auto"),
+        models_dir=Path(models_dir).expanduser() if models_dir else Settings().models_dir,
+        models=models,
+    )
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
+    """Whether the model hub's name resolves within ``timeout`` seconds (no connection is made)."""
+    result: list[bool] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def apply_offline_mode(settings: Settings) -> bool:
+    """Put the ML libraries in offline mode when configured or when the hub is out of reach.
+
+    Returns whether the app runs offline. Must run before torch/transformers/diffusers/ultralytics
+    are imported for the library flags to take effect.
+    """
+    offline = settings.offline if settings.offline is not None else not hub_reachable()
+    if offline:
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)
+    os.environ.setdefault("YOLO_VERBOSE", "0")
+    return offline

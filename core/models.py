@@ -1,0 +1,113 @@
+"""The models the app can use, where each one is expected, and what stands in when it is missing.
+
+One registry entry per role. A role's setting (``INPAINT_STUDIO_MODEL_<ROLE>``) holds a hub id or a
+local path; :func:`locate` says whether that model is on this machine without loading it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.config import PREFIX, Settings
+
+
+@dataclass(frozen=True)
+class ModelRole:
+    """What a model is for, its default id, and the fallback when it cannot be had.
+
+    ``probe`` is a file that exists in a complete download (used to find a hub id in the local
+    cache); ``kind`` is ``file`` for single-file checkpoints and ``repo`` for hub repositories.
+    """
+
+    name: str
+    title: str
+    purpose: str
+    default: str
+    kind: Literal["file", "repo"]
+    probe: str
+    fallback: str
+
+    @property
+    def setting(self) -> str:
+        return f"{PREFIX}MODEL_{self.name.upper()}"
+
+
+ROLES: dict[str, ModelRole] = {
+    role.name: role
+    for role in (
+        ModelRole(
+            "fastsam", "FastSAM-s", "select objects by click or box", "FastSAM-s.pt", "file",
+            "FastSAM-s.pt", "OpenCV GrabCut seeded by the clicks or box",
+        ),
+        ModelRole(
+            "clip", "CLIP ViT-B/32", "select objects by naming them", "openai/clip-vit-base-patch32",
+            "repo", "config.json", "text selection is disabled",
+        ),
+        ModelRole(
+            "sam", "SAM ViT-Base", "refine a selection by points", "facebook/sam-vit-base", "repo",
+            "config.json", "FastSAM point selection",
+        ),
+        ModelRole(
+            "sd15_inpaint", "Stable Diffusion 1.5 inpainting", "regenerate the masked region",
+            "stable-diffusion-v1-5/stable-diffusion-inpainting", "repo", "model_index.json",
+            "OpenCV inpainting (Telea / Navier–Stokes) to remove objects",
+        ),
+        ModelRole(
+            "sdxl_inpaint", "SDXL inpainting 0.1", "regenerate the masked region at 1024 px",
+            "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "repo", "model_index.json",
+            "OpenCV inpainting (Telea / Navier–Stokes) to remove objects",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where a role's model was looked for and whether it was found."""
+
+    role: ModelRole
+    configured: str
+    path: Path | None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+    @property
+    def summary(self) -> str:
+        if self.available:
+            return f"{self.role.title}: available ({self.path})"
+        return (
+            f"{self.role.title}: missing ({self.configured}); fallback: {self.role.fallback}. "
+            f"Set {self.role.setting} to a local copy."
+        )
+
+
+def _hub_cache_path(repo_id: str, probe: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, probe)
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def locate(role_name: str, settings: Settings) -> ModelStatus:
+    """Find ``role_name``'s model: a configured local path, the models folder, then the hub cache."""
+    role = ROLES[role_name]
+    configured = settings.model(role.name, role.default)
+    candidate = Path(configured).expanduser()
+    if candidate.exists():
+        return ModelStatus(role, configured, candidate)
+    in_models_dir = settings.models_dir / (candidate.name if role.kind == "file" else configured)
+    if in_models_dir.exists():
+        return ModelStatus(role, configured, in_models_dir)
+    if role.kind == "repo" and "/" in configured and not candidate.is_absolute():
+        return ModelStatus(role, configured, _hub_cache_path(configured, role.probe))
+    return ModelStatus(role, configured, None)
+
+
+def model_statuses(settings: Settings) -> list[ModelStatus]:
+    """The status of every role, in registry order."""
+    return [locate(name, settings) for name in ROLES]

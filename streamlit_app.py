@@ -1,0 +1,45 @@
+"""Home: choose the photo to edit, and see which models and device the app is using."""
+import streamlit as st
+
+from ui import resources, state
+from ui.image_picker import image_picker
+from ui.page import setup_page
+
+settings = setup_page("Home", "🎨")
+
+st.title("Inpaint Studio")
+st.write(
+    "Edit a photo region by region: choose a photo, paint the region to change on the **Mask** "
+    "page, and download the mask. Everything outside the mask stays exactly as it was."
+)
+
+image_picker(settings)
+
+loaded = state.photo()
+if loaded is not None:
+    st.image(state.display_copy(900), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
+    st.page_link("pages/2_Mask.py", label="Next: paint the mask", icon=":material/brush:")
+
+st.subheader("Models and device")
+_, offline = resources.settings()
+st.caption(
+    f"Device: **{resources.device().summary}** · "
+    + ("offline: models load from local files only" if offline else "online")
+)
+rows = [
+    {
+        "Model": status.role.title,
+        "Used to": status.role.purpose,
+        "Status": "✅ available" if status.available else "⚠️ missing",
+        "Where": str(status.path) if status.available else status.configured,
+        "Fallback in use": "" if status.available else status.role.fallback,
+        "Setting": status.role.setting,
+    }
+    for status in resources.statuses()
+]
+st.dataframe(rows, hide_index=True, width="stretch")
+if any(not status.available for status in resources.statuses()):
+    st.caption(
+        "A missing model is replaced by its fallback. To use it, point its setting at a local "
+        "copy (an environment variable or a key in `.streamlit/secrets.toml`); see the README."
+    )

@@ -1,0 +1,100 @@
+"""Settings, the model registry's local lookup, and device detection."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from core import config
+from core.config import Settings, SettingsError, load_settings
+from core.device import detect_device
+from core.models import ROLES, locate, model_statuses
+
+
+def test_environment_overrides_the_secrets_file(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(
+        'INPAINT_STUDIO_MAX_PIXELS = 1000\nINPAINT_STUDIO_DEVICE = "cpu"\n'
+        'INPAINT_STUDIO_MODEL_CLIP = "/models/clip"\nunrelated = 1\n'
+    )
+    settings = load_settings({"INPAINT_STUDIO_MAX_PIXELS": "2e6"}, secrets)
+    assert settings.max_pixels == 2_000_000
+    assert settings.device == "cpu"
+    assert settings.model("clip", "openai/clip-vit-base-patch32") == "/models/clip"
+    assert settings.model("sam", "facebook/sam-vit-base") == "facebook/sam-vit-base"
+
+
+def test_defaults_without_any_setting(tmp_path):
+    settings = load_settings({}, tmp_path / "missing.toml")
+    assert settings.max_pixels == config.DEFAULT_MAX_PIXELS == 50_000_000
+    assert settings.device == "auto" and settings.offline is None and settings.models == {}
+
+
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("INPAINT_STUDIO_MAX_PIXELS", "lots", "MAX_PIXELS"),
+        ("INPAINT_STUDIO_MAX_PIXELS", "-5", "positive"),
+        ("INPAINT_STUDIO_DEVICE", "tpu", "cuda, mps, cpu"),
+        ("INPAINT_STUDIO_OFFLINE", "maybe", "true/false"),
+    ],
+)
+def test_bad_values_name_the_setting(tmp_path, name, value, words):
+    with pytest.raises(SettingsError, match=words):
+        load_settings({name: value}, tmp_path / "missing.toml")
+
+
+def test_broken_secrets_file_is_a_settings_error(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("this is = = not toml")
+    with pytest.raises(SettingsError, match="secrets.toml"):
+        load_settings({}, secrets)
+
+
+def test_offline_mode_sets_the_library_flags(monkeypatch):
+    for key in config.OFFLINE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert config.apply_offline_mode(Settings(offline=True)) is True
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["YOLO_OFFLINE"] == "1"
+
+
+def test_offline_detection_when_unset_uses_the_hub_lookup(monkeypatch):
+    monkeypatch.setattr(config, "hub_reachable", lambda: False)
+    assert config.apply_offline_mode(Settings(offline=None)) is True
+    monkeypatch.setattr(config, "hub_reachable", lambda: True)
+    assert config.apply_offline_mode(Settings(offline=None)) is False
+
+
+def test_locate_finds_configured_paths_and_the_models_folder(tmp_path):
+    checkpoint = tmp_path / "my-fastsam.pt"
+    checkpoint.write_bytes(b"weights")
+    settings = Settings(models_dir=tmp_path / "models", models={"fastsam": str(checkpoint)})
+    assert locate("fastsam", settings).path == checkpoint
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "FastSAM-s.pt").write_bytes(b"weights")
+    assert locate("fastsam", Settings(models_dir=tmp_path / "models")).available
+
+
+def test_missing_models_report_their_fallback_and_setting(tmp_path):
+    statuses = model_statuses(Settings(models_dir=tmp_path, models={"clip": str(tmp_path / "nope")}))
+    assert [status.role.name for status in statuses] == list(ROLES)
+    clip = next(status for status in statuses if status.role.name == "clip")
+    assert not clip.available
+    assert "INPAINT_STUDIO_MODEL_CLIP" in clip.summary and "text selection" in clip.summary
+
+
+def test_tiny_models_are_found_through_their_settings(tiny_models):
+    settings = load_settings({f"INPAINT_STUDIO_MODEL_{role.upper()}": str(path) for role, path in tiny_models.items()})
+    for role in tiny_models:
+        assert locate(role, settings).path == tiny_models[role]
+
+
+def test_cpu_is_detected_without_a_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    info = detect_device("auto")
+    assert info.kind == "cpu" and info.dtype == "float32"
+    assert detect_device("cuda").kind == "cpu"

@@ -1,0 +1,377 @@
+"""Tiny random models in the real on-disk formats, for tests that go through the real loaders.
+
+No real weights can be downloaded here, yet the app's loading code must be exercised end to end:
+``AutoPipelineForInpainting.from_pretrained(dir)``, ``ultralytics.FastSAM(path)``,
+``CLIPModel.from_pretrained(dir)``. This module builds, on CPU, without network and in seconds, a
+randomly initialised model per role, saved exactly the way the real ones are distributed:
+
+========================  ==========================================================================
+role                      output under OUTDIR
+========================  ==========================================================================
+``sd15_inpaint``          ``sd15_inpaint/``: a ``StableDiffusionInpaintPipeline`` (``save_pretrained``)
+``sdxl_inpaint``          ``sdxl_inpaint/``: a ``StableDiffusionXLInpaintPipeline`` (``save_pretrained``)
+``fastsam``               ``fastsam.pt``: an ultralytics segmentation checkpoint (``torch.save``)
+``clip``                  ``clip/``: a ``CLIPModel`` and its ``CLIPProcessor`` (``save_pretrained``)
+========================  ==========================================================================
+
+Their outputs are noise; what they guarantee is everything that does not depend on weights: the
+classes the loaders pick, the VAE scale factor of 8, image sizes, seeds, the tokenizer, the FastSAM
+head yielding some boxes and masks. Weights are seeded, so a build is deterministic.
+
+``build_all(outdir)`` builds every role, writes ``models.json`` (role -> absolute path) and
+``models.env`` (``INPAINT_STUDIO_MODEL_<ROLE>=<path>`` lines, the settings the app reads), and
+returns the mapping. Run it from a shell with::
+
+    python -m tests.tiny_models OUTDIR
+    set -a; . OUTDIR/models.env; set +a
+
+The ML libraries are imported inside the functions, so that ``main`` can make them offline first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip")
+
+# The environment setting through which the app takes each role's local model path.
+ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
+
+# Where each role's model lies under the output directory.
+OUTPUT_NAMES = {
+    "sd15_inpaint": "sd15_inpaint",
+    "sdxl_inpaint": "sdxl_inpaint",
+    "fastsam": "fastsam.pt",
+    "clip": "clip",
+}
+
+SEED = 0
+
+# Sizes shared by every tiny CLIP text tower (SD1.5, both SDXL encoders, CLIP).
+TEXT_HIDDEN_SIZE = 32
+TEXT_MAX_LENGTH = 77  # the real CLIP tokenizers' model_max_length; SD pipelines pad prompts to it
+
+# Biases that make a random FastSAM head find objects. Its outputs are near zero without them: the
+# class logit gets 2 (confidence sigmoid(2) = 0.88 on every anchor, above the usual thresholds 0.25
+# and 0.4), and the mask prototypes and coefficients get 1, so each mask covers its whole box
+# instead of a random half of it (ultralytics drops masks with no pixels).
+FASTSAM_CLASS_BIAS = 2.0
+FASTSAM_MASK_BIAS = 1.0
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "0",
+    "YOLO_VERBOSE": "0",
+}
+
+
+# --- shared pieces ---------------------------------------------------------------------------------
+
+
+def clip_vocab() -> dict[str, int]:
+    """The tiny CLIP BPE vocabulary: the two special tokens, then every byte-level character alone
+    and as a word end (``</w>``). With no merges, any text tokenizes to single characters.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in sorted(ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    return vocab
+
+
+def _clip_tokenizer():
+    """A ``CLIPTokenizer`` over :func:`clip_vocab`, padding with ``<|endoftext|>`` to 77 tokens."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=clip_vocab(), merges=[], model_max_length=TEXT_MAX_LENGTH)
+
+
+def _clip_text_config(**overrides):
+    """A tiny ``CLIPTextConfig`` whose special-token ids and vocabulary match :func:`_clip_tokenizer`."""
+    from transformers import CLIPTextConfig
+
+    settings = dict(
+        vocab_size=len(clip_vocab()),
+        hidden_size=TEXT_HIDDEN_SIZE,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=TEXT_MAX_LENGTH,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    settings.update(overrides)
+    return CLIPTextConfig(**settings)
+
+
+def _text_towers(*, with_projection: bool = False) -> dict:
+    """Tokenizer and text encoder for a diffusers pipeline, as pipeline components.
+
+    The encoder is a ``CLIPTextModel``, or with ``with_projection`` a ``CLIPTextModelWithProjection``
+    (SDXL's second encoder, whose pooled ``text_embeds`` have ``TEXT_HIDDEN_SIZE`` features).
+    """
+    import torch
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(SEED)
+    if with_projection:
+        encoder = CLIPTextModelWithProjection(_clip_text_config(projection_dim=TEXT_HIDDEN_SIZE))
+    else:
+        encoder = CLIPTextModel(_clip_text_config())
+    return {"tokenizer": _clip_tokenizer(), "text_encoder": encoder.eval()}
+
+
+def _vae(**overrides):
+    """A tiny ``AutoencoderKL`` with four down blocks, so ``vae_scale_factor`` is 8 as in the real models."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    settings = dict(
+        block_out_channels=(32, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        sample_size=64,
+    )
+    settings.update(overrides)
+    torch.manual_seed(SEED)
+    return AutoencoderKL(**settings).eval()
+
+
+def _inpaint_unet(**overrides):
+    """A tiny inpainting ``UNet2DConditionModel``: 9 input channels (4 noisy latent, 1 mask, 4 masked
+    image latent), sample size 8 latents, i.e. 64 px pipeline output by default.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    settings = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=8,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN_SIZE,
+    )
+    settings.update(overrides)
+    torch.manual_seed(SEED)
+    return UNet2DConditionModel(**settings).eval()
+
+
+def _build_once(path: Path, write: Callable[[Path], None]) -> Path:
+    """Return ``path``, first calling ``write(temporary path)`` and renaming the result into place
+    when ``path`` does not exist yet. Since outputs only appear complete, an existing one is reused.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    if partial.is_dir():
+        shutil.rmtree(partial)
+    else:
+        partial.unlink(missing_ok=True)
+    write(partial)
+    os.replace(partial, path)
+    return path
+
+
+# --- one builder per role --------------------------------------------------------------------------
+
+
+def _write_sd15_inpaint(path: Path) -> None:
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline(
+        unet=_inpaint_unet(),
+        vae=_vae(),
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        **_text_towers(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+
+
+def build_sd15_inpaint(outdir: Path) -> Path:
+    """Build a tiny SD1.5 inpainting pipeline as ``outdir/sd15_inpaint/`` (a ``save_pretrained``
+    directory loadable by ``AutoPipelineForInpainting``) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["sd15_inpaint"], _write_sd15_inpaint)
+
+
+def _write_sdxl_inpaint(path: Path) -> None:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
+
+    first = _text_towers()
+    second = _text_towers(with_projection=True)
+    # SDXL's UNet gets both encoders' hidden states side by side as context, and an added embedding
+    # of the second encoder's pooled output plus six size/crop numbers (no aesthetic score).
+    addition_time_embed_dim = 8
+    pipe = StableDiffusionXLInpaintPipeline(
+        unet=_inpaint_unet(
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            transformer_layers_per_block=(1, 2),
+            cross_attention_dim=2 * TEXT_HIDDEN_SIZE,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=addition_time_embed_dim,
+            projection_class_embeddings_input_dim=6 * addition_time_embed_dim + TEXT_HIDDEN_SIZE,
+        ),
+        vae=_vae(force_upcast=False),
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        tokenizer=first["tokenizer"],
+        text_encoder=first["text_encoder"],
+        tokenizer_2=second["tokenizer"],
+        text_encoder_2=second["text_encoder"],
+        requires_aesthetics_score=False,
+    )
+    pipe.save_pretrained(path)
+
+
+def build_sdxl_inpaint(outdir: Path) -> Path:
+    """Build a tiny SDXL inpainting pipeline as ``outdir/sdxl_inpaint/`` (a ``save_pretrained``
+    directory loadable by ``AutoPipelineForInpainting``) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["sdxl_inpaint"], _write_sdxl_inpaint)
+
+
+def _write_fastsam(path: Path) -> None:
+    import torch
+    from ultralytics import __version__ as ultralytics_version
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(SEED)
+    model = SegmentationModel("yolov8n-seg.yaml", nc=1, verbose=False)
+    model.names = {0: "object"}
+    head = model.model[-1]
+    for class_branch, mask_branch in zip(head.cv3, head.cv4):  # one of each per detection scale
+        class_branch[-1].bias.data.fill_(FASTSAM_CLASS_BIAS)
+        mask_branch[-1].bias.data.fill_(FASTSAM_MASK_BIAS)
+    head.proto.cv3.bn.bias.data.fill_(FASTSAM_MASK_BIAS)
+    # The layout of ultralytics' own Model.save(): the module itself (pickled, in half precision),
+    # and the training arguments, of which the loader keeps the task.
+    checkpoint = {
+        "model": model.half().eval(),
+        "ema": None,
+        "train_args": {"task": "segment"},
+        "version": ultralytics_version,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+    }
+    torch.save(checkpoint, path)
+
+
+def build_fastsam(outdir: Path) -> Path:
+    """Build a random FastSAM checkpoint as ``outdir/fastsam.pt`` (loadable by
+    ``ultralytics.FastSAM(path)``, a YOLOv8n-seg with one class) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["fastsam"], _write_fastsam)
+
+
+def _write_clip(path: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    image_size = 64
+    config = CLIPConfig(
+        text_config=_clip_text_config().to_dict(),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=32,
+        ),
+        projection_dim=32,
+    )
+    torch.manual_seed(SEED)
+    model = CLIPModel(config).eval()
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        ),
+        tokenizer=_clip_tokenizer(),
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def build_clip(outdir: Path) -> Path:
+    """Build a tiny CLIP as ``outdir/clip/`` (loadable by ``CLIPModel.from_pretrained`` and
+    ``CLIPProcessor.from_pretrained``; 64 px images) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["clip"], _write_clip)
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "sd15_inpaint": build_sd15_inpaint,
+    "sdxl_inpaint": build_sdxl_inpaint,
+    "fastsam": build_fastsam,
+    "clip": build_clip,
+}
+
+
+# --- all of them -----------------------------------------------------------------------------------
+
+
+def env_lines(paths: dict[str, Path]) -> list[str]:
+    """``INPAINT_STUDIO_MODEL_<ROLE>=<path>`` lines (dotenv syntax, shell-quoted where needed)."""
+    return [f"{ENV_VARS[role]}={shlex.quote(str(path))}" for role, path in paths.items()]
+
+
+def build_all(outdir: Path) -> dict[str, Path]:
+    """Build every role under ``outdir`` (reusing outputs already there) and return role -> absolute path.
+
+    Also writes ``outdir/models.json`` ({role: path string}) and ``outdir/models.env`` (see
+    :func:`env_lines`).
+    """
+    outdir = Path(outdir).absolute()
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {role: BUILDERS[role](outdir) for role in ROLES}
+    (outdir / "models.json").write_text(
+        json.dumps({role: str(path) for role, path in paths.items()}, indent=2) + "\n"
+    )
+    (outdir / "models.env").write_text("\n".join(env_lines(paths)) + "\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.tiny_models OUTDIR``: make the ML libraries offline, build, print the env lines."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tests.tiny_models OUTDIR", file=sys.stderr)
+        return 2
+    os.environ.update(OFFLINE_ENV)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "tiny-models-yolo"))
+    paths = build_all(Path(args[0]))
+    print("\n".join(env_lines(paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""What every page does first: page config, settings, session defaults and the shared sidebar."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import Settings, SettingsError
+from ui import resources, state
+
+APP_NAME = "Inpaint Studio"
+HOME = "streamlit_app.py"
+# The sidebar's navigation, in the order of the workflow: (script, label, icon).
+PAGES = [
+    (HOME, "Home", ":material/home:"),
+    ("pages/2_Mask.py", "Mask", ":material/brush:"),
+]
+
+
+def setup_page(title: str, icon: str) -> Settings:
+    """Configure the page and draw the sidebar; returns the app's settings.
+
+    Each page calls this first: Streamlit does not run the home script before other pages.
+    """
+    st.set_page_config(page_title=f"{title} · {APP_NAME}", page_icon=icon, layout="wide")
+    try:
+        settings, _ = resources.settings()
+    except SettingsError as error:
+        st.error(f"The app's configuration has a problem: {error}")
+        st.stop()
+    state.init_session()
+    _sidebar()
+    return settings
+
+
+def _sidebar() -> None:
+    loaded = state.photo()
+    with st.sidebar:
+        for script, label, icon in PAGES:
+            st.page_link(script, label=label, icon=icon)
+        st.divider()
+        if loaded is None:
+            st.caption("No photo yet: upload one on the home page.")
+            return
+        st.image(state.display_copy(280), caption=loaded.name or "current photo")
+        st.caption(loaded.describe())
+
+
+def require_photo() -> None:
+    """Stop the page with a pointer to the home page when no photo has been chosen yet."""
+    if state.photo() is None:
+        st.info("Choose a photo first: upload one or pick an example on the home page.")
+        st.page_link(HOME, label="Go to the home page", icon=":material/home:")
+        st.stop()
