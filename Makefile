@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 ADDRESS ?= localhost
 
-.PHONY: run dev test test-fast browser bench tiny-models clean
+.PHONY: run dev test test-fast browser screenshots bench tiny-models clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: $(VENV)/.installed-dev
 
 browser:
 	@sh scripts/ensure-chromium.sh
+
+## Retake the README's screenshots (docs/screenshots) with the browser tests
+screenshots: $(VENV)/.installed-dev browser
+	INPAINT_STUDIO_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser -k screenshots
 
 ## Benchmarks, measured side by side with their references
 bench: $(VENV)/.installed

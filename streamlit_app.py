@@ -30,14 +30,14 @@ rows = [
     {
         "Model": status.role.title,
         "Used to": status.role.purpose,
-        "Status": "✅ available" if status.available else "⚠️ missing",
+        "Status": "available" if status.available else "missing",
         "Where": str(status.path) if status.available else status.configured,
         "Fallback in use": "" if status.available else status.role.fallback,
         "Setting": status.role.setting,
     }
     for status in resources.statuses()
 ]
-st.dataframe(rows, hide_index=True, width="stretch")
+st.table(rows, border="horizontal", hide_index=True)
 if any(not status.available for status in resources.statuses()):
     st.caption(
         "A missing model is replaced by its fallback. To use it, point its setting at a local "

@@ -135,5 +135,7 @@ def apply_offline_mode(settings: Settings) -> bool:
     if offline:
         for key, value in OFFLINE_ENV.items():
             os.environ.setdefault(key, value)
+    # Never let ultralytics pip-install packages into the server's environment at run time.
+    os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_VERBOSE", "0")
     return offline

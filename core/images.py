@@ -140,8 +140,9 @@ def read_image(
             "Export or download the photo again."
         ) from exc
 
-    # 5. Turn it upright.
+    # 5. Turn it upright (a transposed copy no longer knows its file format: note it first).
     source_mode = image.mode
+    file_format = "JPEG" if image.format == "MPO" else image.format
     image, exif = _upright(image)
 
     # 6. Split off the alpha and convert the colours to 8-bit RGB with a matching profile.
@@ -155,7 +156,7 @@ def read_image(
         rgb=rgb,
         alpha=alpha,
         # Cameras store preview or stereo frames in their JPEGs; Pillow calls those files MPO.
-        format="JPEG" if image.format == "MPO" else image.format,
+        format=file_format,
         source_mode=source_mode,
         icc_profile=icc_profile,
         exif=exif,
@@ -323,7 +324,9 @@ def _open(data: bytes, name: str | None, max_pixels: int) -> Image.Image:
             f"{_subject(name)} is too large: its header claims more pixels than can be opened "
             f"safely. Resize it to at most {max_pixels / 1e6:g} MP and try again."
         ) from exc
-    except UnidentifiedImageError:
+    # ultralytics replaces Image.open process-wide with a wrapper that, on an unidentified file,
+    # imports (or pip-installs) pi_heif: its ImportError means "unidentified" too.
+    except (UnidentifiedImageError, ImportError):
         raise ImageError(_unrecognised_file_message(data, name)) from None
     except Exception as exc:  # header parsers raise many types on malformed input
         raise ImageError(

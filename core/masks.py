@@ -448,6 +448,12 @@ class MaskDocument:
     _edits: list[MaskEdit] = field(default_factory=list)
     _redo: list[MaskEdit] = field(default_factory=list)
     _current: np.ndarray | None = None
+    _revision: int = 0
+
+    @property
+    def revision(self) -> int:
+        """A number that changes whenever the mask does (to key derived results like previews)."""
+        return self._revision
 
     @property
     def mask(self) -> np.ndarray:
@@ -487,6 +493,7 @@ class MaskDocument:
             squashed = self._edits.pop(0).apply(squashed)
             self._base = PackedMask.pack(squashed)
         self._current = mask
+        self._revision += 1
 
     def undo(self) -> bool:
         """Step back one edit; False when there is nothing to undo."""
@@ -494,6 +501,7 @@ class MaskDocument:
             return False
         self._redo.append(self._edits.pop())
         self._current = None
+        self._revision += 1
         return True
 
     def redo(self) -> bool:
@@ -503,4 +511,5 @@ class MaskDocument:
         edit = self._redo.pop()
         self._current = edit.apply(self.mask)
         self._edits.append(edit)
+        self._revision += 1
         return True

@@ -54,8 +54,7 @@ with controls_col:
     st.subheader("View")
     width = st.slider("Canvas width (px)", 300, 1600, step=50, key=state.CANVAS_WIDTH)
 
-mask = masks.grow(document.mask, grow_px) if grow_px else document.mask
-soft = masks.feather(mask, inner, outer)
+mask, soft = state.mask_preview(grow_px, inner, outer)
 
 with canvas_col:
     stroke = mask_canvas(soft, tool=tool, brush=brush, width=width)

@@ -13,17 +13,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # No test may reach the network, and the ML libraries must learn that before they are imported.
-_OFFLINE_ENV = {
-    "INPAINT_STUDIO_OFFLINE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "YOLO_OFFLINE": "1",
-    "YOLO_AUTOINSTALL": "0",
-    "YOLO_VERBOSE": "0",
-}
-for _key, _value in _OFFLINE_ENV.items():
-    os.environ[_key] = _value
+from core.config import OFFLINE_ENV  # noqa: E402 (needs the repo root on sys.path)
+
+os.environ.update(OFFLINE_ENV)
+os.environ["INPAINT_STUDIO_OFFLINE"] = "1"
+os.environ["YOLO_VERBOSE"] = "0"
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inpaint-studio-tests-yolo"))
 
 

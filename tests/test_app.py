@@ -90,11 +90,11 @@ def test_home_shows_models_device_and_no_photo(app_env):
     at = home()
     assert not at.exception
     assert at.title[0].value == "Inpaint Studio"
-    table = at.dataframe[0].value
+    table = at.table[0].value
     statuses = dict(zip(table["Model"], table["Status"]))
-    assert statuses["FastSAM-s"] == "✅ available"
-    assert statuses["SDXL inpainting 0.1"] == "✅ available"
-    assert statuses["SAM ViT-Base"] == "⚠️ missing"  # not among the tiny models yet
+    assert statuses["FastSAM-s"] == "available"
+    assert statuses["SDXL inpainting 0.1"] == "available"
+    assert statuses["SAM ViT-Base"] == "missing"  # not among the tiny models yet
     fallback = dict(zip(table["Model"], table["Fallback in use"]))
     assert fallback["SAM ViT-Base"] == "FastSAM point selection"
     assert any("Device: **CPU" in caption.value for caption in at.caption)

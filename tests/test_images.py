@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import struct
 import subprocess
 import sys
@@ -332,6 +333,7 @@ def test_exif_orientation_is_applied(orientation, red_corner):
     }
 
     assert loaded.size == ((40, 60) if orientation in (6, 8) else (60, 40))
+    assert loaded.format == "JPEG" and loaded.describe().endswith("JPEG, 0.0 MP")
     for corner, xy in corners.items():
         assert_close(loaded.rgb.getpixel(xy), RED if corner == red_corner else BLUE, 20)
     tags = exif_tags(loaded.exif)
@@ -447,6 +449,27 @@ def test_text_file_named_png_is_refused_naming_the_file(tmp_path):
     message = str(error.value)
     assert "holiday.png" in message and "not an image" in message and "text" in message
     assert "JPEG" in message  # says what to use instead
+
+
+def test_text_file_is_refused_clearly_after_ultralytics_patched_pillow(tmp_path):
+    """Importing ultralytics (as the segmentation engine does) wraps Image.open process-wide."""
+    path = tmp_path / "holiday.png"
+    path.write_text("Dear diary, today we went to the beach.\n")
+    script = (
+        "import ultralytics, PIL.Image\n"
+        "assert PIL.Image.open.__module__ != 'PIL.Image', 'ultralytics no longer patches Image.open'\n"
+        "from core.images import ImageError, read_image\n"
+        "try:\n"
+        f"    read_image({str(path)!r})\n"
+        "except ImageError as error:\n"
+        "    print(error)\n"
+    )
+    env = {**os.environ, "YOLO_AUTOINSTALL": "0", "YOLO_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "holiday.png is not an image" in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize(

@@ -264,19 +264,25 @@ def test_layers_union_and_subtract_with_undo_and_redo():
     b = rect(size, (40, 40, 90, 90))
     eraser = rect(size, (0, 0, 100, 45))
 
+    revisions = {doc.revision}
     doc.apply(masks.layer_edit("add", a, "brush"))
     doc.apply(masks.layer_edit("add", b, "brush"))
     assert np.array_equal(doc.mask, a | b)
+    revisions.add(doc.revision)
     doc.apply(masks.layer_edit("subtract", eraser, "eraser"))
     assert np.array_equal(doc.mask, (a | b) & ~eraser)
     doc.apply(masks.operation_edit("invert"))
     assert np.array_equal(doc.mask, ~((a | b) & ~eraser))
     assert doc.history == ["brush", "brush", "eraser", "invert"]
 
+    revisions.add(doc.revision)
     assert doc.undo() and doc.undo()
     assert np.array_equal(doc.mask, a | b)
+    assert doc.revision not in revisions
+    revisions.add(doc.revision)
     assert doc.can_redo
     assert doc.redo()
+    assert doc.revision not in revisions
     assert np.array_equal(doc.mask, (a | b) & ~eraser)
     # A new edit drops what could be redone.
     doc.apply(masks.operation_edit("grow", 3))

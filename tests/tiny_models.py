@@ -38,6 +38,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from core.config import OFFLINE_ENV
+
 ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip")
 
 # The environment setting through which the app takes each role's local model path.
@@ -64,14 +66,6 @@ TEXT_MAX_LENGTH = 77  # the real CLIP tokenizers' model_max_length; SD pipelines
 FASTSAM_CLASS_BIAS = 2.0
 FASTSAM_MASK_BIAS = 1.0
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "YOLO_OFFLINE": "1",
-    "YOLO_AUTOINSTALL": "0",
-    "YOLO_VERBOSE": "0",
-}
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -367,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tests.tiny_models OUTDIR", file=sys.stderr)
         return 2
     os.environ.update(OFFLINE_ENV)
+    os.environ["YOLO_VERBOSE"] = "0"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "tiny-models-yolo"))
     paths = build_all(Path(args[0]))
     print("\n".join(env_lines(paths)))

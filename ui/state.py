@@ -8,6 +8,9 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image
 
+import numpy as np
+
+from core import masks
 from core.images import LoadedImage, content_hash
 from core.masks import MaskDocument
 
@@ -16,6 +19,7 @@ PHOTO_ID = "photo_id"  # content hash of the photo's pixels
 PHOTO_SOURCE = "photo_source"  # the upload's file id or the example's name, so each is read once
 MASK = "mask"  # core.masks.MaskDocument for the current photo
 DISPLAY_CACHE = "display_cache"  # (photo id, width) → downscaled copy shown on screen
+MASK_PREVIEW = "mask_preview"  # (inputs, (mask, soft mask)) of the last preview computed
 MASK_CANVAS_VERSION = "mask_canvas_version"  # bumped to give the canvas a fresh, empty drawing
 
 # Widget values that must survive a page switch (Streamlit drops the state of widgets that a run
@@ -64,6 +68,7 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state[PHOTO_SOURCE] = source
     st.session_state[MASK] = MaskDocument(loaded.size)
     st.session_state[DISPLAY_CACHE] = {}
+    st.session_state.pop(MASK_PREVIEW, None)
     st.session_state[GROW_PREVIEW] = 0
     bump_canvas()
 
@@ -95,3 +100,18 @@ def display_copy(width: int) -> Image.Image | None:
         height = max(1, round(rgb.height * width / rgb.width))
         cache[key] = rgb if width >= rgb.width else rgb.resize((width, height), Image.LANCZOS, reducing_gap=2.0)
     return cache[key]
+
+
+def mask_preview(grow_px: int, inner: int, outer: int) -> tuple[np.ndarray, np.ndarray]:
+    """The current mask grown by ``grow_px`` (not yet applied) and its feathered alpha.
+
+    Recomputed only when the mask or one of the values changes, not on every rerun.
+    """
+    document = mask_document()
+    key = (photo_id(), document.revision, grow_px, inner, outer)
+    cached = st.session_state.get(MASK_PREVIEW)
+    if cached is None or cached[0] != key:
+        mask = masks.grow(document.mask, grow_px) if grow_px else document.mask
+        cached = (key, (mask, masks.feather(mask, inner, outer)))
+        st.session_state[MASK_PREVIEW] = cached
+    return cached[1]

@@ -1,6 +1,7 @@
 """Real-browser fixtures: the app served on 127.0.0.1 and Debian's Chromium driven by Playwright."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -46,13 +47,15 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def app_url(tiny_models, tmp_path_factory) -> str:
-    """The app running in its own server process, pointed at the tiny models."""
+@contextlib.contextmanager
+def serve_app(settings: dict[str, str], log: Path):
+    """Run the app in its own server process with ``settings`` in its environment; yield its URL.
+
+    On exit the server is stopped, and any error it logged fails the test.
+    """
     port = _free_port()
-    env = dict(os.environ)
-    env.update({f"INPAINT_STUDIO_MODEL_{role.upper()}": str(path) for role, path in tiny_models.items()})
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("INPAINT_STUDIO_MODEL")}
+    env.update(settings)
     with log.open("w") as log_file:
         server = subprocess.Popen(
             [
@@ -84,6 +87,23 @@ def app_url(tiny_models, tmp_path_factory) -> str:
             server.kill()
     errors = [line for line in log.read_text().splitlines() if "Traceback" in line or "Error" in line]
     assert not errors, f"The server logged errors:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_models, tmp_path_factory):
+    """The app pointed at the tiny models."""
+    settings = {f"INPAINT_STUDIO_MODEL_{role.upper()}": str(path) for role, path in tiny_models.items()}
+    with serve_app(settings, tmp_path_factory.mktemp("server") / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def fresh_app_url(tmp_path_factory):
+    """The app as a new user first sees it: no model on the machine, every fallback in use."""
+    models_dir = tmp_path_factory.mktemp("no-models")
+    settings = {"INPAINT_STUDIO_MODELS_DIR": str(models_dir), "INPAINT_STUDIO_OFFLINE": "1"}
+    with serve_app(settings, tmp_path_factory.mktemp("fresh-server") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def make_photo(path) -> None:
     Image.fromarray(rgb.astype(np.uint8)).save(path, quality=90)
 
 
-def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path, screenshot_dir):
+def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path):
     photo = tmp_path / "gradient.jpg"
     make_photo(photo)
 
@@ -35,7 +35,6 @@ def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path, scree
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(photo))
     page.get_by_text("1600×1000 JPEG").first.wait_for(timeout=30_000)
     wait_idle(page)
-    page.screenshot(path=str(screenshot_dir / "home-upload.png"), full_page=True)
 
     page.get_by_role("link", name="Next: paint the mask").click()
     wait_idle(page)
@@ -55,7 +54,6 @@ def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path, scree
     page.get_by_text("Mask covers").wait_for(timeout=30_000)
     wait_idle(page)
     coverage = page.get_by_text("Mask covers").inner_text()
-    page.screenshot(path=str(screenshot_dir / "mask-upload.png"), full_page=True)
 
     # The mask outlives a trip to another page (the canvas itself is remounted empty).
     sidebar = page.get_by_test_id("stSidebar")
@@ -80,9 +78,13 @@ def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path, scree
     assert not mask[: int(0.25 * PHOTO_SIZE[1])].any()
 
 
-def test_example_photo_bad_upload_and_mask_screenshots(page, app_url, tmp_path, screenshot_dir):
-    """Pick the cat example, try a broken upload (a clear error, the photo kept), paint over the cat."""
-    page.goto(app_url)
+def test_example_photo_bad_upload_and_mask_screenshots(page, fresh_app_url, tmp_path, screenshot_dir):
+    """A new user without models picks the cat example, tries a broken upload (a clear error, the
+    photo kept) and paints over the cat. The screenshots are the README's."""
+    page.set_viewport_size({"width": 1400, "height": 1250})
+    page.goto(fresh_app_url)
+    wait_idle(page)
+    assert page.get_by_text("missing").count() >= 5  # every model reported with its fallback
     wait_idle(page)
     page.get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name="Chelsea").click()
@@ -90,6 +92,8 @@ def test_example_photo_bad_upload_and_mask_screenshots(page, app_url, tmp_path, 
     page.get_by_role("button", name="Use this example").click()
     wait_idle(page)
     page.get_by_text("451×300 JPEG").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    page.screenshot(path=str(screenshot_dir / "home.png"), full_page=True)
 
     not_a_photo = tmp_path / "notes.png"
     not_a_photo.write_text("shopping list: milk, eggs\n")
@@ -117,4 +121,4 @@ def test_example_photo_bad_upload_and_mask_screenshots(page, app_url, tmp_path, 
     page.wait_for_timeout(600)
     page.get_by_text("Mask covers").wait_for(timeout=30_000)
     wait_idle(page)
-    page.screenshot(path=str(screenshot_dir / "mask-example.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir / "mask.png"), full_page=True)
