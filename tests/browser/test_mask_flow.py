@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from core.masks import bounding_box
 
@@ -84,7 +85,9 @@ def test_example_photo_bad_upload_and_mask_screenshots(page, fresh_app_url, tmp_
     page.set_viewport_size({"width": 1400, "height": 1250})
     page.goto(fresh_app_url)
     wait_idle(page)
-    assert page.get_by_text("missing").count() >= 5  # every model reported with its fallback
+    # Every model is reported missing, with its fallback.
+    expect(page.get_by_role("cell", name="missing", exact=True)).to_have_count(5, timeout=30_000)
+    expect(page.get_by_role("cell", name="OpenCV GrabCut seeded by the clicks or box")).to_be_visible()
     wait_idle(page)
     page.get_by_test_id("stSelectbox").first.click()
     page.get_by_role("option", name="Chelsea").click()
