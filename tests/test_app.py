@@ -233,6 +233,5 @@ def test_uploaded_mask_replaces_the_mask_and_wrong_size_is_explained(app_env):
 def test_download_buttons_enable_once_there_is_a_mask(app_env):
     at = photo_with_mask_page()
     assert at.get("download_button")[0].disabled
-    width, height = _canvas_size(at)
     at = paint(at, (10, 10, 40, 40))
     assert not at.get("download_button")[0].disabled

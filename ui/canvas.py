@@ -8,7 +8,6 @@ itself lives in session state, which also survives page switches that reset the 
 from __future__ import annotations
 
 import numpy as np
-import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from core.masks import CanvasGeometry, canvas_to_mask, overlay
