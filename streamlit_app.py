@@ -17,7 +17,7 @@ image_picker(settings)
 
 loaded = state.photo()
 if loaded is not None:
-    st.image(state.display_copy(900), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
+    st.image(state.display_copy(min(900, loaded.size[0])), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
     st.page_link("pages/2_Mask.py", label="Next: paint the mask", icon=":material/brush:")
 
 st.subheader("Models and device")

@@ -41,6 +41,10 @@ ROLES: dict[str, ModelRole] = {
             "FastSAM-s.pt", "OpenCV GrabCut seeded by the clicks or box",
         ),
         ModelRole(
+            "fastsam_x", "FastSAM-x", "select objects by click or box (larger, more accurate)",
+            "FastSAM-x.pt", "file", "FastSAM-x.pt", "FastSAM-s",
+        ),
+        ModelRole(
             "clip", "CLIP ViT-B/32", "select objects by naming them", "openai/clip-vit-base-patch32",
             "repo", "config.json", "text selection is disabled",
         ),

@@ -2,9 +2,10 @@
 import streamlit as st
 
 from core import masks
+from core.masks import overlay
 from core.images import ImageError, read_image
 from ui import state
-from ui.canvas import mask_canvas
+from ui.canvas import canvas_size, mask_canvas
 from ui.page import require_photo, setup_page
 
 settings = setup_page("Mask", "🖌️")
@@ -57,7 +58,8 @@ with controls_col:
 mask, soft = state.mask_preview(grow_px, inner, outer)
 
 with canvas_col:
-    stroke = mask_canvas(soft, tool=tool, brush=brush, width=width)
+    size = canvas_size(loaded.size, width)
+    stroke = mask_canvas(overlay(state.display_copy(size[0]), soft), tool=tool, brush=brush)
     if stroke is not None:
         kind, label = ("add", "brush stroke") if tool == "Paint" else ("subtract", "eraser stroke")
         document.apply(masks.layer_edit(kind, stroke, label))

@@ -94,9 +94,10 @@ def test_home_shows_models_device_and_no_photo(app_env):
     statuses = dict(zip(table["Model"], table["Status"]))
     assert statuses["FastSAM-s"] == "available"
     assert statuses["SDXL inpainting 0.1"] == "available"
-    assert statuses["SAM ViT-Base"] == "missing"  # not among the tiny models yet
+    assert statuses["FastSAM-x"] == "missing"  # not among the tiny models
     fallback = dict(zip(table["Model"], table["Fallback in use"]))
-    assert fallback["SAM ViT-Base"] == "FastSAM point selection"
+    assert fallback["FastSAM-x"] == "FastSAM-s"
+    assert fallback["FastSAM-s"] == ""
     assert any("Device: **CPU" in caption.value for caption in at.caption)
     assert any("No photo yet" in caption.value for caption in at.sidebar.caption)
 

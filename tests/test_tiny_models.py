@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny_models import ENV_VARS, ROLES, build_fastsam, clip_vocab
+from tests.tiny_models import ENV_VARS, ROLES, SAM_IMAGE_SIZE, build_fastsam, build_sam, clip_vocab
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,3 +224,38 @@ def test_clip_tokenizer_is_the_saved_one(tiny_models):
     assert ids[0] == tokenizer.bos_token_id == 0 and ids[-1] == tokenizer.eos_token_id == 1
     text_config = CLIPModel.from_pretrained(tiny_models["clip"]).config.text_config
     assert text_config.vocab_size >= tokenizer.vocab_size
+
+
+# --- SAM --------------------------------------------------------------------------------------------
+
+
+def test_sam_predicts_three_masks_at_image_size_for_a_point(tiny_models):
+    import torch
+    from transformers import SamModel, SamProcessor
+
+    model = SamModel.from_pretrained(tiny_models["sam"]).eval()
+    processor = SamProcessor.from_pretrained(tiny_models["sam"])
+    width, height = 120, 80  # resized to 64 x 43, then padded to the model's 64 x 64 input
+    inputs = processor(images=_photo(width, height), input_points=[[[[60, 40]]]], return_tensors="pt")
+    assert tuple(inputs["pixel_values"].shape) == (1, 3, SAM_IMAGE_SIZE, SAM_IMAGE_SIZE)
+    assert inputs["reshaped_input_sizes"].tolist() == [[43, SAM_IMAGE_SIZE]]
+    with torch.no_grad():
+        outputs = model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"])
+    assert tuple(outputs.iou_scores.shape) == (1, 1, 3)
+    (masks,) = processor.post_process_masks(
+        outputs.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )
+    assert tuple(masks.shape) == (1, 3, height, width)
+    assert masks.dtype == torch.bool
+    assert bool(masks.flatten(1).any(1).all())  # noise, but not nothing
+
+
+def test_sam_build_is_deterministic(tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    rebuilt = build_sam(tmp_path)
+    assert rebuilt.name == tiny_models["sam"].name
+    first, second = (load_file(path / "model.safetensors") for path in (tiny_models["sam"], rebuilt))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)

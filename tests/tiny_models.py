@@ -2,8 +2,9 @@
 
 No real weights can be downloaded here, yet the app's loading code must be exercised end to end:
 ``AutoPipelineForInpainting.from_pretrained(dir)``, ``ultralytics.FastSAM(path)``,
-``CLIPModel.from_pretrained(dir)``. This module builds, on CPU, without network and in seconds, a
-randomly initialised model per role, saved exactly the way the real ones are distributed:
+``CLIPModel.from_pretrained(dir)``, ``SamModel.from_pretrained(dir)``. This module builds, on CPU,
+without network and in seconds, a randomly initialised model per role, saved exactly the way the
+real ones are distributed:
 
 ========================  ==========================================================================
 role                      output under OUTDIR
@@ -12,6 +13,7 @@ role                      output under OUTDIR
 ``sdxl_inpaint``          ``sdxl_inpaint/``: a ``StableDiffusionXLInpaintPipeline`` (``save_pretrained``)
 ``fastsam``               ``fastsam.pt``: an ultralytics segmentation checkpoint (``torch.save``)
 ``clip``                  ``clip/``: a ``CLIPModel`` and its ``CLIPProcessor`` (``save_pretrained``)
+``sam``                   ``sam/``: a ``SamModel`` and its ``SamProcessor`` (``save_pretrained``)
 ========================  ==========================================================================
 
 Their outputs are noise; what they guarantee is everything that does not depend on weights: the
@@ -40,7 +42,7 @@ from pathlib import Path
 
 from core.config import OFFLINE_ENV
 
-ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip")
+ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam")
 
 # The environment setting through which the app takes each role's local model path.
 ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
@@ -51,6 +53,7 @@ OUTPUT_NAMES = {
     "sdxl_inpaint": "sdxl_inpaint",
     "fastsam": "fastsam.pt",
     "clip": "clip",
+    "sam": "sam",
 }
 
 SEED = 0
@@ -66,6 +69,15 @@ TEXT_MAX_LENGTH = 77  # the real CLIP tokenizers' model_max_length; SD pipelines
 FASTSAM_CLASS_BIAS = 2.0
 FASTSAM_MASK_BIAS = 1.0
 
+# The tiny SAM's input size. Three things must agree on it, as 1024 does in the real SAMs: the
+# processor (resizes the long side to it, pads to a square of it), the vision encoder, and the prompt
+# encoder (normalises point coordinates by it). With 8 px patches the image embedding is 8 x 8 and
+# the decoder's low-resolution masks 32 x 32.
+SAM_IMAGE_SIZE = 64
+SAM_PATCH_SIZE = 8
+# The width shared by the vision encoder's output, the prompt encoder and the mask decoder (256 in
+# the real SAMs).
+SAM_HIDDEN_SIZE = 32
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -322,11 +334,64 @@ def build_clip(outdir: Path) -> Path:
     return _build_once(Path(outdir) / OUTPUT_NAMES["clip"], _write_clip)
 
 
+def _write_sam(path: Path) -> None:
+    import torch
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    config = SamConfig(
+        vision_config=dict(
+            hidden_size=32,
+            output_channels=SAM_HIDDEN_SIZE,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            mlp_dim=37,
+            image_size=SAM_IMAGE_SIZE,
+            patch_size=SAM_PATCH_SIZE,
+            window_size=4,
+            global_attn_indexes=[1],  # layer 0 attends within 4 x 4 windows, layer 1 globally
+            num_pos_feats=SAM_HIDDEN_SIZE // 2,  # sine and cosine features: SAM_HIDDEN_SIZE in all
+        ),
+        prompt_encoder_config=dict(
+            hidden_size=SAM_HIDDEN_SIZE,
+            image_size=SAM_IMAGE_SIZE,
+            patch_size=SAM_PATCH_SIZE,
+            mask_input_channels=8,
+        ),
+        mask_decoder_config=dict(
+            hidden_size=SAM_HIDDEN_SIZE,
+            mlp_dim=37,
+            num_attention_heads=4,
+            iou_head_hidden_dim=32,
+        ),
+    )
+    torch.manual_seed(SEED)
+    model = SamModel(config).eval()
+    mask_size = SAM_IMAGE_SIZE // 4  # the decoder's output size, as 256 is for 1024 px inputs
+    processor = SamProcessor(
+        image_processor=SamImageProcessor(
+            size={"longest_edge": SAM_IMAGE_SIZE},
+            pad_size={"height": SAM_IMAGE_SIZE, "width": SAM_IMAGE_SIZE},
+            mask_size={"longest_edge": mask_size},
+            mask_pad_size={"height": mask_size, "width": mask_size},
+        )
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def build_sam(outdir: Path) -> Path:
+    """Build a tiny SAM as ``outdir/sam/`` (loadable by ``SamModel.from_pretrained`` and
+    ``SamProcessor.from_pretrained``; 64 px inputs) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["sam"], _write_sam)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd15_inpaint": build_sd15_inpaint,
     "sdxl_inpaint": build_sdxl_inpaint,
     "fastsam": build_fastsam,
     "clip": build_clip,
+    "sam": build_sam,
 }
 
 

@@ -11,6 +11,7 @@ HOME = "streamlit_app.py"
 # The sidebar's navigation, in the order of the workflow: (script, label, icon).
 PAGES = [
     (HOME, "Home", ":material/home:"),
+    ("pages/1_Segment.py", "Segment", ":material/ads_click:"),
     ("pages/2_Mask.py", "Mask", ":material/brush:"),
 ]
 

@@ -1,15 +1,21 @@
 """Process-wide resources, created once per server process and shared by every session.
 
-Each factory is a ``st.cache_resource``; a factory that hands out a model also hands out the lock
-to hold while calling it (a pipeline keeps state between steps and is not thread-safe).
+Each factory is a ``st.cache_resource``. Models are never kept in session state: the services
+handed out here load them once per process and hold a lock per model around every call (a model
+keeps state between calls and is not thread-safe).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
 from core.config import Settings, apply_offline_mode, load_settings
 from core.device import DeviceInfo, detect_device
-from core.models import ModelStatus, model_statuses
+from core.engines import ModelLoadError
+from core.models import ModelStatus, locate, model_statuses
+from core.segmenter import Segmenter
 
 
 @st.cache_resource(show_spinner=False)
@@ -28,3 +34,38 @@ def device() -> DeviceInfo:
 def statuses() -> list[ModelStatus]:
     """Which models are on this machine; rechecked every 30 s so a newly copied model shows up."""
     return model_statuses(settings()[0])
+
+
+def _engine_loader(role: str, load: Callable[[str, str], Any]) -> Callable[[], Any]:
+    """A loader for ``role``'s engine that refuses clearly when the model is not on this machine."""
+
+    def loader() -> Any:
+        status = locate(role, settings()[0])
+        if not status.available:
+            raise ModelLoadError(
+                f"{status.role.title} ({status.configured}) is not on this machine. Download it on a "
+                f"machine with internet and set {status.role.setting} to its local path."
+            )
+        return load(str(status.path), device().kind)
+
+    return loader
+
+
+@st.cache_resource(show_spinner=False)
+def segmenter() -> Segmenter:
+    """The selection service, shared by every session; each model loads on first use."""
+    from core.engines.clip_text import ClipScorer
+    from core.engines.fastsam import FastSAMEngine
+    from core.engines.sam import SamEngine
+
+    def load_fastsam(path: str, device_kind: str) -> FastSAMEngine:
+        return FastSAMEngine.load(path, device="cuda:0" if device_kind == "cuda" else device_kind)
+
+    return Segmenter(
+        {
+            "fastsam": _engine_loader("fastsam", load_fastsam),
+            "fastsam_x": _engine_loader("fastsam_x", load_fastsam),
+            "clip": _engine_loader("clip", lambda path, kind: ClipScorer.load(path, device=kind)),
+            "sam": _engine_loader("sam", lambda path, kind: SamEngine.load(path, device=kind)),
+        }
+    )

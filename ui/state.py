@@ -21,6 +21,12 @@ MASK = "mask"  # core.masks.MaskDocument for the current photo
 DISPLAY_CACHE = "display_cache"  # (photo id, width) → downscaled copy shown on screen
 MASK_PREVIEW = "mask_preview"  # (inputs, (mask, soft mask)) of the last preview computed
 MASK_CANVAS_VERSION = "mask_canvas_version"  # bumped to give the canvas a fresh, empty drawing
+SEGMENT_CANVAS_VERSION = "segment_canvas_version"
+SEGMENT_POINTS = "segment_points"  # [(x, y, label)] in photo pixels, label 1 include / 0 exclude
+SEGMENT_BOX = "segment_box"  # (x0, y0, x1, y1) in photo pixels, or None
+SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next larger, ...
+SEGMENT_QUERY = "segment_query"  # the text last searched for
+SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
 
 # Widget values that must survive a page switch (Streamlit drops the state of widgets that a run
 # does not draw), with their defaults.
@@ -31,6 +37,17 @@ GROW_PREVIEW = "grow_preview"
 FEATHER_INNER = "feather_inner"
 FEATHER_OUTER = "feather_outer"
 ISLAND_AREA = "island_area"
+SEGMENT_MODE = "segment_mode"
+SEGMENT_LABEL = "segment_label"
+SEGMENT_TEXT = "segment_text"
+SEGMENT_TOP_K = "segment_top_k"
+SEGMENT_BACKEND = "segment_backend"
+SEGMENT_MODEL = "segment_model"
+SEGMENT_IMGSZ = "segment_imgsz"
+SEGMENT_CONF = "segment_conf"
+SEGMENT_IOU = "segment_iou"
+SEGMENT_RETINA = "segment_retina"
+SEGMENT_CLIP_TO_BOX = "segment_clip_to_box"
 PERSISTENT_WIDGETS = {
     MASK_TOOL: "Paint",
     BRUSH_SIZE: 30,
@@ -39,6 +56,17 @@ PERSISTENT_WIDGETS = {
     FEATHER_INNER: 0,
     FEATHER_OUTER: 8,
     ISLAND_AREA: 100,
+    SEGMENT_MODE: "Click",
+    SEGMENT_LABEL: "Include",
+    SEGMENT_TEXT: "",
+    SEGMENT_TOP_K: 3,
+    SEGMENT_BACKEND: "FastSAM",
+    SEGMENT_MODEL: "FastSAM-s",
+    SEGMENT_IMGSZ: 1024,
+    SEGMENT_CONF: 0.4,
+    SEGMENT_IOU: 0.9,
+    SEGMENT_RETINA: True,
+    SEGMENT_CLIP_TO_BOX: False,
 }
 
 
@@ -70,6 +98,7 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state[DISPLAY_CACHE] = {}
     st.session_state.pop(MASK_PREVIEW, None)
     st.session_state[GROW_PREVIEW] = 0
+    clear_segment_prompt()
     bump_canvas()
 
 
@@ -77,17 +106,27 @@ def mask_document() -> MaskDocument | None:
     return st.session_state.get(MASK)
 
 
-def canvas_version() -> int:
-    return st.session_state.get(MASK_CANVAS_VERSION, 0)
+def canvas_version(key: str = MASK_CANVAS_VERSION) -> int:
+    return st.session_state.get(key, 0)
 
 
-def bump_canvas() -> None:
-    """Give the drawing canvas a new key, so it mounts empty over the updated mask."""
-    st.session_state[MASK_CANVAS_VERSION] = canvas_version() + 1
+def bump_canvas(key: str = MASK_CANVAS_VERSION) -> None:
+    """Give a drawing canvas a new key, so it mounts empty over the updated background."""
+    st.session_state[key] = canvas_version(key) + 1
+
+
+def clear_segment_prompt() -> None:
+    """Forget the clicks, box, step and text of the selection being made."""
+    st.session_state[SEGMENT_POINTS] = []
+    st.session_state[SEGMENT_BOX] = None
+    st.session_state[SEGMENT_STEP] = 0
+    st.session_state[SEGMENT_QUERY] = ""
+    st.session_state.pop(SEGMENT_RESULT, None)
+    bump_canvas(SEGMENT_CANVAS_VERSION)
 
 
 def display_copy(width: int) -> Image.Image | None:
-    """The current photo downscaled to ``width`` pixels wide for the screen (cached per session)."""
+    """The current photo scaled to ``width`` pixels wide for the screen (cached per session)."""
     loaded = photo()
     if loaded is None:
         return None
@@ -98,7 +137,7 @@ def display_copy(width: int) -> Image.Image | None:
             cache.pop(next(iter(cache)))
         rgb = loaded.rgb
         height = max(1, round(rgb.height * width / rgb.width))
-        cache[key] = rgb if width >= rgb.width else rgb.resize((width, height), Image.LANCZOS, reducing_gap=2.0)
+        cache[key] = rgb if width == rgb.width else rgb.resize((width, height), Image.LANCZOS, reducing_gap=2.0)
     return cache[key]
 
 

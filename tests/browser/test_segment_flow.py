@@ -1,0 +1,103 @@
+"""Selecting by clicking in Chromium: the selection appears, goes to the mask at the clicked place."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser.test_mask_flow import wait_idle
+
+pytestmark = pytest.mark.browser
+
+CAT_SIZE = (451, 300)
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+
+def choose_example(page, app_url: str, name: str = "Chelsea") -> None:
+    page.goto(app_url)
+    wait_idle(page)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name=name).click()
+    wait_idle(page)
+    page.get_by_role("button", name="Use this example").click()
+    wait_idle(page)
+
+
+def click_canvas(page, fx: float, fy: float) -> None:
+    canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas")
+    canvas.wait_for(timeout=30_000)
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    page.wait_for_timeout(600)
+    wait_idle(page)
+
+
+def download_mask(page) -> np.ndarray:
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download mask (PNG)").click()
+    return np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes()))) > 127
+
+
+def spot_with_an_object(tiny_models) -> tuple[float, float]:
+    """Where the (random) tiny FastSAM finds an object in the cat photo, as fractions of its size.
+
+    The tiny model is deterministic, so the app finds the same candidates for the same photo.
+    """
+    from core.engines.fastsam import FastSAMEngine, FastSAMSettings
+    from core.images import load_image
+
+    image = load_image(EXAMPLES / "chelsea.jpg")
+    candidates = FastSAMEngine.load(tiny_models["fastsam"]).everything(image, FastSAMSettings())
+    largest = int(np.argmax(candidates.areas))
+    ys, xs = np.nonzero(candidates.mask(largest))
+    middle = len(xs) // 2
+    return (xs[middle] + 0.5) / image.width, (ys[middle] + 0.5) / image.height
+
+
+def test_click_selects_and_adds_to_the_mask_at_the_clicked_place(page, app_url, tiny_models):
+    fx, fy = spot_with_an_object(tiny_models)
+    choose_example(page, app_url)
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Segment").click()
+    wait_idle(page)
+    page.get_by_text("Click on the object to select it.").wait_for(timeout=60_000)
+
+    click_canvas(page, fx, fy)
+    page.get_by_text("Selected").first.wait_for(timeout=30_000)
+    caption = page.get_by_text("Selected").first.inner_text()
+    assert "with fastsam" in caption
+    page.get_by_role("button", name="Add to mask").click()
+    wait_idle(page)
+    page.get_by_text("Added to the mask.").wait_for(timeout=30_000)
+    page.get_by_role("link", name="See it on the Mask page").click()
+    wait_idle(page)
+    page.get_by_text("Mask covers").wait_for(timeout=30_000)
+    mask = download_mask(page)
+    assert mask.shape == (CAT_SIZE[1], CAT_SIZE[0])
+    clicked = (int(fx * CAT_SIZE[0]), int(fy * CAT_SIZE[1]))
+    assert mask[clicked[1], clicked[0]], "the clicked pixel is not in the mask"
+    assert 0 < mask.mean() < 1
+
+
+def test_box_without_fastsam_uses_grabcut_and_says_so(page, fresh_app_url, screenshot_dir):
+    choose_example(page, fresh_app_url)
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Segment").click()
+    wait_idle(page)
+    page.get_by_text("Clicks and boxes use GrabCut instead").wait_for(timeout=30_000)
+    page.get_by_test_id("stButtonGroup").first.get_by_text("Box", exact=True).click()
+    wait_idle(page)
+    canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas")
+    canvas.wait_for(timeout=30_000)
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.1 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.85 * box["width"], box["y"] + 0.95 * box["height"], steps=10)
+    page.mouse.up()
+    page.wait_for_timeout(600)
+    wait_idle(page)
+    caption = page.get_by_text("Selected").first
+    caption.wait_for(timeout=60_000)
+    assert "with grabcut" in caption.inner_text()
+    page.screenshot(path=str(screenshot_dir / "segment.png"))

@@ -1,0 +1,192 @@
+"""AppTest runs of the Segment page: clicks, stepping, boxes, text, sending to the mask, fallbacks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from core.engines.fastsam import FastSAMEngine, FastSAMSettings
+from tests.test_app import TIMEOUT, png_bytes, upload
+from ui import state
+
+PHOTO_SIZE = (480, 320)
+
+
+def make_photo() -> Image.Image:
+    image = Image.new("RGB", PHOTO_SIZE, (60, 120, 60))
+    ImageDraw.Draw(image).ellipse((150, 90, 330, 250), fill=(220, 30, 30))
+    return image
+
+
+@pytest.fixture
+def models_env(monkeypatch, tmp_path):
+    """A clean process-wide cache; tests choose which models to point the app at."""
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    st.config.set_option("client.showErrorDetails", "full")
+    yield monkeypatch
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def with_tiny_models(models_env, tiny_models):
+    for role, path in tiny_models.items():
+        models_env.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
+    return tiny_models
+
+
+def segment_page() -> AppTest:
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
+    upload(at, "photo.png", png_bytes(make_photo()))
+    return at.switch_page("pages/1_Segment.py").run()
+
+
+def canvas_key(at: AppTest) -> str:
+    return f"segment_canvas_{at.session_state[state.SEGMENT_CANVAS_VERSION]}"
+
+
+def draw(at: AppTest, *objects: dict) -> AppTest:
+    """Send canvas objects as the component would (canvas = photo size here: no background fit)."""
+    at.session_state[canvas_key(at)] = {"drawing": {"raw": {"objects": list(objects)}, "data": None},
+                                        "backgroundFit": None}
+    return at.run()
+
+
+def click(at: AppTest, x: float, y: float) -> AppTest:
+    """A click at photo pixel (x, y): a Fabric circle as the point tool reports it."""
+    from ui.canvas import canvas_size
+
+    width, _ = canvas_size(PHOTO_SIZE, 800)
+    scale = width / PHOTO_SIZE[0]
+    radius, stroke = 5, 2
+    return draw(at, {"type": "Circle", "originX": "left", "originY": "center", "radius": radius,
+                     "strokeWidth": stroke, "left": x * scale - radius - stroke / 2, "top": y * scale})
+
+
+def rect(at: AppTest, x0: float, y0: float, x1: float, y1: float) -> AppTest:
+    from ui.canvas import canvas_size
+
+    scale = canvas_size(PHOTO_SIZE, 800)[0] / PHOTO_SIZE[0]
+    return draw(at, {"type": "Rect", "originX": "left", "originY": "top", "left": x0 * scale,
+                     "top": y0 * scale, "width": (x1 - x0) * scale, "height": (y1 - y0) * scale})
+
+
+def selected_caption(at: AppTest) -> str | None:
+    return next((c.value for c in at.caption if c.value.startswith("Selected")), None)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def an_object_spot(tiny_models) -> tuple[int, int]:
+    """A photo pixel where the tiny FastSAM finds an object (it is deterministic)."""
+    candidates = FastSAMEngine.load(tiny_models["fastsam"]).everything(make_photo(), FastSAMSettings())
+    ys, xs = np.nonzero(candidates.mask(int(np.argmax(candidates.areas))))
+    return int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+
+
+def test_click_selects_with_fastsam_and_adds_to_the_mask(with_tiny_models):
+    x, y = an_object_spot(with_tiny_models)
+    at = click(segment_page(), x, y)
+    assert not at.exception and not at.error
+    assert at.session_state[state.SEGMENT_POINTS] == [(pytest.approx(x, abs=1), pytest.approx(y, abs=1), 1)]
+    assert "with fastsam" in selected_caption(at)
+    result = at.session_state[state.SEGMENT_RESULT][1]
+    assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0]) and result.mask[y, x]
+
+    button(at, "Add to mask").click().run()
+    document = at.session_state[state.MASK]
+    assert document.history == ["segment: clicks"]
+    assert np.array_equal(document.mask, result.mask)
+    assert any("Added to the mask" in s.value for s in at.success)
+    # The Mask page shows it at once.
+    at.switch_page("pages/2_Mask.py").run()
+    assert any("Mask covers" in c.value for c in at.caption)
+
+
+def test_bigger_and_smaller_step_through_nested_objects(with_tiny_models):
+    candidates = FastSAMEngine.load(with_tiny_models["fastsam"]).everything(make_photo(), FastSAMSettings())
+    grid = [(x, y) for x in range(5, PHOTO_SIZE[0], 20) for y in range(5, PHOTO_SIZE[1], 20)]
+    x, y = max(grid, key=lambda p: len(candidates.levels_at(*p)))
+    levels = len(candidates.levels_at(x, y))
+    assert levels >= 2, "the tiny model should nest candidates somewhere"
+
+    at = click(segment_page(), x, y)
+    assert at.session_state[state.SEGMENT_RESULT][1].levels == levels
+    first = at.session_state[state.SEGMENT_RESULT][1].mask.sum()
+    assert button(at, "Smaller").disabled and not button(at, "Bigger").disabled
+    button(at, "Bigger").click().run()
+    assert at.session_state[state.SEGMENT_STEP] == 1
+    assert at.session_state[state.SEGMENT_RESULT][1].mask.sum() > first
+    assert f"size 2 of {levels}" in selected_caption(at)
+    button(at, "Smaller").click().run()
+    assert at.session_state[state.SEGMENT_RESULT][1].mask.sum() == first
+
+
+def test_exclude_clicks_and_clear(with_tiny_models):
+    x, y = an_object_spot(with_tiny_models)
+    at = click(segment_page(), x, y)
+    at.button_group(key=state.SEGMENT_LABEL).set_value("Exclude").run()
+    at = click(at, 5, 5)
+    assert at.session_state[state.SEGMENT_POINTS][-1][2] == 0
+    assert len(at.session_state[state.SEGMENT_POINTS]) == 2
+    button(at, "Clear selection").click().run()
+    assert at.session_state[state.SEGMENT_POINTS] == [] and selected_caption(at) is None
+
+
+def test_text_prompt_shows_candidates_to_choose_from(with_tiny_models):
+    at = segment_page()
+    at.button_group(key=state.SEGMENT_MODE).set_value("Text").run()
+    at.text_input(key=state.SEGMENT_TEXT).input("a red disk")
+    at.number_input(key=state.SEGMENT_TOP_K).set_value(3)
+    next(b for b in at.get("button") if b.label == "Find").click()
+    at.run()
+    assert not at.exception and not at.error
+    result = at.session_state[state.SEGMENT_RESULT][1]
+    assert 1 <= len(result.masks) <= 3
+    picks = [c for c in at.checkbox if "similarity" in c.label]
+    assert len(picks) == len(result.masks) and picks[0].value
+    if len(picks) > 1:
+        picks[1].check().run()
+        union = result.masks[0] | result.masks[1]
+        button(at, "Replace mask").click().run()
+        assert np.array_equal(at.session_state[state.MASK].mask, union)
+        assert at.session_state[state.MASK].history == ["segment: “a red disk”"]
+
+
+def test_zero_area_box_is_a_clear_error(with_tiny_models):
+    at = rect(segment_page(), 100, 100, 100, 200)
+    assert not at.exception
+    assert "no area" in at.error[0].value
+
+
+def test_without_models_boxes_use_grabcut_and_text_is_disabled(models_env):
+    at = segment_page()
+    assert not at.exception
+    assert any("use GrabCut instead" in w.value and "INPAINT_STUDIO_MODEL_FASTSAM" in w.value for w in at.warning)
+    at.button_group(key=state.SEGMENT_MODE).set_value("Box").run()
+    at = rect(at, 140, 80, 340, 260)
+    assert "with grabcut" in selected_caption(at)
+    mask = at.session_state[state.SEGMENT_RESULT][1].mask
+    assert mask[170, 240] and not mask[10, 10]
+    at.button_group(key=state.SEGMENT_MODE).set_value("Text").run()
+    assert any("needs" in w.value and "INPAINT_STUDIO_MODEL_CLIP" in w.value for w in at.warning)
+    assert at.text_input(key=state.SEGMENT_TEXT).disabled
+
+
+def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(models_env, tmp_path):
+    broken = tmp_path / "FastSAM-s.pt"
+    broken.write_bytes(b"\x00 not a checkpoint")
+    models_env.setenv("INPAINT_STUDIO_MODEL_FASTSAM", str(broken))
+    at = segment_page()
+    assert not at.exception
+    assert any("could not be loaded" in e.value for e in at.error)
+    at = click(at, 240, 170)
+    assert not at.exception
+    assert "with grabcut" in selected_caption(at)
+    assert any("could not be loaded" in w.value and "GrabCut" in w.value for w in at.warning)

@@ -1,0 +1,178 @@
+"""The selection service with the real FastSAM loader on the tiny checkpoint, caches and fallbacks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from core.engines import ModelLoadError
+from core.engines.fastsam import FastSAMEngine, FastSAMSettings, work_copy
+from core.images import content_hash
+from core.segment import SegmentError, SegmentPrompt
+from core.segmenter import WEAK_TEXT_MATCH, Segmenter
+
+SETTINGS = FastSAMSettings(imgsz=320)
+
+
+def photo(size=(480, 320)) -> Image.Image:
+    image = Image.new("RGB", size, (60, 120, 60))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((150, 90, 330, 250), fill=(220, 30, 30))
+    return image
+
+
+class CountingModel:
+    """Wraps an ultralytics model and counts how often it runs."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fastsam(tiny_models) -> FastSAMEngine:
+    return FastSAMEngine.load(tiny_models["fastsam"])
+
+
+def counting_segmenter(fastsam: FastSAMEngine, **loaders) -> tuple[Segmenter, CountingModel]:
+    counter = CountingModel(fastsam.model)
+    engine = FastSAMEngine(counter, fastsam.model_id, "cpu")
+    return Segmenter({"fastsam": lambda: engine, **loaders}), counter
+
+
+def test_everything_pass_gives_candidates_at_the_work_resolution(fastsam):
+    image = photo((960, 640))
+    candidates = fastsam.everything(image, SETTINGS)
+    assert len(candidates) > 0
+    assert candidates.work_size == work_copy(image, 320).size == (320, 213)
+    assert candidates.image_size == (960, 640)
+    assert all(crop.dtype == bool and crop.any() for crop in candidates.crops)
+
+
+def test_everything_runs_once_per_photo_and_clicks_reuse_it(fastsam):
+    segmenter, counter = counting_segmenter(fastsam)
+    image = photo()
+    image_id = content_hash(image)
+    first = segmenter.segment(image, image_id, SegmentPrompt(points=((240, 170, 1),)), SETTINGS)
+    assert counter.calls == 1 and "everything" in first.timings
+    assert first.backend == "fastsam" and first.model == fastsam.model_id
+    assert first.mask is not None and first.mask.shape == (320, 480) and first.mask[170, 240]
+    second = segmenter.segment(image, image_id, SegmentPrompt(points=((100, 60, 1), (240, 170, 1))), SETTINGS)
+    boxed = segmenter.segment(image, image_id, SegmentPrompt(box=(150, 90, 330, 250)), SETTINGS)
+    assert counter.calls == 1  # answered from the cache
+    assert "everything" not in second.timings and "select" in second.timings
+    assert boxed.mask is not None and boxed.scores[0] > 0
+    # Another photo is another pass; other settings are another pass too.
+    other = photo((400, 300))
+    segmenter.segment(other, content_hash(other), SegmentPrompt(points=((10, 10, 1),)), SETTINGS)
+    segmenter.segment(image, image_id, SegmentPrompt(points=((10, 10, 1),)), FastSAMSettings(imgsz=256))
+    assert counter.calls == 3
+
+
+def test_stepping_walks_through_nested_candidates(fastsam):
+    segmenter, _ = counting_segmenter(fastsam)
+    image = photo()
+    image_id = content_hash(image)
+    results = [
+        segmenter.segment(image, image_id, SegmentPrompt(points=((240, 170, 1),), step=step), SETTINGS)
+        for step in range(3)
+    ]
+    assert results[0].levels >= 1
+    areas = [int(result.mask.sum()) for result in results]
+    assert areas == sorted(areas)  # each step is the same size or larger
+    if results[0].levels > 1:
+        assert areas[1] > areas[0]
+
+
+def test_clicks_outside_the_photo_are_ignored_with_a_note(fastsam):
+    segmenter, _ = counting_segmenter(fastsam)
+    image = photo()
+    result = segmenter.segment(image, content_hash(image), SegmentPrompt(points=((240, 170, 1), (900, 10, 1))), SETTINGS)
+    assert "1 click outside the photo ignored" in result.message
+    with pytest.raises(SegmentError, match="outside the photo"):
+        segmenter.segment(image, content_hash(image), SegmentPrompt(points=((900, 10, 1),)), SETTINGS)
+
+
+def test_zero_area_box_and_empty_prompt_are_clear_errors(fastsam):
+    segmenter, _ = counting_segmenter(fastsam)
+    image = photo()
+    with pytest.raises(SegmentError, match="no area"):
+        segmenter.segment(image, "id", SegmentPrompt(box=(50, 50, 50, 120)), SETTINGS)
+    with pytest.raises(SegmentError, match="Click on the object"):
+        segmenter.segment(image, "id", SegmentPrompt(), SETTINGS)
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_load_error(tmp_path):
+    broken = tmp_path / "FastSAM-s.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        FastSAMEngine.load(broken)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        FastSAMEngine.load(tmp_path / "missing.pt")
+
+
+def test_a_photo_where_nothing_is_found_says_so():
+    class NothingFound:
+        model_id = "empty"
+
+        def everything(self, image, settings):
+            from core.segment import CandidateSet
+
+            return CandidateSet.from_masks(np.zeros((0, 10, 10), bool), [], image.size)
+
+    segmenter = Segmenter({"fastsam": NothingFound})
+    image = photo()
+    result = segmenter.segment(image, "id", SegmentPrompt(points=((5, 5, 1),)), SETTINGS)
+    assert result.mask is None and "found no objects" in result.message
+
+
+def test_missing_fastsam_falls_back_to_grabcut_and_says_which_model(tmp_path):
+    def missing():
+        return FastSAMEngine.load(tmp_path / "FastSAM-s.pt")
+
+    segmenter = Segmenter({"fastsam": missing})
+    image = photo()
+    result = segmenter.segment(image, content_hash(image), SegmentPrompt(box=(140, 80, 340, 260)), SETTINGS)
+    assert result.backend == "grabcut"
+    assert "FastSAM-s.pt does not exist" in result.message and "GrabCut" in result.message
+    truth = np.zeros((320, 480), bool)
+    yy, xx = np.mgrid[0:320, 0:480]
+    truth[((xx - 240) / 90) ** 2 + ((yy - 170) / 80) ** 2 <= 1] = True
+    iou = (result.mask & truth).sum() / (result.mask | truth).sum()
+    assert iou > 0.8
+    assert segmenter.error("fastsam") is not None
+    with pytest.raises(SegmentError, match="needs CLIP"):
+        segmenter.segment(image, content_hash(image), SegmentPrompt(text="a red disk"), SETTINGS)
+
+
+def test_text_prompt_returns_top_k_candidates_with_scores(fastsam, tiny_models):
+    from core.engines.clip_text import ClipScorer
+
+    clip_calls = []
+
+    def load_clip():
+        scorer = ClipScorer.load(str(tiny_models["clip"]))
+        original = scorer.embed_candidates
+
+        def counted(*args, **kwargs):
+            clip_calls.append(1)
+            return original(*args, **kwargs)
+
+        scorer.embed_candidates = counted
+        return scorer
+
+    segmenter, counter = counting_segmenter(fastsam, clip=load_clip)
+    image = photo()
+    image_id = content_hash(image)
+    result = segmenter.segment(image, image_id, SegmentPrompt(text="a red disk", top_k=3), SETTINGS)
+    assert 1 <= len(result.masks) <= 3
+    assert len(result.scores) == len(result.masks) == len(result.similarities)
+    assert result.similarities == sorted(result.similarities, reverse=True)
+    assert all(mask.shape == (320, 480) for mask in result.masks)
+    # A weak best match is reported with its score.
+    assert ("best similarity" in result.message) == (result.similarities[0] < WEAK_TEXT_MATCH)
+    segmenter.segment(image, image_id, SegmentPrompt(text="green grass", top_k=2), SETTINGS)
+    assert counter.calls == 1 and len(clip_calls) == 1  # candidates embedded once per photo
