@@ -39,7 +39,7 @@ browser:
 
 ## Retake the README's screenshots (docs/screenshots) with the browser tests
 screenshots: $(VENV)/.installed-dev browser
-	INPAINT_STUDIO_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser -k screenshots
+	INPAINT_STUDIO_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/browser
 
 ## Benchmarks, measured side by side with their references
 bench: $(VENV)/.installed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.timing import machine
 
-BENCHMARKS = ("mask_chain",)
+BENCHMARKS = ("mask_chain", "segment_click")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(importlib.import_module(f"bench.{name}").run(quick=args.quick))
 
     print(f"machine: {machine()}")
-    print(f"{'benchmark':58} {'ms':>9} {'reference ms':>13} {'ratio':>7}  reference")
+    width = max(len(row["name"]) for row in rows)
+    print(f"{'benchmark':{width}} {'ms':>9} {'reference ms':>13} {'ratio':>7}  reference")
     for row in rows:
         reference_ms = row["reference_ms"]
         ratio = f"{reference_ms / row['ms']:.1f}×" if reference_ms else ""
         ref = f"{reference_ms:13.1f}" if reference_ms else " " * 13
-        print(f"{row['name']:58} {row['ms']:9.1f} {ref} {ratio:>7}  {row['reference'] or ''}")
+        print(f"{row['name']:{width}} {row['ms']:9.1f} {ref} {ratio:>7}  {row['reference'] or ''}")
 
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

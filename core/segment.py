@@ -115,8 +115,9 @@ class SegmentResult:
     ``masks``: one or more bool masks, best first (several for text prompts: the top k).
     ``scores``: one per mask (meaning depends on the prompt: IoU with the box, text probability,
     model confidence). ``similarities``: the text prompt's cosine similarity per mask.
-    ``timings``: milliseconds per stage. ``message``: what a person should know (nothing found,
-    a weak text match, a point outside the photo).
+    ``timings``: milliseconds per stage. ``message``: what a person should know about this
+    answer (nothing found, a weak text match, a point outside the photo). ``fallback``: why
+    another engine than the one asked for answered (a model missing or broken), empty otherwise.
     """
 
     masks: list[np.ndarray]
@@ -126,6 +127,7 @@ class SegmentResult:
     similarities: list[float] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    fallback: str = ""
     levels: int = 0  # point prompts: how many nested candidates the clicks can step through
 
     @property

@@ -158,12 +158,11 @@ class Segmenter:
         elif checked.backend in ("fastsam", "sam") and self.engine(settings.model) is not None:
             result = self._fastsam(image, image_id, checked, settings)
             if checked.backend == "sam":
-                result.message = f"SAM is not available ({self.error('sam')}) Used FastSAM. " + result.message
+                result.fallback = f"{self.error('sam')} Used FastSAM instead."
         else:
             result = self._grabcut(image, checked)
             if checked.backend != "grabcut":
-                missing = self.error(settings.model) or "FastSAM is not available."
-                result.message = f"{missing} Used GrabCut instead. " + result.message
+                result.fallback = f"{self.error(settings.model) or 'FastSAM is not available.'} Used GrabCut instead."
         result.message = (note + result.message).strip()
         return result
 

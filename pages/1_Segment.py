@@ -34,6 +34,7 @@ def send_to_mask(kind: str, selection: np.ndarray, label: str) -> None:
                                         "replace": "Replaced"}[kind]
 
 
+banner = st.container()
 canvas_col, controls_col = st.columns([3, 1], gap="medium")
 
 with controls_col:
@@ -54,29 +55,29 @@ with controls_col:
 
 settings = FastSAMSettings(model=FASTSAM_MODELS[model], imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina)
 fastsam_status = available[settings.model]
-fastsam_ready = fastsam_status.available and segmenter.error(settings.model) is None
-if BACKENDS[backend] != "grabcut" and not fastsam_ready:
-    reason = segmenter.error(settings.model) or (
-        f"{fastsam_status.role.title} is not on this machine ({fastsam_status.configured})."
-    )
-    st.warning(f"{reason} Clicks and boxes use GrabCut instead. To use FastSAM, set "
-               f"{fastsam_status.role.setting} to a local copy of the checkpoint.", icon=":material/info:")
-if BACKENDS[backend] == "sam" and not available["sam"].available:
-    st.warning(f"SAM is not on this machine ({available['sam'].configured}); clicks use FastSAM. "
-               f"Set {available['sam'].role.setting} to a local copy.", icon=":material/info:")
-text_ready = available["clip"].available and fastsam_ready
-if mode == "Text" and not text_ready:
-    missing = available["clip"] if not available["clip"].available else fastsam_status
-    st.warning(f"Selecting by text needs {missing.role.title}, which is not available "
-               f"({missing.configured}). Set {missing.role.setting} to a local copy; clicking and "
-               "boxes still work.", icon=":material/info:")
-
-if fastsam_ready and BACKENDS[backend] != "grabcut" and not segmenter.has_candidates(photo_id, settings):
+if fastsam_status.available and BACKENDS[backend] != "grabcut" and not segmenter.has_candidates(photo_id, settings):
     try:
-        with st.spinner(f"Finding every object with {model} (once per photo)…"):
+        with banner, st.spinner(f"Finding every object with {model} (once per photo)…"):
             segmenter.candidates(loaded.rgb, photo_id, settings)
-    except ModelLoadError as error:
-        st.error(str(error))
+    except ModelLoadError:
+        pass  # remembered by the segmenter and explained below
+fastsam_ready = fastsam_status.available and segmenter.error(settings.model) is None
+with banner:
+    if BACKENDS[backend] != "grabcut" and not fastsam_ready:
+        reason = segmenter.error(settings.model) or (
+            f"{fastsam_status.role.title} is not on this machine ({fastsam_status.configured})."
+        )
+        st.warning(f"{reason} Clicks and boxes use GrabCut instead. To use FastSAM, set "
+                   f"{fastsam_status.role.setting} to a local copy of the checkpoint.", icon=":material/info:")
+    if BACKENDS[backend] == "sam" and not available["sam"].available:
+        st.warning(f"SAM is not on this machine ({available['sam'].configured}); clicks use FastSAM. "
+                   f"Set {available['sam'].role.setting} to a local copy.", icon=":material/info:")
+    text_ready = available["clip"].available and fastsam_ready
+    if mode == "Text" and not text_ready:
+        missing = available["clip"] if not available["clip"].available else fastsam_status
+        st.warning(f"Selecting by text needs {missing.role.title}, which is not available "
+                   f"({missing.configured}). Set {missing.role.setting} to a local copy; clicking and "
+                   "boxes still work.", icon=":material/info:")
 
 with controls_col:
     if mode == "Text":

@@ -185,8 +185,23 @@ def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(models_env, tmp_
     models_env.setenv("INPAINT_STUDIO_MODEL_FASTSAM", str(broken))
     at = segment_page()
     assert not at.exception
-    assert any("could not be loaded" in e.value for e in at.error)
+    assert any("could not be loaded" in w.value and "GrabCut" in w.value for w in at.warning)
     at = click(at, 240, 170)
     assert not at.exception
     assert "with grabcut" in selected_caption(at)
     assert any("could not be loaded" in w.value and "GrabCut" in w.value for w in at.warning)
+
+
+def test_sam_refinement_answers_clicks(with_tiny_models):
+    at = segment_page()
+    at.radio(key=state.SEGMENT_BACKEND).set_value("SAM (refine)").run()
+    at = click(at, 240, 170)
+    assert not at.exception and not at.error
+    result = at.session_state[state.SEGMENT_RESULT][1]
+    assert result.backend == "sam"
+    assert "with sam" in selected_caption(at)
+    assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0])
+    # Another click on the same photo reuses SAM's image embedding: only the decoder runs.
+    at = click(at, 100, 60)
+    assert "embed" not in at.session_state[state.SEGMENT_RESULT][1].timings
+    assert "decode" in at.session_state[state.SEGMENT_RESULT][1].timings

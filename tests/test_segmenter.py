@@ -137,7 +137,7 @@ def test_missing_fastsam_falls_back_to_grabcut_and_says_which_model(tmp_path):
     image = photo()
     result = segmenter.segment(image, content_hash(image), SegmentPrompt(box=(140, 80, 340, 260)), SETTINGS)
     assert result.backend == "grabcut"
-    assert "FastSAM-s.pt does not exist" in result.message and "GrabCut" in result.message
+    assert "FastSAM-s.pt does not exist" in result.fallback and "GrabCut" in result.fallback
     truth = np.zeros((320, 480), bool)
     yy, xx = np.mgrid[0:320, 0:480]
     truth[((xx - 240) / 90) ** 2 + ((yy - 170) / 80) ** 2 <= 1] = True

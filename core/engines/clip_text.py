@@ -15,9 +15,8 @@ import numpy as np
 from PIL import Image
 
 from core.engines import ModelLoadError
+from core.models import ROLES
 from core.segment import CandidateSet
-
-SETTING = "INPAINT_STUDIO_MODEL_CLIP"
 
 
 class ClipScorer:
@@ -88,7 +87,10 @@ class ClipScorer:
         scorable = [i for i in range(len(candidates)) if candidates.areas[i] > min_area]
         for start in range(0, len(scorable), batch_size):
             batch = scorable[start : start + batch_size]
-            crops = [_masked_square_crop(pixels, candidates.boxes[i], candidates.crops[i], fill) for i in batch]
+            crops = [
+                _masked_square_crop(pixels, candidates.boxes[i], candidates.crops[i], fill)
+                for i in batch
+            ]
             inputs = self.processor(images=crops, return_tensors="pt")
             with torch.inference_mode():
                 features = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
@@ -123,7 +125,7 @@ class ClipScorer:
 def _load_message(path: str, reason: str) -> str:
     return (
         f"CLIP (selecting objects by name) could not be loaded from {path!r}: {reason}. "
-        f"Set {SETTING} to a local directory holding a CLIPModel and its CLIPProcessor "
+        f"Set {ROLES['clip'].setting} to a local directory holding a CLIPModel and its CLIPProcessor "
         "(saved with save_pretrained, or a download of openai/clip-vit-base-patch32 made on a "
         "machine with internet)."
     )
@@ -154,14 +156,17 @@ def _tokenizer_problem(tokenizer, text_vocab_size: int) -> str:
 def _fill_colour(image_mean) -> np.ndarray:
     """The colour for blanked pixels: the processor's normalisation mean, as uint8 RGB.
 
-    After CLIP's normalisation ``(x - mean) / std`` these pixels are exactly zero, and CLIP's patch
-    embedding has no bias, so a fully blanked patch contributes only its position embedding: the
-    most neutral input there is. White or black would be seen as a real white or black background.
+    After CLIP's normalisation ``(x - mean) / std`` these pixels are zero (to within uint8
+    rounding), and CLIP's patch embedding has no bias, so a fully blanked patch contributes little
+    more than its position embedding: the most neutral input there is. White or black would be
+    seen as a real white or black background and pull the text match towards it.
     """
     return np.round(np.asarray(image_mean, np.float64) * 255).astype(np.uint8)
 
 
-def _masked_square_crop(pixels: np.ndarray, box: np.ndarray, mask_crop: np.ndarray, fill: np.ndarray) -> np.ndarray:
+def _masked_square_crop(
+    pixels: np.ndarray, box: np.ndarray, mask_crop: np.ndarray, fill: np.ndarray
+) -> np.ndarray:
     """The box's crop of ``pixels`` (uint8 H×W×3) with the pixels outside ``mask_crop`` set to
     ``fill``, centred on a square of ``fill``."""
     x0, y0, x1, y1 = (int(v) for v in box)
@@ -171,7 +176,7 @@ def _masked_square_crop(pixels: np.ndarray, box: np.ndarray, mask_crop: np.ndarr
     square[:] = fill
     top, left = (side - height) // 2, (side - width) // 2
     crop = square[top : top + height, left : left + width]
-    crop[mask_crop] = pixels[y0:y1, x0:x1][mask_crop]
+    np.copyto(crop, pixels[y0:y1, x0:x1], where=mask_crop[:, :, None])
     return square
 
 

@@ -68,7 +68,7 @@ def grabcut_select(
     nothing = empty_mask(image.size)
     if checked.box is None and not checked.positive:
         if prompt.positive:
-            return nothing, "The clicks on the object lie outside the photo; click on the object in the photo."
+            return nothing, "The clicks on the object lie outside the photo; click on the object itself."
         return nothing, (
             "There is nothing to select from: click on the object (not only on what to exclude) "
             "or drag a box around it."
@@ -102,7 +102,8 @@ def grabcut_select(
     cv2.grabCut(work, seeds, None, background_model, object_model, iterations, cv2.GC_INIT_WITH_MASK)
     selected = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
     if checked.box is None:
-        selected = _regions_touching(selected, [_to_work(x, y, image.size, work_size) for x, y in checked.positive])
+        clicks = [_to_work(x, y, image.size, work_size) for x, y in checked.positive]
+        selected = _regions_touching(selected, clicks)
     if not selected.any():
         return nothing, "GrabCut found no object in the box; click on the object, or draw the box around it."
 
@@ -150,7 +151,8 @@ def _similar_patch(smooth: np.ndarray, centre: tuple[int, int], reach: int) -> n
     the size of ``smooth``)."""
     height, width = smooth.shape[:2]
     x, y = centre
-    x0, y0, x1, y1 = max(0, x - reach), max(0, y - reach), min(width, x + reach + 1), min(height, y + reach + 1)
+    x0, y0 = max(0, x - reach), max(0, y - reach)
+    x1, y1 = min(width, x + reach + 1), min(height, y + reach + 1)
     filled = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)  # floodFill wants a 1-pixel border
     tolerance = (NEGATIVE_TOLERANCE,) * 3
     # 4-connected, compared with the clicked colour (not with each neighbour), writing 1 into ``filled``.
@@ -171,7 +173,9 @@ def _to_work(x: float, y: float, image_size: tuple[int, int], work_size: tuple[i
     )
 
 
-def _to_work_end(x: float, y: float, image_size: tuple[int, int], work_size: tuple[int, int]) -> tuple[int, int]:
+def _to_work_end(
+    x: float, y: float, image_size: tuple[int, int], work_size: tuple[int, int]
+) -> tuple[int, int]:
     """A box's exclusive end (x, y) in work pixels: the first work pixel past it."""
     return (
         max(1, int(np.ceil(x * work_size[0] / image_size[0]))),

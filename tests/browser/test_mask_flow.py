@@ -9,6 +9,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from core.masks import bounding_box
+from core.models import ROLES
 
 pytestmark = pytest.mark.browser
 
@@ -86,7 +87,7 @@ def test_example_photo_bad_upload_and_mask_screenshots(page, fresh_app_url, tmp_
     page.goto(fresh_app_url)
     wait_idle(page)
     # Every model is reported missing, with its fallback.
-    expect(page.get_by_role("cell", name="missing", exact=True)).to_have_count(5, timeout=30_000)
+    expect(page.get_by_role("cell", name="missing", exact=True)).to_have_count(len(ROLES), timeout=30_000)
     expect(page.get_by_role("cell", name="OpenCV GrabCut seeded by the clicks or box")).to_be_visible()
     wait_idle(page)
     page.get_by_test_id("stSelectbox").first.click()
