@@ -9,8 +9,9 @@ settings = setup_page("Home", "🎨")
 
 st.title("Inpaint Studio")
 st.write(
-    "Edit a photo region by region: choose a photo, paint the region to change on the **Mask** "
-    "page, and download the mask. Everything outside the mask stays exactly as it was."
+    "Edit a photo region by region: choose a photo, select an object on the **Segment** page by "
+    "clicking it, boxing it or naming it, refine the region on the **Mask** page, and download the "
+    "mask. Everything outside the mask stays exactly as it was."
 )
 
 image_picker(settings)
@@ -18,7 +19,8 @@ image_picker(settings)
 loaded = state.photo()
 if loaded is not None:
     st.image(state.display_copy(min(900, loaded.size[0])), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
-    st.page_link("pages/2_Mask.py", label="Next: paint the mask", icon=":material/brush:")
+    st.page_link("pages/1_Segment.py", label="Next: select an object", icon=":material/ads_click:")
+    st.page_link("pages/2_Mask.py", label="…or paint the mask", icon=":material/brush:")
 
 st.subheader("Models and device")
 _, offline = resources.settings()

@@ -65,10 +65,10 @@ fastsam_ready = fastsam_status.available and segmenter.error(settings.model) is 
 with banner:
     if BACKENDS[backend] != "grabcut" and not fastsam_ready:
         reason = segmenter.error(settings.model) or (
-            f"{fastsam_status.role.title} is not on this machine ({fastsam_status.configured})."
+            f"{fastsam_status.role.title} is not on this machine ({fastsam_status.configured}). Download "
+            f"it on a machine with internet and set {fastsam_status.role.setting} to its local path."
         )
-        st.warning(f"{reason} Clicks and boxes use GrabCut instead. To use FastSAM, set "
-                   f"{fastsam_status.role.setting} to a local copy of the checkpoint.", icon=":material/info:")
+        st.warning(f"{reason} Clicks and boxes use GrabCut instead.", icon=":material/info:")
     if BACKENDS[backend] == "sam" and not available["sam"].available:
         st.warning(f"SAM is not on this machine ({available['sam'].configured}); clicks use FastSAM. "
                    f"Set {available['sam'].role.setting} to a local copy.", icon=":material/info:")

@@ -47,7 +47,7 @@ NEGATIVE_REACH = 0.15
 
 
 def grabcut_select(
-    image: Image.Image, prompt: SegmentPrompt, *, max_side: int = 512, iterations: int = 5
+    image: Image.Image, prompt: SegmentPrompt, *, max_side: int = 512, iterations: int = 3
 ) -> tuple[np.ndarray, str]:
     """Select the object that ``prompt``'s clicks and box point at, with GrabCut.
 

@@ -38,7 +38,7 @@ def test_paint_switch_pages_and_download_the_mask(page, app_url, tmp_path):
     page.get_by_text("1600×1000 JPEG").first.wait_for(timeout=30_000)
     wait_idle(page)
 
-    page.get_by_role("link", name="Next: paint the mask").click()
+    page.get_by_role("link", name="…or paint the mask").click()
     wait_idle(page)
     page.get_by_text("The mask is empty").wait_for(timeout=30_000)
     canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas")
