@@ -77,12 +77,11 @@ with canvas_col:
 with controls_col:
     st.subheader("Mask file")
     stem = (loaded.name or "photo").rsplit(".", 1)[0]
-    st.download_button("Download mask (PNG)", lambda: masks.encode_mask_png(mask),
-                       file_name=f"{stem}-mask.png", mime="image/png", on_click="ignore",
-                       disabled=box is None, key="download_mask")
-    st.download_button("Download soft mask (PNG)", lambda: masks.encode_mask_png(soft),
-                       file_name=f"{stem}-mask-soft.png", mime="image/png", on_click="ignore",
-                       disabled=box is None, key="download_soft_mask")
+    mask_png, soft_png = state.mask_files(grow_px, inner, outer) if box is not None else (b"", b"")
+    st.download_button("Download mask (PNG)", mask_png, file_name=f"{stem}-mask.png", mime="image/png",
+                       on_click="ignore", disabled=box is None, key="download_mask")
+    st.download_button("Download soft mask (PNG)", soft_png, file_name=f"{stem}-mask-soft.png",
+                       mime="image/png", on_click="ignore", disabled=box is None, key="download_soft_mask")
     with st.expander("Upload a mask"):
         upload = st.file_uploader("Mask image", type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
                                   key="mask_upload")

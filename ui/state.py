@@ -20,6 +20,7 @@ PHOTO_SOURCE = "photo_source"  # the upload's file id or the example's name, so 
 MASK = "mask"  # core.masks.MaskDocument for the current photo
 DISPLAY_CACHE = "display_cache"  # (photo id, width) → downscaled copy shown on screen
 MASK_PREVIEW = "mask_preview"  # (inputs, (mask, soft mask)) of the last preview computed
+MASK_FILES = "mask_files"  # (inputs, (mask PNG, soft mask PNG)) of the last downloads prepared
 MASK_CANVAS_VERSION = "mask_canvas_version"  # bumped to give the canvas a fresh, empty drawing
 SEGMENT_CANVAS_VERSION = "segment_canvas_version"
 SEGMENT_POINTS = "segment_points"  # [(x, y, label)] in photo pixels, label 1 include / 0 exclude
@@ -97,6 +98,7 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state[MASK] = MaskDocument(loaded.size)
     st.session_state[DISPLAY_CACHE] = {}
     st.session_state.pop(MASK_PREVIEW, None)
+    st.session_state.pop(MASK_FILES, None)
     st.session_state[GROW_PREVIEW] = 0
     clear_segment_prompt()
     bump_canvas()
@@ -153,4 +155,20 @@ def mask_preview(grow_px: int, inner: int, outer: int) -> tuple[np.ndarray, np.n
         mask = masks.grow(document.mask, grow_px) if grow_px else document.mask
         cached = (key, (mask, masks.feather(mask, inner, outer)))
         st.session_state[MASK_PREVIEW] = cached
+    return cached[1]
+
+
+def mask_files(grow_px: int, inner: int, outer: int) -> tuple[bytes, bytes]:
+    """PNG files of the previewed mask and its soft version, encoded once per change.
+
+    Encoded up front rather than on click: the same bytes give the same download link on every
+    rerun, so a click that races a rerun still downloads.
+    """
+    document = mask_document()
+    key = (photo_id(), document.revision, grow_px, inner, outer)
+    cached = st.session_state.get(MASK_FILES)
+    if cached is None or cached[0] != key:
+        mask, soft = mask_preview(grow_px, inner, outer)
+        cached = (key, (masks.encode_mask_png(mask), masks.encode_mask_png(soft)))
+        st.session_state[MASK_FILES] = cached
     return cached[1]
