@@ -1,44 +1,17 @@
 """Selecting by clicking in Chromium: the selection appears, goes to the mask at the clicked place."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.browser.test_mask_flow import wait_idle
+from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
 
 pytestmark = pytest.mark.browser
 
 CAT_SIZE = (451, 300)
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
-
-
-def choose_example(page, app_url: str, name: str = "Chelsea") -> None:
-    page.goto(app_url)
-    wait_idle(page)
-    page.get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name=name).click()
-    wait_idle(page)
-    page.get_by_role("button", name="Use this example").click()
-    wait_idle(page)
-
-
-def click_canvas(page, fx: float, fy: float) -> None:
-    canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas")
-    canvas.wait_for(timeout=30_000)
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-    page.wait_for_timeout(600)
-    wait_idle(page)
-
-
-def download_mask(page) -> np.ndarray:
-    with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download mask (PNG)").click()
-    return np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes()))) > 127
 
 
 def spot_with_an_object(tiny_models) -> tuple[float, float]:
@@ -60,8 +33,7 @@ def spot_with_an_object(tiny_models) -> tuple[float, float]:
 def test_click_selects_and_adds_to_the_mask_at_the_clicked_place(page, app_url, tiny_models):
     fx, fy = spot_with_an_object(tiny_models)
     choose_example(page, app_url)
-    page.get_by_test_id("stSidebar").get_by_role("link", name="Segment").click()
-    wait_idle(page)
+    go_to(page, "Segment")
     page.get_by_text("Click on the object to select it.").wait_for(timeout=60_000)
 
     click_canvas(page, fx, fy)
@@ -83,20 +55,11 @@ def test_click_selects_and_adds_to_the_mask_at_the_clicked_place(page, app_url, 
 
 def test_box_without_fastsam_uses_grabcut_and_says_so(page, fresh_app_url, screenshot_dir):
     choose_example(page, fresh_app_url)
-    page.get_by_test_id("stSidebar").get_by_role("link", name="Segment").click()
-    wait_idle(page)
+    go_to(page, "Segment")
     page.get_by_text("Clicks and boxes use GrabCut instead").wait_for(timeout=30_000)
     page.get_by_test_id("stButtonGroup").first.get_by_text("Box", exact=True).click()
     wait_idle(page)
-    canvas = page.locator("[data-testid=stBidiComponentIsolated] canvas.upper-canvas")
-    canvas.wait_for(timeout=30_000)
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.1 * box["height"])
-    page.mouse.down()
-    page.mouse.move(box["x"] + 0.85 * box["width"], box["y"] + 0.95 * box["height"], steps=10)
-    page.mouse.up()
-    page.wait_for_timeout(600)
-    wait_idle(page)
+    drag(page, [(0.15, 0.1), (0.85, 0.95)], steps=10)
     caption = page.get_by_text("Selected").first
     caption.wait_for(timeout=60_000)
     assert "with grabcut" in caption.inner_text()
