@@ -195,8 +195,9 @@ def feather(mask: np.ndarray, inner: float = 0.0, outer: float = 0.0) -> np.ndar
     """Soft alpha falling from 1 to 0 across the mask's edge.
 
     The ramp starts ``inner`` pixels inside the edge and ends ``outer`` pixels outside it
-    (smoothstep). With ``inner=0`` every masked pixel stays at 1; with ``outer=0`` every
-    unmasked pixel stays at 0, so nothing outside the mask can change.
+    (smoothstep): only pixels within ``outer`` px of the mask (``grow(mask, outer)``) get any
+    alpha. With ``inner=0`` every masked pixel stays at 1; with ``outer=0`` every unmasked pixel
+    stays at 0, so nothing outside the mask can change.
     """
     mask = check_mask(mask)
     if inner < 0 or outer < 0:
@@ -208,8 +209,10 @@ def feather(mask: np.ndarray, inner: float = 0.0, outer: float = 0.0) -> np.ndar
     x0, y0, x1, y1 = _expand(box, int(np.ceil(outer)) + 1, mask.shape)
     region = mask[y0:y1, x0:x1]
     # Signed distance from the edge, positive inside; pixel centres sit half a pixel off it.
-    signed = np.where(region, _distance(region) - 0.5, 0.5 - _distance(~region))
+    outside = _distance(~region)
+    signed = np.where(region, _distance(region) - 0.5, 0.5 - outside)
     ramp = np.clip((signed + outer) / (inner + outer), 0.0, 1.0)
+    ramp[outside > outer] = 0.0  # exactly grow(mask, outer), not half a pixel more
     alpha[y0:y1, x0:x1] = ramp * ramp * (3.0 - 2.0 * ramp)
     return alpha
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core.config import PREFIX, Settings
+from core.device import DeviceInfo
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,31 @@ def locate(role_name: str, settings: Settings) -> ModelStatus:
 def model_statuses(settings: Settings) -> list[ModelStatus]:
     """The status of every role, in registry order."""
     return [locate(name, settings) for name in ROLES]
+
+
+# Inpainting engines that need a model, and the role that model is configured under.
+ENGINE_ROLES = {"sd15": "sd15_inpaint", "sdxl": "sdxl_inpaint"}
+
+
+def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **options: Any) -> Any:
+    """Load inpainting engine ``name`` (see ``core.engines.INPAINT_ENGINES``) on ``device``.
+
+    Diffusion engines take their model from the role's setting; ``options`` override the
+    :class:`core.engines.diffusion.DiffusionOptions` derived from the device. Raises
+    ModelLoadError when the model is missing or unusable.
+    """
+    from core.engines import ModelLoadError, inpaint_engine_class
+
+    engine_class = inpaint_engine_class(name)
+    role = ENGINE_ROLES.get(name)
+    if role is None:
+        return engine_class()
+    status = locate(role, settings)
+    if not status.available:
+        raise ModelLoadError(
+            f"{status.role.title} ({status.configured}) is not on this machine. Download it on a "
+            f"machine with internet and set {status.role.setting} to its local path."
+        )
+    from core.engines.diffusion import DiffusionOptions
+
+    return engine_class.load(str(status.path), DiffusionOptions(device=device.kind, dtype=device.dtype, **options))

@@ -337,3 +337,10 @@ def test_mask_from_a_split_off_alpha_band():
     alpha[:, :5] = 255
     mask = masks.mask_from_image(rgb, size, alpha=Image.fromarray(alpha, "L"))
     assert np.array_equal(mask, rect(size, (0, 0, 5, 10)))
+
+
+def test_feather_band_is_exactly_the_grown_mask():
+    mask = disk((200, 160), (100, 80), 30)
+    for outer in (1, 5, 8, 17):
+        alpha = masks.feather(mask, inner=3, outer=outer)
+        assert np.array_equal(alpha > 0, masks.grow(mask, outer))

@@ -13,6 +13,7 @@ PAGES = [
     (HOME, "Home", ":material/home:"),
     ("pages/1_Segment.py", "Segment", ":material/ads_click:"),
     ("pages/2_Mask.py", "Mask", ":material/brush:"),
+    ("pages/3_Inpaint.py", "Inpaint", ":material/auto_fix_high:"),
 ]
 
 

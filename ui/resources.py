@@ -6,6 +6,7 @@ keeps state between calls and is not thread-safe).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import streamlit as st
 from core.config import Settings, apply_offline_mode, load_settings
 from core.device import DeviceInfo, detect_device
 from core.engines import ModelLoadError
-from core.models import ModelStatus, locate, model_statuses
+from core.models import ModelStatus, load_inpaint_engine, locate, model_statuses
 from core.segmenter import Segmenter
 
 
@@ -69,3 +70,12 @@ def segmenter() -> Segmenter:
             "sam": _engine_loader("sam", lambda path, kind: SamEngine.load(path, device=kind)),
         }
     )
+
+
+@st.cache_resource(show_spinner="Loading the inpainting model…")
+def inpaint_engine(name: str) -> tuple[Any, threading.Lock]:
+    """Inpainting engine ``name`` and the lock to hold while it generates (one per process).
+
+    Raises ModelLoadError (not cached, so a model copied in later is picked up).
+    """
+    return load_inpaint_engine(name, settings()[0], device()), threading.Lock()

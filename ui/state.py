@@ -8,6 +8,8 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image
 
+from dataclasses import replace
+
 import numpy as np
 
 from core import masks
@@ -28,6 +30,9 @@ SEGMENT_BOX = "segment_box"  # (x0, y0, x1, y1) in photo pixels, or None
 SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next larger, ...
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
+INPAINT_RESULT = "inpaint_result"  # core.inpaint.InpaintResult of the last generation
+BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
+MAX_BASE_HISTORY = 10
 
 # Widget values that must survive a page switch (Streamlit drops the state of widgets that a run
 # does not draw), with their defaults.
@@ -49,6 +54,22 @@ SEGMENT_CONF = "segment_conf"
 SEGMENT_IOU = "segment_iou"
 SEGMENT_RETINA = "segment_retina"
 SEGMENT_CLIP_TO_BOX = "segment_clip_to_box"
+INPAINT_ENGINE = "inpaint_engine"
+INPAINT_PROMPT = "inpaint_prompt"
+INPAINT_NEGATIVE = "inpaint_negative"
+INPAINT_PRESET = "inpaint_preset"
+INPAINT_VARIANTS = "inpaint_variants"
+INPAINT_SEED = "inpaint_seed"
+INPAINT_RANDOM_SEED = "inpaint_random_seed"
+INPAINT_GUIDANCE = "inpaint_guidance"
+INPAINT_STEPS = "inpaint_steps"
+INPAINT_STRENGTH = "inpaint_strength"
+INPAINT_SCHEDULER = "inpaint_scheduler"
+INPAINT_PADDING = "inpaint_padding"
+INPAINT_BLEND = "inpaint_blend"
+INPAINT_COLOR_MATCH = "inpaint_color_match"
+INPAINT_INVERT = "inpaint_invert"
+INPAINT_CHOICE = "inpaint_choice"
 PERSISTENT_WIDGETS = {
     MASK_TOOL: "Paint",
     BRUSH_SIZE: 30,
@@ -68,6 +89,22 @@ PERSISTENT_WIDGETS = {
     SEGMENT_IOU: 0.9,
     SEGMENT_RETINA: True,
     SEGMENT_CLIP_TO_BOX: False,
+    INPAINT_ENGINE: None,
+    INPAINT_PROMPT: "",
+    INPAINT_NEGATIVE: "blurry, low quality, distorted, watermark, text",
+    INPAINT_PRESET: "Quality",
+    INPAINT_VARIANTS: 2,
+    INPAINT_SEED: 42,
+    INPAINT_RANDOM_SEED: False,
+    INPAINT_GUIDANCE: 7.5,
+    INPAINT_STEPS: 30,
+    INPAINT_STRENGTH: 1.0,
+    INPAINT_SCHEDULER: "default",
+    INPAINT_PADDING: 64,
+    INPAINT_BLEND: "feather",
+    INPAINT_COLOR_MATCH: True,
+    INPAINT_INVERT: False,
+    INPAINT_CHOICE: 0,
 }
 
 
@@ -101,6 +138,8 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state.pop(MASK_FILES, None)
     st.session_state[GROW_PREVIEW] = 0
     clear_segment_prompt()
+    st.session_state.pop(INPAINT_RESULT, None)
+    st.session_state[BASE_HISTORY] = []
     bump_canvas()
 
 
@@ -172,3 +211,41 @@ def mask_files(grow_px: int, inner: int, outer: int) -> tuple[bytes, bytes]:
         cached = (key, (masks.encode_mask_png(mask), masks.encode_mask_png(soft)))
         st.session_state[MASK_FILES] = cached
     return cached[1]
+
+
+def base_history() -> list[LoadedImage]:
+    return st.session_state.get(BASE_HISTORY, [])
+
+
+def use_as_base(rgb: Image.Image) -> None:
+    """Continue editing from ``rgb`` (an edit of the current photo): the current photo goes into
+    the history; transparency, colour profile, EXIF and the mask carry over."""
+    current = photo()
+    history = base_history() + [current]
+    st.session_state[BASE_HISTORY] = history[-MAX_BASE_HISTORY:]
+    _replace_pixels(replace(current, rgb=_with_info(rgb, current)))
+
+
+def step_back() -> None:
+    """Return to the version of the photo before the last "use as new base"."""
+    history = base_history()
+    if history:
+        st.session_state[BASE_HISTORY] = history[:-1]
+        _replace_pixels(history[-1])
+
+
+def _with_info(rgb: Image.Image, like: LoadedImage) -> Image.Image:
+    rgb = rgb.copy()
+    rgb.info = dict(like.rgb.info)
+    return rgb
+
+
+def _replace_pixels(loaded: LoadedImage) -> None:
+    st.session_state[PHOTO] = loaded
+    st.session_state[PHOTO_ID] = content_hash(loaded.rgb)
+    st.session_state[DISPLAY_CACHE] = {}
+    st.session_state.pop(MASK_PREVIEW, None)
+    st.session_state.pop(MASK_FILES, None)
+    st.session_state.pop(SEGMENT_RESULT, None)
+    bump_canvas()
+    bump_canvas(SEGMENT_CANVAS_VERSION)

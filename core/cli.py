@@ -1,0 +1,122 @@
+"""The command line: ``python -m core <command>``.
+
+Commands build the same params objects and call the same core functions as the app. Problems with
+the input (a file, a mask, an argument) exit with code 2, a failed generation with 1; either way
+with one clear line on stderr and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.config import SettingsError, apply_offline_mode, load_settings
+from core.images import ImageError, read_image
+from core.masks import MaskError, mask_from_image
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+class BadInput(Exception):
+    """An argument or input file that cannot be used (exit code 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Inpaint Studio from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    edit = commands.add_parser("inpaint", help="regenerate the masked region of a photo")
+    edit.add_argument("image", type=Path, help="the photo")
+    edit.add_argument("--mask", type=Path, required=True, help="mask image: white = regenerate (or transparency)")
+    edit.add_argument("--out", type=Path, required=True,
+                      help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    edit.add_argument("--prompt", default="", help="what should be in the region")
+    edit.add_argument("--negative", default="", help="what should not")
+    edit.add_argument("--engine", default="sd15", help="sd15, sdxl, telea or navier_stokes (default sd15)")
+    edit.add_argument("--steps", type=int, default=30)
+    edit.add_argument("--guidance", type=float, default=7.5)
+    edit.add_argument("--strength", type=float, default=1.0)
+    edit.add_argument("--seed", type=int, default=None, help="first variant's seed (default: random)")
+    edit.add_argument("--variants", type=int, default=1)
+    edit.add_argument("--scheduler", default=None)
+    edit.add_argument("--padding", type=int, default=32, help="context around the mask, px")
+    edit.add_argument("--mask-blur", type=int, default=8, help="soft edge outside the mask, px")
+    edit.add_argument("--blend", choices=("feather", "poisson"), default="feather")
+    edit.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
+    edit.add_argument("--invert-mask", action="store_true", help="regenerate everything except the mask")
+    edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
+    return parser
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / total)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total}", end="", file=sys.stderr, flush=True)
+    if done == total:
+        print(file=sys.stderr)
+
+
+def inpaint_command(args: argparse.Namespace) -> int:
+    from core.device import detect_device
+    from core.engines import ModelLoadError
+    from core.engines.base import InpaintError
+    from core.images import encode_image
+    from core.inpaint import InpaintParams, inpaint
+    from core.models import load_inpaint_engine
+
+    output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
+    if output_format is None:
+        raise BadInput(f"{args.out}: the output must end in .png, .jpg or .webp.")
+    try:
+        photo = read_image(args.image, name=str(args.image))
+        mask_file = read_image(args.mask, name=str(args.mask))
+        mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
+                               name=str(args.mask))
+        params = InpaintParams(
+            prompt=args.prompt, negative_prompt=args.negative, guidance_scale=args.guidance, steps=args.steps,
+            strength=args.strength, seed=args.seed, variants=args.variants, scheduler=args.scheduler,
+            padding=args.padding, mask_blur=args.mask_blur, blend=args.blend, color_match=not args.no_color_match,
+            invert_mask=args.invert_mask, engine=args.engine,
+        )
+    except (ImageError, MaskError, InpaintError) as error:
+        raise BadInput(str(error)) from error
+    settings = load_settings()
+    apply_offline_mode(settings)
+    try:
+        engine = load_inpaint_engine(args.engine, settings, detect_device(settings.device))
+    except KeyError as error:
+        raise BadInput(f"Unknown engine {args.engine!r}: use sd15, sdxl, telea or navier_stokes.") from error
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        result = inpaint(photo.rgb, mask, params, engine, progress=_progress)
+    except InpaintError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(result.images):
+        path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
+        path.write_bytes(encode_image(image, format=output_format, alpha=photo.alpha, icc_profile=photo.icc_profile,
+                                      exif=photo.exif, params=result.metadata(index)))
+        print(f"{path}  seed {result.seeds[index]}  seam ΔE {result.seam_delta_e[index]:.2f}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {"inpaint": inpaint_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (BadInput, SettingsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ncancelled", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,399 @@
+"""Stable Diffusion 1.5 and SDXL inpainting through diffusers.
+
+An engine holds one loaded inpainting pipeline and fills prepared crops (see
+:mod:`core.engines.base`): RGB image and mode L mask (255 = repaint) of the same size, width and
+height multiples of 8. Every seed gives one variant, all of them from one batched pipeline call.
+
+Reproducibility: variant i depends only on seed i. diffusers draws each batch element's initial
+noise and scheduler noise from that element's generator, but samples the VAE latents of a single
+input image with the *first* generator only, which would tie every variant to the first seed. So
+the image and mask are passed once per variant; each VAE encoding then samples with its own
+variant's generator. A variant regenerated alone with its seed matches the batch's variant up to
+floating-point rounding (batched and unbatched kernels sum in different orders): on CPU float32
+at most one level of 255 in a few pixels.
+
+torch and diffusers are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from PIL import Image
+
+from core.engines import ModelLoadError
+from core.engines.base import Cancelled, CancelCheck, EngineOutput, EngineRequest, InpaintError, ProgressCallback
+from core.models import ROLES
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEVICES = ("cuda", "mps", "cpu")
+DTYPES = ("float16", "bfloat16", "float32")
+
+# The UNet of an inpainting model takes the noisy latent (4 channels), the mask (1) and the
+# masked image's latent (4).
+INPAINT_UNET_CHANNELS = 9
+
+# Scheduler names offered to people -> (diffusers class, settings over the pipeline's own config).
+# "default" keeps the scheduler the model was saved with.
+DEFAULT_SCHEDULER = "default"
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+}
+
+# An output whose brightest value is at most this (of 1.0) is black. A float16 VAE that overflows
+# decodes NaN, which diffusers turns into 0, i.e. black.
+BLACK_LEVEL = 4 / 255
+# An input crop whose brightest value is above this is not black, so a black output is a failure.
+NOT_BLACK_INPUT_LEVEL = 16 / 255
+
+FP16_SAFE_SDXL_VAE = "madebyollin/sdxl-vae-fp16-fix"
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """How a diffusion engine is loaded; per-call knobs live in :class:`EngineRequest`.
+
+    ``device``: ``cuda``, ``mps`` or ``cpu``. ``dtype``: ``float16``, ``bfloat16`` or ``float32``
+    (use float32 on CPU). ``fp16_safe_vae``: a hub id or folder of a VAE that replaces the model's
+    own, e.g. ``madebyollin/sdxl-vae-fp16-fix`` for SDXL in float16 (the stock SDXL VAE overflows
+    there). ``cpu_offload``: keep each sub-model on the CPU until it runs (slower, needs far less
+    GPU memory); only applies on CUDA. ``compile``: ``torch.compile`` the UNet (a slow first call
+    per crop size, faster afterwards).
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    fp16_safe_vae: str | None = None
+    cpu_offload: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r}).")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}).")
+
+
+class DiffusionEngine:
+    """A loaded diffusers inpainting pipeline. Not thread-safe: hold a lock per engine.
+
+    Subclasses name the model family: the diffusers pipeline class it must load as and the model
+    role (``core.models.ROLES``) under which it is configured.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    native_resolution: ClassVar[int]
+    supports_prompt: ClassVar[bool] = True
+    supports_negative_prompt: ClassVar[bool] = True
+    supports_strength: ClassVar[bool] = True
+    schedulers: ClassVar[tuple[str, ...]] = (DEFAULT_SCHEDULER, *SCHEDULERS)
+    pipeline_class: ClassVar[str]
+    role: ClassVar[str]
+    load_overrides: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, pipe, model_id: str, options: DiffusionOptions) -> None:
+        self.pipe = pipe
+        self.model_id = model_id
+        self.options = options
+        self.default_scheduler = pipe.scheduler
+        # MPS generators are not reproducible across runs; CPU ones are (the noise moves to MPS).
+        self.generator_device = "cpu" if options.device == "mps" else options.device
+
+    # --- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, options: DiffusionOptions = DiffusionOptions()) -> DiffusionEngine:
+        """Load the inpainting pipeline at ``path`` (a ``save_pretrained`` folder or a cached hub id).
+
+        The model's safety checker is not loaded (it blacks out whole variants; a photo editor
+        does not need it). Attention runs through torch's scaled-dot-product attention (diffusers'
+        default with torch 2; no xformers). Raises :class:`ModelLoadError` naming ``path`` when it
+        cannot be loaded, is not an inpainting model, or belongs to another engine.
+        """
+        model_id = str(path)
+        local = Path(model_id).expanduser()
+        if (local.is_absolute() or model_id.startswith(".")) and not local.exists():
+            raise ModelLoadError(f"The {cls.title} model folder {model_id} does not exist. {cls._how_to_provide()}")
+        try:
+            import torch
+            from diffusers import AutoPipelineForInpainting
+
+            dtype = getattr(torch, options.dtype)
+            components = dict(cls.load_overrides)
+            if options.fp16_safe_vae:
+                components["vae"] = _load_vae(options.fp16_safe_vae, dtype)
+            pipe = AutoPipelineForInpainting.from_pretrained(model_id, dtype=dtype, **components)
+        except ModelLoadError:
+            raise
+        except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
+            raise ModelLoadError(
+                f"The {cls.title} model {model_id} could not be loaded ({type(error).__name__}: {error}). "
+                f"It must be a diffusers inpainting pipeline (a folder with model_index.json, unet/, vae/ "
+                f"and text encoders, as saved by save_pretrained). {cls._how_to_provide()}"
+            ) from error
+        cls._check_pipeline(model_id, pipe)
+        try:
+            if options.cpu_offload and options.device == "cuda":
+                pipe.enable_model_cpu_offload()
+            else:
+                pipe.to(options.device)
+            if options.compile:
+                pipe.unet.compile()
+        except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
+            raise ModelLoadError(
+                f"The {cls.title} model {model_id} could not be moved to {options.device} in "
+                f"{options.dtype} ({type(error).__name__}: {error}). Choose another device or dtype."
+            ) from error
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe, model_id, options)
+
+    @classmethod
+    def _how_to_provide(cls) -> str:
+        role = ROLES[cls.role]
+        return f"Set {role.setting} to a local copy of {role.default}."
+
+    @classmethod
+    def _check_pipeline(cls, model_id: str, pipe) -> None:
+        """Raise ModelLoadError unless ``pipe`` is this engine's inpainting pipeline.
+
+        AutoPipelineForInpainting also loads a text-to-image model (as an inpainting pipeline with
+        a 4-channel UNet that only blends latents), which would fill holes with unrelated content.
+        """
+        unet = getattr(pipe, "unet", None)
+        channels = unet.config.in_channels if unet is not None else None
+        if channels != INPAINT_UNET_CHANNELS:
+            raise ModelLoadError(
+                f"{model_id} is not an inpainting model (its UNet takes {channels} input channels, an "
+                f"inpainting UNet takes {INPAINT_UNET_CHANNELS}). {cls._how_to_provide()}"
+            )
+        loaded = type(pipe).__name__
+        if loaded != cls.pipeline_class:
+            fitting = [engine.name for engine in DiffusionEngine.__subclasses__() if engine.pipeline_class == loaded]
+            advice = f"Load it with the {fitting[0]!r} engine, or set" if fitting else "Set"
+            raise ModelLoadError(
+                f"{model_id} is a {loaded}, not a {cls.title} model ({cls.pipeline_class}). "
+                f"{advice} {ROLES[cls.role].setting} to a local copy of {ROLES[cls.role].default}."
+            )
+
+    # --- generating -------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        request: EngineRequest,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> EngineOutput:
+        """Fill ``request`` with one variant per seed, in one batched pipeline call.
+
+        ``progress(step, total)`` is called after every denoising step; when ``should_cancel()``
+        returns True the remaining steps are skipped and :class:`Cancelled` is raised. Raises
+        :class:`InpaintError` for invalid requests, out-of-memory, and black or NaN outputs. Timings:
+        ``denoise`` (call start to the last step: prompt and image encoding plus the steps) and
+        ``decode`` (VAE decoding and post-processing), in ms.
+        """
+        import torch
+
+        # 1. Check inputs
+        _check_request(request)
+        scheduler = self._scheduler(request.scheduler)
+        notes = self._prompt_notes(request)
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("Inpainting was cancelled before it started.")
+
+        # 2. One generator per variant; the image and mask once per variant (see the module docstring)
+        count = len(request.seeds)
+        generators = [torch.Generator(self.generator_device).manual_seed(seed) for seed in request.seeds]
+        self.pipe.scheduler = scheduler
+
+        # 3. Denoise, reporting progress and honouring cancellation after every step
+        last_step_at = None
+
+        def on_step_end(pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+            nonlocal last_step_at
+            last_step_at = time.perf_counter()
+            if progress is not None:
+                progress(step + 1, pipe.num_timesteps)
+            if should_cancel is not None and should_cancel():
+                pipe._interrupt = True  # diffusers' documented way to stop: the remaining steps are skipped
+            return callback_kwargs
+
+        started = time.perf_counter()
+        try:
+            result = self.pipe(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                image=[request.image] * count,
+                mask_image=[request.mask] * count,
+                height=request.image.height,
+                width=request.image.width,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                strength=request.strength,
+                num_images_per_prompt=count,
+                generator=generators,
+                output_type="np",
+                callback_on_step_end=on_step_end,
+            )
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            self._free_memory()
+            raise InpaintError(
+                f"Out of memory on {self.options.device} while inpainting a {request.image.width}x"
+                f"{request.image.height} crop with {count} variant(s). Use a smaller crop size or less "
+                "padding, fewer variants, or turn on CPU offload."
+            ) from error
+        finished = time.perf_counter()
+        if self.pipe.interrupt:
+            raise Cancelled("Inpainting was cancelled.")
+
+        # 4. Check and convert the outputs
+        pixels = result.images  # (variants, height, width, 3) floats in [0, 1]
+        _check_outputs(pixels, request)
+        last_step_at = last_step_at or finished
+        return EngineOutput(
+            images=[_to_pil(variant) for variant in pixels],
+            notes=notes,
+            timings={"denoise": (last_step_at - started) * 1000, "decode": (finished - last_step_at) * 1000},
+        )
+
+    def _scheduler(self, name: str | None):
+        """A fresh scheduler called ``name``, built from the model's own scheduler config."""
+        if name in (None, DEFAULT_SCHEDULER):
+            return self.default_scheduler
+        if name not in SCHEDULERS:
+            raise InpaintError(f"Unknown scheduler {name!r}: choose one of {', '.join(self.schedulers)}.")
+        import diffusers
+
+        class_name, settings = SCHEDULERS[name]
+        return getattr(diffusers, class_name).from_config(self.default_scheduler.config, **settings)
+
+    def _prompt_notes(self, request: EngineRequest) -> list[str]:
+        """What a person should know about their prompts: text past the tokenizer's limit is ignored."""
+        notes = []
+        tokenizer = getattr(self.pipe, "tokenizer", None) or self.pipe.tokenizer_2
+        limit = tokenizer.model_max_length
+        for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+            token_ids = tokenizer(text, truncation=False, verbose=False).input_ids
+            if len(token_ids) > limit:
+                # As diffusers cuts it: the start token, limit - 2 tokens of text, the end token.
+                ignored = tokenizer.decode(token_ids[limit - 1 : -1]).strip()
+                if len(ignored) > 80:
+                    ignored = ignored[:77] + "…"
+                notes.append(f"The {label} was cut to {limit} tokens; the end ({ignored}) was ignored.")
+        if request.negative_prompt and request.guidance_scale <= 1:
+            notes.append("The negative prompt has no effect at guidance scale 1 or below.")
+        return notes
+
+    def _free_memory(self) -> None:
+        import torch
+
+        self.pipe.maybe_free_model_hooks()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.options.device == "mps":
+            torch.mps.empty_cache()
+
+
+class SD15Inpaint(DiffusionEngine):
+    """Stable Diffusion 1.5 inpainting (e.g. ``stable-diffusion-v1-5/stable-diffusion-inpainting``)."""
+
+    name = "sd15"
+    title = "Stable Diffusion 1.5 inpainting"
+    native_resolution = 512
+    pipeline_class = "StableDiffusionInpaintPipeline"
+    role = "sd15_inpaint"
+    load_overrides = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+class SDXLInpaint(DiffusionEngine):
+    """SDXL inpainting (e.g. ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1``).
+
+    In float16 its stock VAE overflows to black images; set ``DiffusionOptions.fp16_safe_vae``.
+    """
+
+    name = "sdxl"
+    title = "SDXL inpainting"
+    native_resolution = 1024
+    pipeline_class = "StableDiffusionXLInpaintPipeline"
+    role = "sdxl_inpaint"
+
+
+def _load_vae(path: str, dtype):
+    try:
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(path, dtype=dtype)
+    except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
+        raise ModelLoadError(
+            f"The VAE {path} could not be loaded ({type(error).__name__}: {error}). Download "
+            f"{FP16_SAFE_SDXL_VAE} on a machine with internet and point the fp16-safe VAE setting at "
+            "its folder, or leave that setting empty."
+        ) from error
+
+
+def _check_request(request: EngineRequest) -> None:
+    """Raise InpaintError, saying what to change, for a request the pipeline cannot fill as asked."""
+    image, mask = request.image, request.mask
+    checks = [
+        (len(request.seeds) >= 1, "At least one seed is needed (one variant per seed)."),
+        (all(isinstance(seed, int) and 0 <= seed < 2**64 for seed in request.seeds),
+         f"Seeds must be whole numbers from 0 to 2**64 - 1 (got {request.seeds})."),
+        (request.steps >= 1, f"Steps must be at least 1 (got {request.steps})."),
+        (request.guidance_scale >= 0, f"Guidance scale must be 0 or more (got {request.guidance_scale})."),
+        (0 < request.strength <= 1, f"Strength must be above 0 and at most 1 (got {request.strength})."),
+        (int(request.steps * request.strength) >= 1,
+         f"Steps x strength must be at least 1 (got {request.steps} x {request.strength}): raise either."),
+        (image.mode == "RGB", f"The image must be RGB (got mode {image.mode})."),
+        (mask.mode == "L", f"The mask must be mode L, 255 = repaint (got mode {mask.mode})."),
+        (image.size == mask.size, f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
+                                  "must be the same size."),
+        (image.width % 8 == 0 and image.height % 8 == 0,
+         f"The crop's width and height must be multiples of 8 (got {image.width}x{image.height})."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InpaintError(message)
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def _check_outputs(pixels: np.ndarray, request: EngineRequest) -> None:
+    """Raise InpaintError when a variant is NaN or black although the input crop was not."""
+    import numpy as np
+
+    input_is_black = np.asarray(request.image).max() / 255 <= NOT_BLACK_INPUT_LEVEL
+    failed = [
+        seed
+        for seed, variant in zip(request.seeds, pixels)
+        if np.isnan(variant).any() or (not input_is_black and variant.max() <= BLACK_LEVEL)
+    ]
+    if failed:
+        raise InpaintError(
+            f"The model produced a black or invalid (NaN) image for seed(s) {', '.join(map(str, failed))}, "
+            "typically a float16 VAE overflowing. Set the fp16-safe VAE "
+            f"({FP16_SAFE_SDXL_VAE} for SDXL), run in float32, or try another seed."
+        )
+
+
+def _to_pil(pixels: np.ndarray) -> Image.Image:
+    """An (H, W, 3) float array in [0, 1] as an RGB image."""
+    import numpy as np
+
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), "RGB")

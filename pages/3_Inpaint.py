@@ -1,0 +1,152 @@
+"""Inpaint: regenerate the masked region from a prompt, compare variants, continue from one."""
+from dataclasses import replace
+
+import streamlit as st
+
+from core.engines import REMOVAL_ENGINES, ModelLoadError, inpaint_engine_class
+from core.engines.base import Cancelled, InpaintError
+from core.inpaint import InpaintParams, inpaint
+from core.models import ENGINE_ROLES
+from ui import resources, state
+from ui.page import require_photo, setup_page
+from ui.results import recipe_json, variant_png, variant_view
+
+PRESETS = {"Quality": {state.INPAINT_STEPS: 40, state.INPAINT_GUIDANCE: 7.5},
+           "Fast": {state.INPAINT_STEPS: 15, state.INPAINT_GUIDANCE: 6.0}}
+
+setup_page("Inpaint", ":material/auto_fix_high:")
+st.title("Inpaint")
+require_photo()
+loaded = state.photo()
+document = state.mask_document()
+statuses = {status.role.name: status for status in resources.statuses()}
+
+
+def apply_preset() -> None:
+    for key, value in PRESETS.get(st.session_state[state.INPAINT_PRESET], {}).items():
+        st.session_state[key] = value
+
+
+diffusion = [name for name, role in ENGINE_ROLES.items() if statuses[role].available]
+engines = diffusion + list(REMOVAL_ENGINES)
+if st.session_state[state.INPAINT_ENGINE] not in engines:
+    st.session_state[state.INPAINT_ENGINE] = engines[0]
+if not diffusion:
+    sd15 = statuses["sd15_inpaint"]
+    st.info(f"No diffusion model is on this machine ({sd15.configured}), so the region can be removed "
+            f"(filled from its surroundings) but not regenerated from a prompt. To generate, set "
+            f"{sd15.role.setting} to a local copy of an inpainting model.", icon=":material/info:")
+if not document.mask.any():
+    st.warning("The mask is empty: select an object or paint the region to change first.",
+               icon=":material/info:")
+    st.page_link("pages/1_Segment.py", label="Select an object", icon=":material/ads_click:")
+
+settings_col, result_col = st.columns([2, 3], gap="large")
+with settings_col:
+    name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE,
+                        format_func=lambda engine: inpaint_engine_class(engine).title)
+    engine_class = inpaint_engine_class(name)
+    prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=80, disabled=not engine_class.supports_prompt,
+                          placeholder="What should be there, e.g. “a wooden bench in the sun”")
+    negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE,
+                             disabled=not engine_class.supports_negative_prompt)
+    preset_col, variants_col = st.columns(2)
+    preset_col.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
+                                 on_change=apply_preset, required=True)
+    variants = variants_col.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
+    seed_col, random_col = st.columns(2)
+    random_seed = random_col.toggle("Random seed", key=state.INPAINT_RANDOM_SEED)
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=state.INPAINT_SEED, disabled=random_seed)
+    invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=state.INPAINT_INVERT)
+    with st.expander("More settings"):
+        guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.INPAINT_GUIDANCE)
+        steps = st.slider("Steps", 1, 100, key=state.INPAINT_STEPS)
+        strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=state.INPAINT_STRENGTH,
+                             help="1 ignores what is under the mask; lower keeps more of it.")
+        schedulers = list(engine_class.schedulers) or ["default"]
+        if st.session_state[state.INPAINT_SCHEDULER] not in schedulers:
+            st.session_state[state.INPAINT_SCHEDULER] = schedulers[0]
+        scheduler = st.selectbox("Scheduler", schedulers, key=state.INPAINT_SCHEDULER,
+                                 disabled=not engine_class.schedulers)
+        padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=state.INPAINT_PADDING)
+        blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
+        blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=state.FEATHER_INNER)
+        blend_mode = st.radio("Blending", ["feather", "poisson"], key=state.INPAINT_BLEND, horizontal=True,
+                              format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
+        color_match = st.toggle("Match colours to the surroundings", key=state.INPAINT_COLOR_MATCH)
+
+    params, problem = None, None
+    try:
+        params = InpaintParams(
+            prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
+            seed=None if random_seed else int(seed), variants=variants,
+            scheduler=None if scheduler == "default" else scheduler, padding=padding, mask_blur=blur_outside,
+            mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
+            engine=name,
+        )
+    except InpaintError as error:
+        problem = str(error)
+        st.error(problem)
+
+    generate_col, remove_col = st.columns(2)
+    generate = generate_col.button("Generate", type="primary", width="stretch",
+                                   disabled=params is None or not document.mask.any())
+    remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
+                               help="Fill the region from its surroundings (OpenCV), no model needed.")
+
+    if generate or remove:
+        run = params if generate else replace(params or InpaintParams(), engine="telea", variants=1, prompt="")
+        st.button("Cancel", key="cancel_generation", help="Stops after the current step.")
+        bar = st.progress(0.0, text="Starting…")
+        try:
+            engine, lock = resources.inpaint_engine(run.engine)
+            if not lock.acquire(blocking=False):
+                with st.spinner("Waiting for another generation on this server to finish…"):
+                    lock.acquire()
+            try:
+                result = inpaint(loaded.rgb, document.mask, run, engine,
+                                 progress=lambda done, total: bar.progress(done / total, text=f"Step {done} of {total}"))
+            finally:
+                lock.release()
+        except (InpaintError, ModelLoadError) as error:
+            st.error(str(error))
+        except Cancelled:
+            st.warning("Generation cancelled.")
+        else:
+            st.session_state[state.INPAINT_RESULT] = result
+            st.session_state[state.INPAINT_CHOICE] = 0
+        bar.empty()
+
+with result_col:
+    result = st.session_state.get(state.INPAINT_RESULT)
+    if result is None:
+        st.caption("Variants appear here. Everything outside the mask's soft edge stays exactly as it was.")
+    else:
+        count = len(result.images)
+        choice = min(st.session_state[state.INPAINT_CHOICE], count - 1)
+        columns = st.columns(count)
+        for index, column in enumerate(columns):
+            column.image(variant_view(result, index, 320))
+            column.caption(f"#{index + 1} · seed {result.seeds[index]} · seam ΔE {result.seam_delta_e[index]:.1f}")
+        choice = st.radio("Variant", list(range(count)), key=state.INPAINT_CHOICE, horizontal=True,
+                          format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
+        before_col, after_col = st.columns(2)
+        before_col.image(state.display_copy(480), caption="Before")
+        after_col.image(variant_view(result, choice, 480), caption="After")
+        for note in result.notes:
+            st.info(note, icon=":material/info:")
+        timing = " · ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings.items())
+        st.caption(f"{inpaint_engine_class(result.engine).title} · {result.model_id} · {timing}")
+        base_col, back_col = st.columns(2)
+        base_col.button("Use as new base", type="primary", width="stretch",
+                        on_click=state.use_as_base, args=(result.images[choice],),
+                        help="Continue editing from this variant; the mask stays.")
+        back_col.button(f"Step back ({len(state.base_history())})", width="stretch", on_click=state.step_back,
+                        disabled=not state.base_history(), help="Return to the photo before the last new base.")
+        stem = (loaded.name or "photo").rsplit(".", 1)[0]
+        png_col, recipe_col = st.columns(2)
+        png_col.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-inpainted.png",
+                                mime="image/png", on_click="ignore", width="stretch", key="download_variant")
+        recipe_col.download_button("Download recipe (JSON)", recipe_json(result, choice),
+                                   file_name=f"{stem}-recipe.json", mime="application/json", on_click="ignore",
+                                   width="stretch", key="download_recipe")

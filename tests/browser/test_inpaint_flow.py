@@ -1,0 +1,49 @@
+"""The whole edit in Chromium: example → click to select → Inpaint → new base → download."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import masks
+from core.images import load_image
+from tests.browser.actions import choose_example, click_canvas, download_mask, go_to, wait_idle
+from tests.browser.test_segment_flow import EXAMPLES, spot_with_an_object
+
+pytestmark = pytest.mark.browser
+
+
+def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models, screenshot_dir):
+    fx, fy = spot_with_an_object(tiny_models)
+    original = np.asarray(load_image(EXAMPLES / "chelsea.jpg"))
+    choose_example(page, app_url)
+    go_to(page, "Segment")
+    click_canvas(page, fx, fy)
+    page.get_by_text("Selected").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Add to mask").click()
+    wait_idle(page)
+
+    go_to(page, "Mask")
+    mask = download_mask(page)
+    go_to(page, "Inpaint")
+    page.get_by_label("Prompt", exact=True).fill("a wooden bench")
+    page.keyboard.press("Control+Enter")  # text areas commit on Ctrl+Enter or blur
+    wait_idle(page)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("seed 42").first.wait_for(timeout=120_000)
+    wait_idle(page)
+    page.screenshot(path=str(screenshot_dir / "inpaint.png"))
+
+    page.get_by_role("button", name="Use as new base").click()
+    wait_idle(page)
+    page.get_by_role("button", name="Step back (1)").wait_for(timeout=30_000)
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download PNG").click()
+    result = np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes())).convert("RGB"))
+
+    assert result.shape == original.shape
+    band = masks.grow(mask, 8)  # the default soft edge outside the mask
+    assert np.array_equal(result[~band], original[~band]), "pixels outside the edit changed"
+    assert (result[mask] != original[mask]).any(), "nothing was regenerated"

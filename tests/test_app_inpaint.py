@@ -1,0 +1,141 @@
+"""AppTest runs of the Inpaint page with the tiny diffusion models, and without any model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core import masks
+from core.engines import REMOVAL_ENGINES
+from tests.test_app import TIMEOUT, png_bytes, upload
+from ui import state
+
+PHOTO_SIZE = (300, 200)
+
+
+def make_photo() -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 256, (PHOTO_SIZE[1], PHOTO_SIZE[0], 3), dtype=np.uint8), "RGB")
+
+
+def region() -> np.ndarray:
+    mask = np.zeros((PHOTO_SIZE[1], PHOTO_SIZE[0]), bool)
+    mask[60:120, 100:180] = True
+    return mask
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    """A clean process-wide cache and no models unless a test adds them."""
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    st.config.set_option("client.showErrorDetails", "full")
+    yield monkeypatch
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def with_tiny_models(app, tiny_models):
+    for role, path in tiny_models.items():
+        app.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
+    return tiny_models
+
+
+def inpaint_page(with_mask: bool = True) -> AppTest:
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
+    upload(at, "photo.png", png_bytes(make_photo()))
+    if with_mask:
+        at.session_state[state.MASK].apply(masks.layer_edit("add", region(), "test region"))
+    return at.switch_page("pages/3_Inpaint.py").run()
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+def generate(at: AppTest, label: str = "Generate") -> AppTest:
+    button(at, label).click()
+    return at.run()
+
+
+def outside_band_unchanged(image: Image.Image, blur: int) -> bool:
+    band = masks.grow(region(), blur)
+    return np.array_equal(np.asarray(image)[~band], np.asarray(make_photo())[~band])
+
+
+def test_generate_variants_with_the_tiny_sd15(with_tiny_models):
+    at = inpaint_page()
+    assert not at.exception
+    assert at.selectbox(key=state.INPAINT_ENGINE).value == "sd15"
+    at.text_area(key=state.INPAINT_PROMPT).input("a wooden bench")
+    at.slider(key=state.INPAINT_STEPS).set_value(2)
+    at.slider(key=state.INPAINT_VARIANTS).set_value(2)
+    at = generate(at)
+    assert not at.exception and not at.error
+    result = at.session_state[state.INPAINT_RESULT]
+    assert len(result.images) == 2 and result.seeds == [42, 43]
+    blur = at.session_state[state.FEATHER_OUTER]
+    for image in result.images:
+        assert image.size == PHOTO_SIZE and outside_band_unchanged(image, blur)
+    assert any("seed 42" in caption.value for caption in at.caption)
+    assert not at.get("download_button")[0].disabled
+
+
+def test_use_as_new_base_and_step_back(with_tiny_models):
+    at = inpaint_page()
+    at.slider(key=state.INPAINT_STEPS).set_value(1)
+    at = generate(at)
+    original_id = at.session_state[state.PHOTO_ID]
+    chosen = at.session_state[state.INPAINT_RESULT].images[0]
+    button(at, "Use as new base").click().run()
+    assert np.array_equal(np.asarray(at.session_state[state.PHOTO].rgb), np.asarray(chosen))
+    assert at.session_state[state.PHOTO_ID] != original_id
+    assert len(at.session_state[state.BASE_HISTORY]) == 1
+    assert at.session_state[state.MASK].mask.any()  # the mask carries over
+    button(at, "Step back").click().run()
+    assert at.session_state[state.PHOTO_ID] == original_id
+    assert button(at, "Step back").disabled
+
+
+def test_results_survive_a_page_switch_and_a_failed_generation(app, with_tiny_models, tmp_path):
+    at = inpaint_page()
+    at.slider(key=state.INPAINT_STEPS).set_value(1)
+    at = generate(at)
+    result = at.session_state[state.INPAINT_RESULT]
+    at.switch_page("pages/2_Mask.py").run()
+    at.switch_page("pages/3_Inpaint.py").run()
+    assert at.session_state[state.INPAINT_RESULT] is result
+    # A generation that fails (SDXL pointed at a folder that is no model) keeps the results.
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{}")
+    app.setenv("INPAINT_STUDIO_MODEL_SDXL_INPAINT", str(broken))
+    st.cache_resource.clear()
+    at.selectbox(key=state.INPAINT_ENGINE).set_value("sdxl").run()
+    at = generate(at)
+    assert not at.exception
+    assert at.error and str(broken) in at.error[0].value
+    assert at.session_state[state.INPAINT_RESULT] is result
+
+
+def test_without_diffusion_models_remove_object_still_works(app):
+    at = inpaint_page()
+    assert not at.exception
+    assert any("No diffusion model" in info.value for info in at.info)
+    engine = at.selectbox(key=state.INPAINT_ENGINE)
+    assert engine.value in REMOVAL_ENGINES and len(engine.options) == len(REMOVAL_ENGINES)
+    at = generate(at, "Remove object")
+    assert not at.exception and not at.error
+    result = at.session_state[state.INPAINT_RESULT]
+    assert result.engine == "telea" and len(result.images) == 1
+    assert outside_band_unchanged(result.images[0], at.session_state[state.FEATHER_OUTER])
+
+
+def test_empty_mask_disables_generation(app):
+    at = inpaint_page(with_mask=False)
+    assert any("mask is empty" in w.value for w in at.warning)
+    assert button(at, "Generate").disabled and button(at, "Remove object").disabled
