@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from bench.timing import best_of
+from core import masks
 from core.engines.diffusion import SD15Inpaint
 from core.inpaint import InpaintParams, engine_size, inpaint
 
@@ -65,7 +66,8 @@ def run(quick: bool = False) -> list[dict]:
     result = inpaint(photo, mask, params, engine)
     crop_ms = best_of(lambda: inpaint(photo, mask, params, engine), repeat)
     original = np.asarray(photo)
-    changed_crop = int((np.asarray(result.images[0]) != original).any(axis=-1)[~mask].sum())
+    outside = ~masks.grow(mask, params.mask_blur)  # beyond the soft edge
+    changed_crop = int((np.asarray(result.images[0]) != original).any(axis=-1)[outside].sum())
     work = engine_size(big, engine.native_resolution)
 
     def whole() -> Image.Image:
@@ -75,8 +77,8 @@ def run(quick: bool = False) -> list[dict]:
         return filled.resize(big, Image.LANCZOS)
 
     whole_ms = best_of(whole, repeat)
-    changed_whole = int((np.asarray(whole()) != original).any(axis=-1)[~mask].sum())
-    rows.append({"name": f"inpaint 12 MP, small mask: crop ({changed_crop:,} px changed outside the mask)",
-                 "ms": crop_ms, "reference": f"whole photo at {work[0]}×{work[1]} ({changed_whole:,} px changed outside)",
+    changed_whole = int((np.asarray(whole()) != original).any(axis=-1)[outside].sum())
+    rows.append({"name": f"inpaint 12 MP, small mask: crop ({changed_crop:,} px changed beyond the soft edge)",
+                 "ms": crop_ms, "reference": f"whole photo at {work[0]}×{work[1]} ({changed_whole:,} px changed there)",
                  "reference_ms": whole_ms})
     return rows

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.config import SettingsError, apply_offline_mode, load_settings
+from core.config import SettingsError, apply_offline_mode, load_settings, quiet_library_progress
 from core.images import ImageError, read_image
 from core.masks import MaskError, mask_from_image
 
@@ -83,6 +83,7 @@ def inpaint_command(args: argparse.Namespace) -> int:
         raise BadInput(str(error)) from error
     settings = load_settings()
     apply_offline_mode(settings)
+    quiet_library_progress()
     try:
         engine = load_inpaint_engine(args.engine, settings, detect_device(settings.device))
     except KeyError as error:

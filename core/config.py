@@ -139,3 +139,14 @@ def apply_offline_mode(settings: Settings) -> bool:
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_VERBOSE", "0")
     return offline
+
+
+def quiet_library_progress() -> None:
+    """Turn off diffusers' and transformers' own progress bars (loading, denoising steps): the app
+    and the command line report progress themselves. Imports those libraries: call it only where
+    they are about to be used."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

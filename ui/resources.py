@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import Settings, apply_offline_mode, load_settings
+from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo, detect_device
 from core.engines import ModelLoadError
 from core.models import ModelStatus, load_inpaint_engine, locate, model_statuses
@@ -78,4 +78,5 @@ def inpaint_engine(name: str) -> tuple[Any, threading.Lock]:
 
     Raises ModelLoadError (not cached, so a model copied in later is picked up).
     """
+    quiet_library_progress()
     return load_inpaint_engine(name, settings()[0], device()), threading.Lock()

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from PIL import Image
 
 from core.engines import ModelLoadError
-from core.engines.base import Cancelled, CancelCheck, EngineOutput, EngineRequest, InpaintError, ProgressCallback
+from core.engines.base import (
+    CancelCheck,
+    Cancelled,
+    EngineOutput,
+    EngineRequest,
+    InpaintError,
+    ProgressCallback,
+)
 from core.models import ROLES
 
 if TYPE_CHECKING:
@@ -42,7 +49,9 @@ INPAINT_UNET_CHANNELS = 9
 # "default" keeps the scheduler the model was saved with.
 DEFAULT_SCHEDULER = "default"
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "DPM++ 2M Karras": (
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}
+    ),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
     "DDIM": ("DDIMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
@@ -122,7 +131,9 @@ class DiffusionEngine:
         model_id = str(path)
         local = Path(model_id).expanduser()
         if (local.is_absolute() or model_id.startswith(".")) and not local.exists():
-            raise ModelLoadError(f"The {cls.title} model folder {model_id} does not exist. {cls._how_to_provide()}")
+            raise ModelLoadError(
+                f"The {cls.title} model folder {model_id} does not exist. {cls._how_to_provide()}"
+            )
         try:
             import torch
             from diffusers import AutoPipelineForInpainting
@@ -177,7 +188,8 @@ class DiffusionEngine:
             )
         loaded = type(pipe).__name__
         if loaded != cls.pipeline_class:
-            fitting = [engine.name for engine in DiffusionEngine.__subclasses__() if engine.pipeline_class == loaded]
+            engines = DiffusionEngine.__subclasses__()
+            fitting = [other.name for other in engines if other.pipeline_class == loaded]
             advice = f"Load it with the {fitting[0]!r} engine, or set" if fitting else "Set"
             raise ModelLoadError(
                 f"{model_id} is a {loaded}, not a {cls.title} model ({cls.pipeline_class}). "
@@ -267,9 +279,12 @@ class DiffusionEngine:
         )
 
     def _scheduler(self, name: str | None):
-        """A fresh scheduler called ``name``, built from the model's own scheduler config."""
+        """A fresh scheduler called ``name``, built from the model's own scheduler config.
+
+        Fresh, so that no state of a previous (possibly cancelled) call carries over.
+        """
         if name in (None, DEFAULT_SCHEDULER):
-            return self.default_scheduler
+            return type(self.default_scheduler).from_config(self.default_scheduler.config)
         if name not in SCHEDULERS:
             raise InpaintError(f"Unknown scheduler {name!r}: choose one of {', '.join(self.schedulers)}.")
         import diffusers
@@ -356,8 +371,9 @@ def _check_request(request: EngineRequest) -> None:
          f"Steps x strength must be at least 1 (got {request.steps} x {request.strength}): raise either."),
         (image.mode == "RGB", f"The image must be RGB (got mode {image.mode})."),
         (mask.mode == "L", f"The mask must be mode L, 255 = repaint (got mode {mask.mode})."),
-        (image.size == mask.size, f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
-                                  "must be the same size."),
+        (image.size == mask.size,
+         f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
+         "must be the same size."),
         (image.width % 8 == 0 and image.height % 8 == 0,
          f"The crop's width and height must be multiples of 8 (got {image.width}x{image.height})."),
     ]
@@ -381,7 +397,7 @@ def _check_outputs(pixels: np.ndarray, request: EngineRequest) -> None:
     input_is_black = np.asarray(request.image).max() / 255 <= NOT_BLACK_INPUT_LEVEL
     failed = [
         seed
-        for seed, variant in zip(request.seeds, pixels)
+        for seed, variant in zip(request.seeds, pixels, strict=True)
         if np.isnan(variant).any() or (not input_is_black and variant.max() <= BLACK_LEVEL)
     ]
     if failed:

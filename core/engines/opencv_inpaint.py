@@ -14,7 +14,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.engines.base import Cancelled, CancelCheck, EngineOutput, EngineRequest, InpaintError, ProgressCallback
+from core.engines.base import (
+    CancelCheck,
+    Cancelled,
+    EngineOutput,
+    EngineRequest,
+    InpaintError,
+    ProgressCallback,
+)
 
 DEFAULT_RADIUS = 5  # px around each filled pixel from whose known neighbours it is computed
 
@@ -52,10 +59,13 @@ class OpenCVInpaint:
         if not request.seeds:
             raise InpaintError("At least one seed is needed (one variant per seed).")
         if image.mode != "RGB" or mask.mode != "L":
-            raise InpaintError(f"The image must be RGB and the mask mode L (got {image.mode} and {mask.mode}).")
+            raise InpaintError(
+                f"The image must be RGB and the mask mode L, 255 = repaint (got {image.mode}, {mask.mode})."
+            )
         if image.size != mask.size:
             raise InpaintError(
-                f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) must be the same size."
+                f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
+                "must be the same size."
             )
         if should_cancel is not None and should_cancel():
             raise Cancelled("Inpainting was cancelled before it started.")

@@ -1,0 +1,94 @@
+"""``python -m core inpaint``: the same edit as the app, with clear errors and exit codes."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import masks
+from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from core.images import read_params
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = (240, 160)
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)).save(photo, quality=95)
+    mask = np.zeros((SIZE[1], SIZE[0]), np.uint8)
+    mask[50:100, 80:150] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    return photo, mask_path, mask > 0
+
+
+def test_inpaint_with_the_tiny_sd15_writes_every_variant(files, tmp_path, tiny_models, monkeypatch, capsys):
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
+    photo, mask_path, mask = files
+    out = tmp_path / "out" / "result.png"
+    code = main(["inpaint", str(photo), "--mask", str(mask_path), "--prompt", "a bench", "--out", str(out),
+                 "--steps", "2", "--variants", "2", "--seed", "5", "--mask-blur", "4"])
+    assert code == EXIT_OK
+    second = out.with_name("result-2.png")
+    assert out.exists() and second.exists()
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    band = masks.grow(mask, 4)
+    for path, seed in ((out, 5), (second, 6)):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        assert image.shape == original.shape
+        assert np.array_equal(image[~band], original[~band])
+        assert read_params(path.read_bytes())["params"]["seed"] == seed
+    printed = capsys.readouterr()
+    assert "seed 5" in printed.out and re.search(r"step (\d+)/\1\n", printed.err)
+    assert "Loading" not in printed.err  # the libraries' own progress bars are off
+
+
+def test_removal_needs_no_model_and_runs_as_a_real_command(files, tmp_path):
+    photo, mask_path, mask = files
+    out = tmp_path / "removed.jpg"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "inpaint", str(photo), "--mask", str(mask_path), "--engine", "telea",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert Image.open(out).size == SIZE and Image.open(out).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    "change, code, words",
+    [
+        (lambda a, t: a.__setitem__(1, str(t / "missing.jpg")), EXIT_BAD_INPUT, "missing.jpg"),
+        (lambda a, t: a.__setitem__(a.index("--out") + 1, str(t / "out.gif")), EXIT_BAD_INPUT, ".png, .jpg or .webp"),
+        (lambda a, t: a.extend(["--steps", "0"]), EXIT_BAD_INPUT, "Steps must be"),
+        (lambda a, t: a.extend(["--engine", "dalle"]), EXIT_BAD_INPUT, "Unknown engine"),
+        (lambda a, t: a.extend(["--engine", "sdxl"]), EXIT_FAILED, "INPAINT_STUDIO_MODEL_SDXL_INPAINT"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_an_exit_code(files, tmp_path, monkeypatch, capsys, change, code, words):
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_SDXL_INPAINT", str(tmp_path / "no-sdxl"))
+    photo, mask_path, _ = files
+    args = ["inpaint", str(photo), "--mask", str(mask_path), "--engine", "telea", "--out", str(tmp_path / "o.png")]
+    change(args, tmp_path)
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and words in err and "Traceback" not in err
+
+
+def test_a_mask_of_another_size_is_refused_unless_resized(files, tmp_path, capsys):
+    photo, _, _ = files
+    small = tmp_path / "small-mask.png"
+    Image.new("L", (120, 80), 255).save(small)
+    args = ["inpaint", str(photo), "--mask", str(small), "--engine", "telea", "--out", str(tmp_path / "o.png")]
+    assert main(args) == EXIT_BAD_INPUT
+    assert "120×80 but the photo is 240×160" in capsys.readouterr().err
+    assert main(args + ["--resize-mask"]) == EXIT_OK
