@@ -50,10 +50,9 @@ with settings_col:
                           placeholder="What should be there, e.g. “a wooden bench in the sun”")
     negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE,
                              disabled=not engine_class.supports_negative_prompt)
-    preset_col, variants_col = st.columns(2)
-    preset_col.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
-                                 on_change=apply_preset, required=True)
-    variants = variants_col.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
+    st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
+                         on_change=apply_preset, required=True)
+    variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
     seed_col, random_col = st.columns(2)
     random_seed = random_col.toggle("Random seed", key=state.INPAINT_RANDOM_SEED)
     seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=state.INPAINT_SEED, disabled=random_seed)
@@ -96,7 +95,8 @@ with settings_col:
 
     if generate or remove:
         run = params if generate else replace(params or InpaintParams(), engine="telea", variants=1, prompt="")
-        st.button("Cancel", key="cancel_generation", help="Stops after the current step.")
+        cancel_slot = st.empty()
+        cancel_slot.button("Cancel", key="cancel_generation", help="Stops after the current step.")
         bar = st.progress(0.0, text="Starting…")
         try:
             engine, lock = resources.inpaint_engine(run.engine)
@@ -116,6 +116,9 @@ with settings_col:
             st.session_state[state.INPAINT_RESULT] = result
             st.session_state[state.INPAINT_CHOICE] = 0
         bar.empty()
+        cancel_slot.empty()
+    elif st.session_state.get("cancel_generation"):
+        st.warning("Generation cancelled; earlier results are kept.", icon=":material/info:")
 
 with result_col:
     result = st.session_state.get(state.INPAINT_RESULT)

@@ -206,8 +206,10 @@ class DiffusionEngine:
     ) -> EngineOutput:
         """Fill ``request`` with one variant per seed, in one batched pipeline call.
 
-        ``progress(step, total)`` is called after every denoising step; when ``should_cancel()``
-        returns True the remaining steps are skipped and :class:`Cancelled` is raised. Raises
+        ``progress(step, total)`` is called after every denoising step; ``total`` is the
+        pipeline's count, ``int(steps * strength)`` for most schedulers but one more for PNDM (the
+        SD1.5 default). When ``should_cancel()`` returns True the remaining steps are skipped (the
+        pipeline still decodes its latents once) and :class:`Cancelled` is raised. Raises
         :class:`InpaintError` for invalid requests, out-of-memory, and black or NaN outputs. Timings:
         ``denoise`` (call start to the last step: prompt and image encoding plus the steps) and
         ``decode`` (VAE decoding and post-processing), in ms.
@@ -239,6 +241,7 @@ class DiffusionEngine:
             return callback_kwargs
 
         started = time.perf_counter()
+        out_of_memory = None
         try:
             result = self.pipe(
                 prompt=request.prompt,
@@ -258,12 +261,15 @@ class DiffusionEngine:
         except Exception as error:
             if not _is_out_of_memory(error):
                 raise
+            out_of_memory = str(error).splitlines()[0]
+        if out_of_memory is not None:
+            # Only now: until its except block ended, the error's traceback held the call's tensors.
             self._free_memory()
             raise InpaintError(
                 f"Out of memory on {self.options.device} while inpainting a {request.image.width}x"
-                f"{request.image.height} crop with {count} variant(s). Use a smaller crop size or less "
-                "padding, fewer variants, or turn on CPU offload."
-            ) from error
+                f"{request.image.height} crop with {count} variant(s) ({out_of_memory}). Use a smaller "
+                "crop size or less padding, fewer variants, or turn on CPU offload."
+            )
         finished = time.perf_counter()
         if self.pipe.interrupt:
             raise Cancelled("Inpainting was cancelled.")

@@ -9,13 +9,13 @@ from PIL import Image
 
 from core import masks
 from core.images import load_image
-from tests.browser.actions import choose_example, click_canvas, download_mask, go_to, wait_idle
+from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
 from tests.browser.test_segment_flow import EXAMPLES, spot_with_an_object
 
 pytestmark = pytest.mark.browser
 
 
-def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models, screenshot_dir):
+def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models):
     fx, fy = spot_with_an_object(tiny_models)
     original = np.asarray(load_image(EXAMPLES / "chelsea.jpg"))
     choose_example(page, app_url)
@@ -34,7 +34,6 @@ def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models, scr
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("seed 42").first.wait_for(timeout=120_000)
     wait_idle(page)
-    page.screenshot(path=str(screenshot_dir / "inpaint.png"))
 
     page.get_by_role("button", name="Use as new base").click()
     wait_idle(page)
@@ -47,3 +46,28 @@ def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models, scr
     band = masks.grow(mask, 8)  # the default soft edge outside the mask
     assert np.array_equal(result[~band], original[~band]), "pixels outside the edit changed"
     assert (result[mask] != original[mask]).any(), "nothing was regenerated"
+
+
+def test_remove_an_object_without_any_model(page, fresh_app_url, screenshot_dir):
+    """A new user without models paints over the cat's eye and removes it with OpenCV."""
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    choose_example(page, fresh_app_url)
+    go_to(page, "Mask")
+    drag(page, [(0.33 + 0.06 * (step % 4) / 4, 0.3 + 0.12 * step / 16) for step in range(16)])
+    page.get_by_text("Mask covers").wait_for(timeout=30_000)
+    mask = download_mask(page)
+    go_to(page, "Inpaint")
+    page.get_by_text("No diffusion model is on this machine").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Remove object").click()
+    page.get_by_text("seed").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    page.mouse.move(0, 0)  # no tooltip in the picture
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screenshot_dir / "inpaint.png"))
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download PNG").click()
+    result = np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes())).convert("RGB"))
+    original = np.asarray(load_image(EXAMPLES / "chelsea.jpg"))
+    band = masks.grow(mask, 8)
+    assert np.array_equal(result[~band], original[~band])
+    assert (result[mask] != original[mask]).any()
