@@ -56,8 +56,17 @@ def run(quick: bool = False) -> list[dict]:
     params = InpaintParams(prompt="a bench", steps=STEPS, seed=0, padding=64, color_match=True)
     ours = best_of(lambda: inpaint(photo, mask, params, engine), repeat)
     bare = best_of(lambda: _bare(engine, photo, mask), repeat)
-    rows = [{"name": f"inpaint 512×512, {STEPS} steps: core.inpaint (overhead {100 * (ours - bare) / bare:+.1f} %)",
-             "ms": ours, "reference": "bare pipeline call, same size and steps", "reference_ms": bare}]
+    # The same split measured inside one call: the app's own stages vs the pipeline's.
+    timings = inpaint(photo, mask, params, engine).timings
+    pipeline = timings.get("denoise", 0.0) + timings.get("decode", 0.0)
+    own = timings["total"] - pipeline
+    rows = [
+        {"name": f"inpaint 512×512, {STEPS} steps: core.inpaint, whole call", "ms": ours,
+         "reference": "bare pipeline call, same size and steps", "reference_ms": bare},
+        {"name": f"inpaint 512×512: app's own stages (crop, resize, paste, blend) = "
+                 f"{100 * own / pipeline:.1f} % of the pipeline (target < 10 %)",
+         "ms": own, "reference": "pipeline stages in the same call", "reference_ms": pipeline},
+    ]
 
     # Crop strategy on 12 MP with a small mask.
     big = (4000, 3000)

@@ -42,6 +42,9 @@ class Settings:
     offline: bool | None = None  # None = detect
     models_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "inpaint-studio" / "models")
     models: Mapping[str, str] = field(default_factory=dict)  # role → hub id or local path
+    sdxl_fp16_vae: str | None = None  # fp16-safe SDXL VAE (hub id or folder), used in float16
+    cpu_offload: bool = False  # diffusion sub-models wait on the CPU (small GPUs)
+    compile: bool = False  # torch.compile the UNet (slow first call, faster after)
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -105,6 +108,9 @@ def load_settings(
         offline=_parse_bool(PREFIX + "OFFLINE", get("OFFLINE") or "auto"),
         models_dir=Path(models_dir).expanduser() if models_dir else Settings().models_dir,
         models=models,
+        sdxl_fp16_vae=get("SDXL_FP16_VAE") or None,
+        cpu_offload=bool(_parse_bool(PREFIX + "CPU_OFFLOAD", get("CPU_OFFLOAD") or "0")),
+        compile=bool(_parse_bool(PREFIX + "COMPILE", get("COMPILE") or "0")),
     )
 
 

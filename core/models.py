@@ -143,4 +143,12 @@ def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **opt
         )
     from core.engines.diffusion import DiffusionOptions
 
-    return engine_class.load(str(status.path), DiffusionOptions(device=device.kind, dtype=device.dtype, **options))
+    defaults = {
+        "device": device.kind,
+        "dtype": device.dtype,
+        "cpu_offload": settings.cpu_offload,
+        "compile": settings.compile,
+        # SDXL's stock VAE overflows in float16; the fp16-safe one is only needed there.
+        "fp16_safe_vae": settings.sdxl_fp16_vae if name == "sdxl" and device.dtype == "float16" else None,
+    }
+    return engine_class.load(str(status.path), DiffusionOptions(**{**defaults, **options}))

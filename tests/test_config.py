@@ -98,3 +98,19 @@ def test_cpu_is_detected_without_a_gpu(monkeypatch):
     info = detect_device("auto")
     assert info.kind == "cpu" and info.dtype == "float32"
     assert detect_device("cuda").kind == "cpu"
+
+
+def test_diffusion_settings_reach_the_engine_options(tiny_models, monkeypatch):
+    from core.device import DeviceInfo
+    from core.models import load_inpaint_engine
+
+    settings = load_settings(
+        {"INPAINT_STUDIO_MODEL_SDXL_INPAINT": str(tiny_models["sdxl_inpaint"]), "INPAINT_STUDIO_CPU_OFFLOAD": "1",
+         "INPAINT_STUDIO_SDXL_FP16_VAE": "madebyollin/sdxl-vae-fp16-fix"},
+    )
+    assert settings.cpu_offload and not settings.compile
+    engine = load_inpaint_engine("sdxl", settings, DeviceInfo("cpu", "test", "float32"))
+    assert engine.options.cpu_offload and engine.options.device == "cpu"
+    assert engine.options.fp16_safe_vae is None  # only used in float16
+    telea = load_inpaint_engine("telea", settings, DeviceInfo("cpu", "test", "float32"))
+    assert telea.name == "telea"

@@ -225,3 +225,66 @@ def test_two_threads_sharing_an_engine_behind_a_lock_get_their_own_results():
     for index in range(2):
         sequential = inpaint(photos[index], mask, InpaintParams(seed=index), FakeEngine())
         assert np.array_equal(np.asarray(results[index].images[0]), np.asarray(sequential.images[0]))
+
+
+# --- the edit with the tiny diffusion pipelines, through the real loaders ----------------------
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_models):
+    from core.engines.diffusion import SD15Inpaint, SDXLInpaint
+
+    return {"sd15": SD15Inpaint.load(tiny_models["sd15_inpaint"]), "sdxl": SDXLInpaint.load(tiny_models["sdxl_inpaint"])}
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl"])
+def test_real_pipeline_keeps_every_pixel_beyond_the_soft_edge(engines, name):
+    photo = noise_photo()
+    mask = disk(PHOTO_SIZE, (1100, 300), 45) | disk(PHOTO_SIZE, (200, 800), 30)  # far apart
+    params = InpaintParams(prompt="a bench", steps=2, seed=11, variants=2, mask_blur=6, padding=16)
+    result = inpaint(photo, mask, params, engines[name])
+    assert len(result.crops) == 2
+    band = masks.grow(mask, 6)
+    original = np.asarray(photo)
+    outputs = [np.asarray(image) for image in result.images]
+    for out in outputs:
+        assert out.shape == original.shape
+        assert np.array_equal(out[~band], original[~band])
+        assert (out[mask] != original[mask]).any()
+    assert not np.array_equal(outputs[0][mask], outputs[1][mask])  # variants differ
+    again = inpaint(photo, mask, params, engines[name])
+    assert np.array_equal(np.asarray(again.images[1]), outputs[1])  # same seed, same pixels
+    assert result.model_id == engines[name].model_id and result.engine == name
+
+
+def test_two_sessions_generating_at_once_get_the_same_as_one_after_the_other(engines):
+    engine, lock = engines["sd15"], threading.Lock()
+    photos = [noise_photo((160, 120), seed=s) for s in (4, 5)]
+    mask = disk((160, 120), (80, 60), 25)
+    params = [InpaintParams(prompt=p, steps=2, seed=s) for p, s in (("a cat", 1), ("a dog", 2))]
+    sequential = [inpaint(photos[i], mask, params[i], engine).images[0] for i in range(2)]
+    concurrent: dict[int, Image.Image] = {}
+
+    def session(index: int) -> None:
+        with lock:  # what the app's cached resource hands out with the engine
+            concurrent[index] = inpaint(photos[index], mask, params[index], engine).images[0]
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(2):
+        assert np.array_equal(np.asarray(concurrent[index]), np.asarray(sequential[index]))
+
+
+def test_opencv_removal_through_the_core(tiny_models):
+    from core.engines.opencv_inpaint import TeleaInpaint
+
+    yy, xx = np.mgrid[0:200, 0:300]
+    gradient = Image.fromarray(np.stack([xx % 256, yy % 256, np.full_like(xx, 90)], -1).astype(np.uint8))
+    mask = disk((300, 200), (150, 100), 20)
+    result = inpaint(gradient, mask, InpaintParams(seed=0, mask_blur=0, color_match=False), TeleaInpaint())
+    out, original = np.asarray(result.images[0]).astype(int), np.asarray(gradient).astype(int)
+    assert np.array_equal(out[~mask], original[~mask])
+    assert np.abs(out[mask] - original[mask]).mean() < 12  # filled close to the surrounding gradient
