@@ -71,3 +71,23 @@ def test_remove_an_object_without_any_model(page, fresh_app_url, screenshot_dir)
     band = masks.grow(mask, 8)
     assert np.array_equal(result[~band], original[~band])
     assert (result[mask] != original[mask]).any()
+
+
+def test_cancel_stops_a_generation_and_the_next_one_runs(page, app_url):
+    choose_example(page, app_url)
+    go_to(page, "Mask")
+    drag(page, [(0.3, 0.3), (0.5, 0.5)])
+    go_to(page, "Inpaint")
+    page.get_by_role("button", name="Generate").click()  # the Quality preset: 40 steps
+    page.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
+    page.get_by_text("Step 1 of").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Cancel").click()
+    wait_idle(page, timeout=120_000)
+    assert page.get_by_text("Generation cancelled").is_visible()
+    assert page.get_by_text("seed 42").count() == 0  # nothing was produced
+
+    # The model's lock was released: a short generation right after works.
+    page.get_by_test_id("stButtonGroup").get_by_text("Fast", exact=True).click()  # 15 steps
+    wait_idle(page)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("seed 42").first.wait_for(timeout=120_000)
