@@ -30,3 +30,30 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from tests.tiny_models import build_all
 
     return build_all(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def app_without_models(monkeypatch, tmp_path):
+    """For AppTest runs: empty process-wide caches and no model on the machine (every fallback).
+
+    Yields the monkeypatch, so a test can point a model setting somewhere."""
+    import streamlit as st
+
+    for key in list(os.environ):
+        if key.startswith("INPAINT_STUDIO_MODEL_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    st.config.set_option("client.showErrorDetails", "full")  # tracebacks in test failures
+    yield monkeypatch
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def app_with_tiny_models(app_without_models, tiny_models):
+    """For AppTest runs: the app pointed at the tiny models. Yields the monkeypatch."""
+    for role, path in tiny_models.items():
+        app_without_models.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
+    return app_without_models

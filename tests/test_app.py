@@ -5,8 +5,6 @@ import base64
 import io
 
 import numpy as np
-import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -14,19 +12,6 @@ from core.masks import bounding_box
 from ui import state
 
 TIMEOUT = 60
-
-
-@pytest.fixture
-def app_env(monkeypatch, tiny_models):
-    """Point the app at the tiny models and start from empty process-wide caches."""
-    for role, path in tiny_models.items():
-        monkeypatch.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    st.config.set_option("client.showErrorDetails", "full")  # tracebacks in test failures
-    yield tiny_models
-    st.cache_resource.clear()
-    st.cache_data.clear()
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -86,7 +71,7 @@ def current_mask(at: AppTest) -> np.ndarray:
 # --- home ------------------------------------------------------------------------------------
 
 
-def test_home_shows_models_device_and_no_photo(app_env):
+def test_home_shows_models_device_and_no_photo(app_with_tiny_models):
     at = home()
     assert not at.exception
     assert at.title[0].value == "Inpaint Studio"
@@ -102,7 +87,7 @@ def test_home_shows_models_device_and_no_photo(app_env):
     assert any("No photo yet" in caption.value for caption in at.sidebar.caption)
 
 
-def test_home_upload_shows_the_photo_with_size_and_format(app_env):
+def test_home_upload_shows_the_photo_with_size_and_format(app_with_tiny_models):
     at = upload(home(), "holiday.png", png_bytes(Image.new("RGB", (640, 480), "white")))
     assert not at.exception and not at.error
     loaded = at.session_state[state.PHOTO]
@@ -110,7 +95,7 @@ def test_home_upload_shows_the_photo_with_size_and_format(app_env):
     assert any("640×480 PNG" in caption.value for caption in at.sidebar.caption)
 
 
-def test_bad_upload_is_a_clear_error_and_keeps_the_current_photo(app_env):
+def test_bad_upload_is_a_clear_error_and_keeps_the_current_photo(app_with_tiny_models):
     at = upload(home(), "good.png", png_bytes(Image.new("RGB", (64, 48), "white")))
     at = upload(at, "notes.png", b"these are my shopping notes, not a photo\n")
     assert not at.exception
@@ -120,7 +105,7 @@ def test_bad_upload_is_a_clear_error_and_keeps_the_current_photo(app_env):
     assert any("unchanged" in caption.value for caption in at.caption)
 
 
-def test_home_example_photo(app_env):
+def test_home_example_photo(app_with_tiny_models):
     at = home()
     choice = at.selectbox(key="example_choice")
     assert len(choice.options) >= 3
@@ -134,13 +119,13 @@ def test_home_example_photo(app_env):
 # --- mask ------------------------------------------------------------------------------------
 
 
-def test_mask_page_without_a_photo_points_home(app_env):
+def test_mask_page_without_a_photo_points_home(app_with_tiny_models):
     at = home().switch_page("pages/2_Mask.py").run()
     assert not at.exception
     assert "Choose a photo first" in at.info[0].value
 
 
-def test_painted_stroke_becomes_a_full_resolution_layer(app_env):
+def test_painted_stroke_becomes_a_full_resolution_layer(app_with_tiny_models):
     at = photo_with_mask_page(size=(640, 400))
     assert "The mask is empty" in at.caption[0].value
     width, height = _canvas_size(at)
@@ -157,7 +142,7 @@ def test_painted_stroke_becomes_a_full_resolution_layer(app_env):
     assert canvas_key(at) != "mask_canvas_1" and canvas_element(at).key == canvas_key(at)
 
 
-def test_erase_undo_redo_and_clear(app_env):
+def test_erase_undo_redo_and_clear(app_with_tiny_models):
     at = photo_with_mask_page()
     width, height = _canvas_size(at)
     at = paint(at, (0, 0, width // 2, height))
@@ -176,7 +161,7 @@ def test_erase_undo_redo_and_clear(app_env):
     assert not at.exception
 
 
-def test_grow_previews_live_and_applies_on_demand(app_env):
+def test_grow_previews_live_and_applies_on_demand(app_with_tiny_models):
     at = photo_with_mask_page()
     width, height = _canvas_size(at)
     at = paint(at, (width // 3, height // 3, width // 2, height // 2))
@@ -192,7 +177,7 @@ def test_grow_previews_live_and_applies_on_demand(app_env):
     assert at.slider(key=state.GROW_PREVIEW).value == 0
 
 
-def test_invert_and_feather_settings_survive_a_page_switch(app_env):
+def test_invert_and_feather_settings_survive_a_page_switch(app_with_tiny_models):
     at = photo_with_mask_page()
     width, height = _canvas_size(at)
     at = paint(at, (0, 0, width // 2, height // 2))
@@ -208,7 +193,7 @@ def test_invert_and_feather_settings_survive_a_page_switch(app_env):
     assert at.slider(key=state.FEATHER_OUTER).value == 20
 
 
-def test_uploaded_mask_replaces_the_mask_and_wrong_size_is_explained(app_env):
+def test_uploaded_mask_replaces_the_mask_and_wrong_size_is_explained(app_with_tiny_models):
     at = photo_with_mask_page(size=(320, 200))
     mask_image = np.zeros((200, 320), np.uint8)
     mask_image[50:100, 60:120] = 255
@@ -231,7 +216,7 @@ def test_uploaded_mask_replaces_the_mask_and_wrong_size_is_explained(app_env):
     assert bounding_box(current_mask(at)) == (60, 50, 120, 100)
 
 
-def test_download_buttons_enable_once_there_is_a_mask(app_env):
+def test_download_buttons_enable_once_there_is_a_mask(app_with_tiny_models):
     at = photo_with_mask_page()
     assert at.get("download_button")[0].disabled
     at = paint(at, (10, 10, 40, 40))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -24,25 +23,6 @@ def region() -> np.ndarray:
     mask = np.zeros((PHOTO_SIZE[1], PHOTO_SIZE[0]), bool)
     mask[60:120, 100:180] = True
     return mask
-
-
-@pytest.fixture
-def app(monkeypatch, tmp_path):
-    """A clean process-wide cache and no models unless a test adds them."""
-    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    st.config.set_option("client.showErrorDetails", "full")
-    yield monkeypatch
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-@pytest.fixture
-def with_tiny_models(app, tiny_models):
-    for role, path in tiny_models.items():
-        app.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
-    return tiny_models
 
 
 def inpaint_page(with_mask: bool = True) -> AppTest:
@@ -67,7 +47,7 @@ def outside_band_unchanged(image: Image.Image, blur: int) -> bool:
     return np.array_equal(np.asarray(image)[~band], np.asarray(make_photo())[~band])
 
 
-def test_generate_variants_with_the_tiny_sd15(with_tiny_models):
+def test_generate_variants_with_the_tiny_sd15(app_with_tiny_models):
     at = inpaint_page()
     assert not at.exception
     assert at.selectbox(key=state.INPAINT_ENGINE).value == "sd15"
@@ -85,7 +65,7 @@ def test_generate_variants_with_the_tiny_sd15(with_tiny_models):
     assert not at.get("download_button")[0].disabled
 
 
-def test_use_as_new_base_and_step_back(with_tiny_models):
+def test_use_as_new_base_and_step_back(app_with_tiny_models):
     at = inpaint_page()
     at.slider(key=state.INPAINT_STEPS).set_value(1)
     at = generate(at)
@@ -101,7 +81,7 @@ def test_use_as_new_base_and_step_back(with_tiny_models):
     assert button(at, "Step back").disabled
 
 
-def test_results_survive_a_page_switch_and_a_failed_generation(app, with_tiny_models, tmp_path):
+def test_results_survive_a_page_switch_and_a_failed_generation(app_with_tiny_models, tmp_path):
     at = inpaint_page()
     at.slider(key=state.INPAINT_STEPS).set_value(1)
     at = generate(at)
@@ -113,7 +93,7 @@ def test_results_survive_a_page_switch_and_a_failed_generation(app, with_tiny_mo
     broken = tmp_path / "not-a-model"
     broken.mkdir()
     (broken / "model_index.json").write_text("{}")
-    app.setenv("INPAINT_STUDIO_MODEL_SDXL_INPAINT", str(broken))
+    app_with_tiny_models.setenv("INPAINT_STUDIO_MODEL_SDXL_INPAINT", str(broken))
     st.cache_resource.clear()
     at.selectbox(key=state.INPAINT_ENGINE).set_value("sdxl").run()
     at = generate(at)
@@ -122,7 +102,7 @@ def test_results_survive_a_page_switch_and_a_failed_generation(app, with_tiny_mo
     assert at.session_state[state.INPAINT_RESULT] is result
 
 
-def test_without_diffusion_models_remove_object_still_works(app):
+def test_without_diffusion_models_remove_object_still_works(app_without_models):
     at = inpaint_page()
     assert not at.exception
     assert any("No diffusion model" in info.value for info in at.info)
@@ -135,7 +115,7 @@ def test_without_diffusion_models_remove_object_still_works(app):
     assert outside_band_unchanged(result.images[0], at.session_state[state.FEATHER_OUTER])
 
 
-def test_empty_mask_disables_generation(app):
+def test_empty_mask_disables_generation(app_without_models):
     at = inpaint_page(with_mask=False)
     assert any("mask is empty" in w.value for w in at.warning)
     assert button(at, "Generate").disabled and button(at, "Remove object").disabled

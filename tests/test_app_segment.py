@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import streamlit as st
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
@@ -18,25 +17,6 @@ def make_photo() -> Image.Image:
     image = Image.new("RGB", PHOTO_SIZE, (60, 120, 60))
     ImageDraw.Draw(image).ellipse((150, 90, 330, 250), fill=(220, 30, 30))
     return image
-
-
-@pytest.fixture
-def models_env(monkeypatch, tmp_path):
-    """A clean process-wide cache; tests choose which models to point the app at."""
-    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    st.config.set_option("client.showErrorDetails", "full")
-    yield monkeypatch
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-@pytest.fixture
-def with_tiny_models(models_env, tiny_models):
-    for role, path in tiny_models.items():
-        models_env.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(path))
-    return tiny_models
 
 
 def segment_page() -> AppTest:
@@ -90,8 +70,8 @@ def an_object_spot(tiny_models) -> tuple[int, int]:
     return int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
 
 
-def test_click_selects_with_fastsam_and_adds_to_the_mask(with_tiny_models):
-    x, y = an_object_spot(with_tiny_models)
+def test_click_selects_with_fastsam_and_adds_to_the_mask(app_with_tiny_models, tiny_models):
+    x, y = an_object_spot(tiny_models)
     at = click(segment_page(), x, y)
     assert not at.exception and not at.error
     assert at.session_state[state.SEGMENT_POINTS] == [(pytest.approx(x, abs=1), pytest.approx(y, abs=1), 1)]
@@ -109,8 +89,8 @@ def test_click_selects_with_fastsam_and_adds_to_the_mask(with_tiny_models):
     assert any("Mask covers" in c.value for c in at.caption)
 
 
-def test_bigger_and_smaller_step_through_nested_objects(with_tiny_models):
-    candidates = FastSAMEngine.load(with_tiny_models["fastsam"]).everything(make_photo(), FastSAMSettings())
+def test_bigger_and_smaller_step_through_nested_objects(app_with_tiny_models, tiny_models):
+    candidates = FastSAMEngine.load(tiny_models["fastsam"]).everything(make_photo(), FastSAMSettings())
     grid = [(x, y) for x in range(5, PHOTO_SIZE[0], 20) for y in range(5, PHOTO_SIZE[1], 20)]
     x, y = max(grid, key=lambda p: len(candidates.levels_at(*p)))
     levels = len(candidates.levels_at(x, y))
@@ -128,8 +108,8 @@ def test_bigger_and_smaller_step_through_nested_objects(with_tiny_models):
     assert at.session_state[state.SEGMENT_RESULT][1].mask.sum() == first
 
 
-def test_exclude_clicks_and_clear(with_tiny_models):
-    x, y = an_object_spot(with_tiny_models)
+def test_exclude_clicks_and_clear(app_with_tiny_models, tiny_models):
+    x, y = an_object_spot(tiny_models)
     at = click(segment_page(), x, y)
     at.button_group(key=state.SEGMENT_LABEL).set_value("Exclude").run()
     at = click(at, 5, 5)
@@ -139,7 +119,7 @@ def test_exclude_clicks_and_clear(with_tiny_models):
     assert at.session_state[state.SEGMENT_POINTS] == [] and selected_caption(at) is None
 
 
-def test_text_prompt_shows_candidates_to_choose_from(with_tiny_models):
+def test_text_prompt_shows_candidates_to_choose_from(app_with_tiny_models):
     at = segment_page()
     at.button_group(key=state.SEGMENT_MODE).set_value("Text").run()
     at.text_input(key=state.SEGMENT_TEXT).input("a red disk")
@@ -159,13 +139,13 @@ def test_text_prompt_shows_candidates_to_choose_from(with_tiny_models):
         assert at.session_state[state.MASK].history == ["segment: “a red disk”"]
 
 
-def test_zero_area_box_is_a_clear_error(with_tiny_models):
+def test_zero_area_box_is_a_clear_error(app_with_tiny_models):
     at = rect(segment_page(), 100, 100, 100, 200)
     assert not at.exception
     assert "no area" in at.error[0].value
 
 
-def test_without_models_boxes_use_grabcut_and_text_is_disabled(models_env):
+def test_without_models_boxes_use_grabcut_and_text_is_disabled(app_without_models):
     at = segment_page()
     assert not at.exception
     assert any("use GrabCut instead" in w.value and "INPAINT_STUDIO_MODEL_FASTSAM" in w.value for w in at.warning)
@@ -179,10 +159,10 @@ def test_without_models_boxes_use_grabcut_and_text_is_disabled(models_env):
     assert at.text_input(key=state.SEGMENT_TEXT).disabled
 
 
-def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(models_env, tmp_path):
+def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(app_without_models, tmp_path):
     broken = tmp_path / "FastSAM-s.pt"
     broken.write_bytes(b"\x00 not a checkpoint")
-    models_env.setenv("INPAINT_STUDIO_MODEL_FASTSAM", str(broken))
+    app_without_models.setenv("INPAINT_STUDIO_MODEL_FASTSAM", str(broken))
     at = segment_page()
     assert not at.exception
     assert any("could not be loaded" in w.value and "GrabCut" in w.value for w in at.warning)
@@ -192,7 +172,7 @@ def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(models_env, tmp_
     assert any("could not be loaded" in w.value and "GrabCut" in w.value for w in at.warning)
 
 
-def test_sam_refinement_answers_clicks(with_tiny_models):
+def test_sam_refinement_answers_clicks(app_with_tiny_models):
     at = segment_page()
     at.radio(key=state.SEGMENT_BACKEND).set_value("SAM (refine)").run()
     at = click(at, 240, 170)

@@ -75,7 +75,6 @@ def test_far_apart_regions_get_separate_crops_and_near_ones_share():
 
 
 def test_crops_at_the_photo_edge_are_clamped():
-    size = (640, 480)
     corner = np.zeros((480, 640), bool)
     corner[470:, 630:] = True
     (x0, y0, x1, y1), = plan_crops(corner, padding=64)
