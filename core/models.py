@@ -18,7 +18,8 @@ class ModelRole:
     """What a model is for, its default id, and the fallback when it cannot be had.
 
     ``probe`` is a file that exists in a complete download (used to find a hub id in the local
-    cache); ``kind`` is ``file`` for single-file checkpoints and ``repo`` for hub repositories.
+    cache); ``kind`` is ``file`` for single-file checkpoints and ``repo`` for hub repositories;
+    a file published in a hub repository names it in ``repo``.
     """
 
     name: str
@@ -28,6 +29,7 @@ class ModelRole:
     kind: Literal["file", "repo"]
     probe: str
     fallback: str
+    repo: str | None = None  # for a file role: the hub repository the file is published in
 
     @property
     def setting(self) -> str:
@@ -62,6 +64,16 @@ ROLES: dict[str, ModelRole] = {
             "sdxl_inpaint", "SDXL inpainting 0.1", "regenerate the masked region at 1024 px",
             "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "repo", "model_index.json",
             "OpenCV inpainting (Telea / Navier–Stokes) to remove objects",
+        ),
+        ModelRole(
+            "iclight", "IC-Light fc", "relight the subject from a chosen direction",
+            "iclight_sd15_fc.safetensors", "file", "iclight_sd15_fc.safetensors",
+            "the shading preview (no generation)", repo="lllyasviel/ic-light",
+        ),
+        ModelRole(
+            "iclight_base", "Realistic Vision 5.1 (IC-Light base)", "the SD 1.5 model IC-Light builds on",
+            "stablediffusionapi/realistic-vision-v51", "repo", "model_index.json",
+            "the shading preview (no generation)",
         ),
     )
 }
@@ -110,6 +122,9 @@ def locate(role_name: str, settings: Settings) -> ModelStatus:
         return ModelStatus(role, configured, in_models_dir)
     if role.kind == "repo" and "/" in configured and not candidate.is_absolute():
         return ModelStatus(role, configured, _hub_cache_path(configured, role.probe))
+    if role.kind == "file" and role.repo and configured == role.default:
+        folder = _hub_cache_path(role.repo, role.default)
+        return ModelStatus(role, configured, folder / role.default if folder else None)
     return ModelStatus(role, configured, None)
 
 

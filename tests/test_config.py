@@ -114,3 +114,23 @@ def test_diffusion_settings_reach_the_engine_options(tiny_models, monkeypatch):
     assert engine.options.fp16_safe_vae is None  # only used in float16
     telea = load_inpaint_engine("telea", settings, DeviceInfo("cpu", "test", "float32"))
     assert telea.name == "telea"
+
+
+def test_models_in_the_hugging_face_cache_are_found(tmp_path, monkeypatch):
+    """A hub repository, and a single file published in one, as a download leaves them."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for repo, filename in (("openai/clip-vit-base-patch32", "config.json"),
+                           ("lllyasviel/ic-light", "iclight_sd15_fc.safetensors")):
+        folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text("abc123")
+        (folder / "snapshots" / "abc123").mkdir(parents=True)
+        (folder / "snapshots" / "abc123" / filename).write_text("{}")
+    settings = Settings(models_dir=tmp_path / "models")
+    clip = locate("clip", settings)
+    assert clip.available and clip.path.name == "abc123"
+    iclight = locate("iclight", settings)
+    assert iclight.available and iclight.path.name == "iclight_sd15_fc.safetensors"
+    assert not locate("sam", settings).available
