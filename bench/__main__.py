@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.timing import machine
 
-BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead")
+BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview")
 
 
 def main(argv: list[str] | None = None) -> int:

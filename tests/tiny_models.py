@@ -14,6 +14,9 @@ role                      output under OUTDIR
 ``fastsam``               ``fastsam.pt``: an ultralytics segmentation checkpoint (``torch.save``)
 ``clip``                  ``clip/``: a ``CLIPModel`` and its ``CLIPProcessor`` (``save_pretrained``)
 ``sam``                   ``sam/``: a ``SamModel`` and its ``SamProcessor`` (``save_pretrained``)
+``iclight_base``          ``iclight_base/``: an SD1.5 text-to-image ``StableDiffusionPipeline`` (4-channel UNet)
+``iclight``               ``iclight_sd15_fc.safetensors``: IC-Light fc offsets for ``iclight_base``'s UNet
+                          widened to 8 input channels (a subset of its keys, ``conv_in.weight`` included)
 ========================  ==========================================================================
 
 Their outputs are noise; what they guarantee is everything that does not depend on weights: the
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from core.config import OFFLINE_ENV
 
-ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam")
+ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam", "iclight_base", "iclight")
 
 # The environment setting through which the app takes each role's local model path.
 ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
@@ -54,6 +57,8 @@ OUTPUT_NAMES = {
     "fastsam": "fastsam.pt",
     "clip": "clip",
     "sam": "sam",
+    "iclight_base": "iclight_base",
+    "iclight": "iclight_sd15_fc.safetensors",
 }
 
 SEED = 0
@@ -78,6 +83,18 @@ SAM_PATCH_SIZE = 8
 # The width shared by the vision encoder's output, the prompt encoder and the mask decoder (256 in
 # the real SAMs).
 SAM_HIDDEN_SIZE = 32
+
+# The IC-Light fc offset file holds, like the real one, tensors to add to the base UNet after its
+# conv_in is widened from 4 to 8 input channels (noisy latent + foreground latent). The real file
+# covers every key; the tiny one a few, conv_in first. Small values, so the merged UNet stays sane.
+ICLIGHT_OFFSET_KEYS = (
+    "conv_in.weight",
+    "conv_in.bias",
+    "time_embedding.linear_1.weight",
+    "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "conv_out.bias",
+)
+ICLIGHT_OFFSET_SCALE = 0.05
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -386,12 +403,64 @@ def build_sam(outdir: Path) -> Path:
     return _build_once(Path(outdir) / OUTPUT_NAMES["sam"], _write_sam)
 
 
+def _write_iclight_base(path: Path) -> None:
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        unet=_inpaint_unet(in_channels=4),
+        vae=_vae(),
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        **_text_towers(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+
+
+def build_iclight_base(outdir: Path) -> Path:
+    """Build a tiny SD1.5 text-to-image pipeline (4-channel UNet), IC-Light's base model, as
+    ``outdir/iclight_base/`` (a ``save_pretrained`` directory) unless it exists; return its path.
+    """
+    return _build_once(Path(outdir) / OUTPUT_NAMES["iclight_base"], _write_iclight_base)
+
+
+def iclight_offsets(in_channels: int = 8) -> dict:
+    """The tiny IC-Light offsets: seeded random tensors shaped like :data:`ICLIGHT_OFFSET_KEYS` of the
+    tiny base UNet with ``in_channels`` input channels (8 for fc; 12 gives the fbc layout).
+    """
+    import torch
+
+    shapes = {key: tuple(value.shape) for key, value in _inpaint_unet(in_channels=in_channels).state_dict().items()}
+    generator = torch.Generator("cpu").manual_seed(SEED)
+    return {
+        key: (torch.randn(shapes[key], generator=generator) * ICLIGHT_OFFSET_SCALE).contiguous()
+        for key in ICLIGHT_OFFSET_KEYS
+    }
+
+
+def _write_iclight(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(iclight_offsets(), str(path))
+
+
+def build_iclight(outdir: Path) -> Path:
+    """Build the tiny IC-Light fc offset file as ``outdir/iclight_sd15_fc.safetensors`` (also building
+    its base, ``outdir/iclight_base/``) unless it exists; return the offset file's path.
+    """
+    build_iclight_base(outdir)
+    return _build_once(Path(outdir) / OUTPUT_NAMES["iclight"], _write_iclight)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd15_inpaint": build_sd15_inpaint,
     "sdxl_inpaint": build_sdxl_inpaint,
     "fastsam": build_fastsam,
     "clip": build_clip,
     "sam": build_sam,
+    "iclight_base": build_iclight_base,
+    "iclight": build_iclight,
 }
 
 

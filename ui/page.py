@@ -14,6 +14,7 @@ PAGES = [
     ("pages/1_Segment.py", "Segment", ":material/ads_click:"),
     ("pages/2_Mask.py", "Mask", ":material/brush:"),
     ("pages/3_Inpaint.py", "Inpaint", ":material/auto_fix_high:"),
+    ("pages/4_Relight.py", "Relight", ":material/light_mode:"),
 ]
 
 

@@ -31,6 +31,8 @@ SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next la
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
 INPAINT_RESULT = "inpaint_result"  # core.inpaint.InpaintResult of the last generation
+RELIGHT_RESULT = "relight_result"  # (LightParams, RGB PIL image, PNG bytes) of the last relight
+RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.relight.PreviewCache)
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
 MAX_BASE_HISTORY = 10
 
@@ -70,6 +72,14 @@ INPAINT_BLEND = "inpaint_blend"
 INPAINT_COLOR_MATCH = "inpaint_color_match"
 INPAINT_INVERT = "inpaint_invert"
 INPAINT_CHOICE = "inpaint_choice"
+LIGHT_PRESET = "light_preset"
+LIGHT_AZIMUTH = "light_azimuth"
+LIGHT_ELEVATION = "light_elevation"
+LIGHT_INTENSITY = "light_intensity"
+LIGHT_AMBIENT = "light_ambient"
+LIGHT_USE_TEMPERATURE = "light_use_temperature"
+LIGHT_TEMPERATURE = "light_temperature"
+LIGHT_COLOR = "light_color"
 PERSISTENT_WIDGETS = {
     MASK_TOOL: "Paint",
     BRUSH_SIZE: 30,
@@ -105,6 +115,14 @@ PERSISTENT_WIDGETS = {
     INPAINT_COLOR_MATCH: True,
     INPAINT_INVERT: False,
     INPAINT_CHOICE: 0,
+    LIGHT_PRESET: None,
+    LIGHT_AZIMUTH: 135,
+    LIGHT_ELEVATION: 30,
+    LIGHT_INTENSITY: 1.0,
+    LIGHT_AMBIENT: 0.35,
+    LIGHT_USE_TEMPERATURE: True,
+    LIGHT_TEMPERATURE: 5500,
+    LIGHT_COLOR: "#ffffff",
 }
 
 
@@ -139,6 +157,7 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state[GROW_PREVIEW] = 0
     clear_segment_prompt()
     st.session_state.pop(INPAINT_RESULT, None)
+    st.session_state.pop(RELIGHT_RESULT, None)
     st.session_state[BASE_HISTORY] = []
     bump_canvas()
 
@@ -249,3 +268,17 @@ def _replace_pixels(loaded: LoadedImage) -> None:
     st.session_state.pop(SEGMENT_RESULT, None)
     bump_canvas()
     bump_canvas(SEGMENT_CANVAS_VERSION)
+
+
+def relight_preview_cache():
+    """The light preview's precomputed photo copy and subject normals, rebuilt when either changes."""
+    from core.relight import PreviewCache
+
+    document = mask_document()
+    key = (photo_id(), document.revision)
+    cached = st.session_state.get(RELIGHT_PREVIEW)
+    if cached is None or cached[:2] != key:
+        mask = document.mask if document.mask.any() else None
+        cached = (*key, PreviewCache.build(np.asarray(photo().rgb), mask))
+        st.session_state[RELIGHT_PREVIEW] = cached
+    return cached[2]
