@@ -40,7 +40,8 @@ def _light() -> Image.Image:
 
 
 def _relight(engine, seeds, foreground=None, **kwargs):
-    return engine.relight(foreground or _foreground(), _light(), "a red box, sunlight", seeds=seeds, steps=STEPS, **kwargs)
+    foreground = foreground or _foreground()
+    return engine.relight(foreground, _light(), "a red box, sunlight", seeds=seeds, steps=STEPS, **kwargs)
 
 
 def _write_offsets(path, tensors):
@@ -126,7 +127,8 @@ def test_missing_or_unreadable_offset_file(paths, tmp_path):
 
 
 def test_missing_or_wrong_base(paths, tiny_models, tmp_path):
-    with pytest.raises(ModelLoadError, match="base model folder .* does not exist.*INPAINT_STUDIO_MODEL_ICLIGHT_BASE"):
+    missing = "base model folder .* does not exist.*INPAINT_STUDIO_MODEL_ICLIGHT_BASE"
+    with pytest.raises(ModelLoadError, match=missing):
         ICLightEngine.load(tmp_path / "nope", paths[1])
     with pytest.raises(ModelLoadError, match="StableDiffusionInpaintPipeline with a 9-channel UNet"):
         ICLightEngine.load(tiny_models["sd15_inpaint"], paths[1])
@@ -186,7 +188,7 @@ def test_cancel_raises_cancelled(engine):
         return len(steps) >= 1
 
     with pytest.raises(Cancelled):
-        _relight(engine, [0], progress=lambda step, total: steps.append(step), should_cancel=cancel_after_first_step)
+        _relight(engine, [0], progress=lambda step, _: steps.append(step), should_cancel=cancel_after_first_step)
     assert steps == [1]
 
 

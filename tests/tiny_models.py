@@ -14,7 +14,7 @@ role                      output under OUTDIR
 ``fastsam``               ``fastsam.pt``: an ultralytics segmentation checkpoint (``torch.save``)
 ``clip``                  ``clip/``: a ``CLIPModel`` and its ``CLIPProcessor`` (``save_pretrained``)
 ``sam``                   ``sam/``: a ``SamModel`` and its ``SamProcessor`` (``save_pretrained``)
-``iclight_base``          ``iclight_base/``: an SD1.5 text-to-image ``StableDiffusionPipeline`` (4-channel UNet)
+``iclight_base``          ``iclight_base/``: SD1.5 text-to-image ``StableDiffusionPipeline``, 4-channel UNet
 ``iclight``               ``iclight_sd15_fc.safetensors``: IC-Light fc offsets for ``iclight_base``'s UNet
                           widened to 8 input channels (a subset of its keys, ``conv_in.weight`` included)
 ========================  ==========================================================================
@@ -431,7 +431,8 @@ def iclight_offsets(in_channels: int = 8) -> dict:
     """
     import torch
 
-    shapes = {key: tuple(value.shape) for key, value in _inpaint_unet(in_channels=in_channels).state_dict().items()}
+    state = _inpaint_unet(in_channels=in_channels).state_dict()
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
     generator = torch.Generator("cpu").manual_seed(SEED)
     return {
         key: (torch.randn(shapes[key], generator=generator) * ICLIGHT_OFFSET_SCALE).contiguous()

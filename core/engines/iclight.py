@@ -70,7 +70,9 @@ def iclight_unet_class() -> type:
     class ICLightUNet(UNet2DConditionModel):
         """A UNet taking the IC-Light condition latent through ``cross_attention_kwargs``."""
 
-        def forward(self, sample, timestep, encoder_hidden_states, *args, cross_attention_kwargs=None, **kwargs):
+        def forward(
+            self, sample, timestep, encoder_hidden_states, *args, cross_attention_kwargs=None, **kwargs
+        ):
             extra = dict(cross_attention_kwargs or {})
             condition = extra.pop(CONCAT_KEY, None)
             if condition is None:
