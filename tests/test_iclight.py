@@ -184,11 +184,11 @@ def test_cancel_raises_cancelled(engine):
         _relight(engine, [0], should_cancel=lambda: True)
     steps = []
 
-    def cancel_after_first_step() -> bool:
+    def stop_after_one() -> bool:
         return len(steps) >= 1
 
     with pytest.raises(Cancelled):
-        _relight(engine, [0], progress=lambda step, _: steps.append(step), should_cancel=cancel_after_first_step)
+        _relight(engine, [0], progress=lambda step, _: steps.append(step), should_cancel=stop_after_one)
     assert steps == [1]
 
 

@@ -77,6 +77,7 @@ def test_cancel_stops_a_generation_and_the_next_one_runs(page, app_url):
     choose_example(page, app_url)
     go_to(page, "Mask")
     drag(page, [(0.3, 0.3), (0.5, 0.5)])
+    page.get_by_text("Mask covers").wait_for(timeout=30_000)
     go_to(page, "Inpaint")
     page.get_by_role("button", name="Generate").click()  # the Quality preset: 40 steps
     page.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
