@@ -26,7 +26,6 @@ torch, diffusers and safetensors are imported inside the functions that need the
 """
 from __future__ import annotations
 
-import time
 from functools import cache
 from pathlib import Path
 from typing import ClassVar
