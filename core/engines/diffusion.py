@@ -141,7 +141,7 @@ class DiffusionEngine:
             dtype = getattr(torch, options.dtype)
             components = dict(cls.load_overrides)
             if options.fp16_safe_vae:
-                components["vae"] = _load_vae(options.fp16_safe_vae, dtype)
+                components["vae"] = load_vae(options.fp16_safe_vae, dtype)
             pipe = AutoPipelineForInpainting.from_pretrained(model_id, dtype=dtype, **components)
         except ModelLoadError:
             raise
@@ -152,19 +152,7 @@ class DiffusionEngine:
                 f"and text encoders, as saved by save_pretrained). {cls._how_to_provide()}"
             ) from error
         cls._check_pipeline(model_id, pipe)
-        try:
-            if options.cpu_offload and options.device == "cuda":
-                pipe.enable_model_cpu_offload()
-            else:
-                pipe.to(options.device)
-            if options.compile:
-                pipe.unet.compile()
-        except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
-            raise ModelLoadError(
-                f"The {cls.title} model {model_id} could not be moved to {options.device} in "
-                f"{options.dtype} ({type(error).__name__}: {error}). Choose another device or dtype."
-            ) from error
-        pipe.set_progress_bar_config(disable=True)
+        place_pipeline(pipe, options, f"The {cls.title} model {model_id}")
         return cls(pipe, model_id, options)
 
     @classmethod
@@ -231,14 +219,12 @@ class DiffusionEngine:
         # 3. Denoise, reporting progress and honouring cancellation after every step
         last_step_at = None
 
-        def on_step_end(pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+        report_step = step_callback(progress, should_cancel)
+
+        def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
             nonlocal last_step_at
             last_step_at = time.perf_counter()
-            if progress is not None:
-                progress(step + 1, pipe.num_timesteps)
-            if should_cancel is not None and should_cancel():
-                pipe._interrupt = True  # diffusers' documented way to stop: the remaining steps are skipped
-            return callback_kwargs
+            return report_step(pipe, step, timestep, callback_kwargs)
 
         started = time.perf_counter()
         out_of_memory = None
@@ -259,12 +245,12 @@ class DiffusionEngine:
                 callback_on_step_end=on_step_end,
             )
         except Exception as error:
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
             out_of_memory = str(error).splitlines()[0]
         if out_of_memory is not None:
             # Only now: until its except block ended, the error's traceback held the call's tensors.
-            self._free_memory()
+            free_memory(self.pipe, self.options.device)
             raise InpaintError(
                 f"Out of memory on {self.options.device} while inpainting a {request.image.width}x"
                 f"{request.image.height} crop with {count} variant(s) ({out_of_memory}). Use a smaller "
@@ -279,7 +265,7 @@ class DiffusionEngine:
         _check_outputs(pixels, request)
         last_step_at = last_step_at or finished
         return EngineOutput(
-            images=[_to_pil(variant) for variant in pixels],
+            images=[to_pil(variant) for variant in pixels],
             notes=notes,
             timings={"denoise": (last_step_at - started) * 1000, "decode": (finished - last_step_at) * 1000},
         )
@@ -315,16 +301,6 @@ class DiffusionEngine:
             notes.append("The negative prompt has no effect at guidance scale 1 or below.")
         return notes
 
-    def _free_memory(self) -> None:
-        import torch
-
-        self.pipe.maybe_free_model_hooks()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if self.options.device == "mps":
-            torch.mps.empty_cache()
-
 
 class SD15Inpaint(DiffusionEngine):
     """Stable Diffusion 1.5 inpainting (e.g. ``stable-diffusion-v1-5/stable-diffusion-inpainting``)."""
@@ -350,7 +326,7 @@ class SDXLInpaint(DiffusionEngine):
     role = "sdxl_inpaint"
 
 
-def _load_vae(path: str, dtype):
+def load_vae(path: str, dtype):
     try:
         from diffusers import AutoencoderKL
 
@@ -388,7 +364,7 @@ def _check_request(request: EngineRequest) -> None:
             raise InpaintError(message)
 
 
-def _is_out_of_memory(error: Exception) -> bool:
+def is_out_of_memory(error: Exception) -> bool:
     import torch
 
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
@@ -414,8 +390,56 @@ def _check_outputs(pixels: np.ndarray, request: EngineRequest) -> None:
         )
 
 
-def _to_pil(pixels: np.ndarray) -> Image.Image:
+def to_pil(pixels: np.ndarray) -> Image.Image:
     """An (H, W, 3) float array in [0, 1] as an RGB image."""
     import numpy as np
 
     return Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), "RGB")
+
+
+# --- shared with the other diffusers-based engines (IC-Light) ---------------------------------
+
+
+def place_pipeline(pipe, options: DiffusionOptions, what: str) -> None:
+    """Put a loaded pipeline on ``options``' device (or CPU offload), compile it if asked, and turn
+    its progress bar off. ``what`` names the model in the error raised when that fails."""
+    try:
+        if options.cpu_offload and options.device == "cuda":
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(options.device)
+        if options.compile:
+            pipe.unet.compile()
+    except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
+        raise ModelLoadError(
+            f"{what} could not be moved to {options.device} in {options.dtype} "
+            f"({type(error).__name__}: {error}). Choose another device or dtype."
+        ) from error
+    pipe.set_progress_bar_config(disable=True)
+
+
+def step_callback(progress: ProgressCallback | None, should_cancel: CancelCheck | None):
+    """A ``callback_on_step_end`` reporting ``progress(step, total)`` and stopping the pipeline
+    (diffusers' documented ``_interrupt``: the remaining steps are skipped) when ``should_cancel``
+    says so. The caller raises Cancelled when ``pipe.interrupt`` is set after the call."""
+
+    def on_step_end(pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+        if progress is not None:
+            progress(step + 1, pipe.num_timesteps)
+        if should_cancel is not None and should_cancel():
+            pipe._interrupt = True
+        return callback_kwargs
+
+    return on_step_end
+
+
+def free_memory(pipe, device: str) -> None:
+    """Release what a failed (out-of-memory) call left on the accelerator."""
+    import torch
+
+    pipe.maybe_free_model_hooks()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if device == "mps":
+        torch.mps.empty_cache()

@@ -34,7 +34,15 @@ from PIL import Image
 
 from core.engines import ModelLoadError
 from core.engines.base import CancelCheck, Cancelled, InpaintError, ProgressCallback
-from core.engines.diffusion import DiffusionOptions
+from core.engines.diffusion import (
+    DiffusionOptions,
+    free_memory,
+    is_out_of_memory,
+    load_vae,
+    place_pipeline,
+    step_callback,
+    to_pil,
+)
 
 DEFAULT_BASE = "stablediffusionapi/realistic-vision-v51"
 DEFAULT_OFFSET_REPO = "lllyasviel/ic-light"
@@ -291,9 +299,8 @@ class ICLightEngine:
 
             components = {}
             if options.fp16_safe_vae:
-                from core.engines.diffusion import _load_vae
 
-                components["vae"] = _load_vae(options.fp16_safe_vae, getattr(torch, options.dtype))
+                components["vae"] = load_vae(options.fp16_safe_vae, getattr(torch, options.dtype))
             pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
                 base_id,
                 unet=unet,
@@ -311,19 +318,7 @@ class ICLightEngine:
                 f"{HOW_TO_PROVIDE}"
             ) from error
         pipe.scheduler = _iclight_scheduler(pipe.scheduler)
-        try:
-            if options.cpu_offload and options.device == "cuda":
-                pipe.enable_model_cpu_offload()
-            else:
-                pipe.to(options.device)
-            if options.compile:
-                pipe.unet.compile()
-        except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
-            raise ModelLoadError(
-                f"IC-Light could not be moved to {options.device} in {options.dtype} "
-                f"({type(error).__name__}: {error}). Choose another device or dtype."
-            ) from error
-        pipe.set_progress_bar_config(disable=True)
+        place_pipeline(pipe, options, "IC-Light")
         return cls(pipe, offset_id, base_id, options)
 
     def relight(
@@ -352,8 +347,6 @@ class ICLightEngine:
         import numpy as np
         import torch
 
-        from core.engines.diffusion import _is_out_of_memory, _to_pil
-
         seeds = list(seeds)
         _check_inputs(foreground, light, seeds, steps, guidance, denoise)
         if should_cancel is not None and should_cancel():
@@ -361,13 +354,6 @@ class ICLightEngine:
         count = len(seeds)
         width, height = foreground.size
         self.pipe.scheduler = type(self.default_scheduler).from_config(self.default_scheduler.config)
-
-        def on_step_end(pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
-            if progress is not None:
-                progress(step + 1, pipe.num_timesteps)
-            if should_cancel is not None and should_cancel():
-                pipe._interrupt = True  # diffusers' documented way to stop: the remaining steps are skipped
-            return callback_kwargs
 
         out_of_memory = None
         try:
@@ -384,16 +370,14 @@ class ICLightEngine:
                 generator=generators,
                 output_type="np",
                 cross_attention_kwargs={CONCAT_KEY: condition},
-                callback_on_step_end=on_step_end,
+                callback_on_step_end=step_callback(progress, should_cancel),
             )
         except Exception as error:
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
             out_of_memory = str(error).splitlines()[0]
         if out_of_memory is not None:
-            self.pipe.maybe_free_model_hooks()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_memory(self.pipe, self.options.device)
             raise InpaintError(
                 f"Out of memory on {self.options.device} while relighting a {width}x{height} image with "
                 f"{count} variant(s) ({out_of_memory}). Use a smaller size, fewer variants, or turn on "
@@ -407,7 +391,7 @@ class ICLightEngine:
                 "IC-Light produced an invalid (NaN) image, typically float16 overflowing. Run in float32 "
                 "or bfloat16."
             )
-        return [_to_pil(variant) for variant in pixels]
+        return [to_pil(variant) for variant in pixels]
 
     def encode_foreground(self, foreground: Image.Image):
         """The foreground's VAE latent (mode, scaled by the VAE's scaling factor), batch 1."""
