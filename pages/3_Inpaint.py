@@ -99,15 +99,9 @@ with settings_col:
         cancel_slot.button("Cancel", key="cancel_generation", help="Stops after the current step.")
         bar = st.progress(0.0, text="Starting…")
         try:
-            engine, lock = resources.inpaint_engine(run.engine)
-            if not lock.acquire(blocking=False):
-                with st.spinner("Waiting for another generation on this server to finish…"):
-                    lock.acquire()
-            try:
+            with resources.engine_in_use(run.engine) as engine:
                 result = inpaint(loaded.rgb, document.mask, run, engine,
                                  progress=lambda done, total: bar.progress(done / total, text=f"Step {done} of {total}"))
-            finally:
-                lock.release()
         except (InpaintError, ModelLoadError) as error:
             st.error(str(error))
         except Cancelled:

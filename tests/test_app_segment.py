@@ -130,13 +130,12 @@ def test_text_prompt_shows_candidates_to_choose_from(app_with_tiny_models):
     result = at.session_state[state.SEGMENT_RESULT][1]
     assert 1 <= len(result.masks) <= 3
     picks = [c for c in at.checkbox if "similarity" in c.label]
-    assert len(picks) == len(result.masks) and picks[0].value
-    if len(picks) > 1:
-        picks[1].check().run()
-        union = result.masks[0] | result.masks[1]
-        button(at, "Replace mask").click().run()
-        assert np.array_equal(at.session_state[state.MASK].mask, union)
-        assert at.session_state[state.MASK].history == ["segment: “a red disk”"]
+    assert len(picks) == len(result.masks) == 3 and picks[0].value and not picks[1].value
+    picks[1].check().run()
+    union = result.masks[0] | result.masks[1]
+    button(at, "Replace mask").click().run()
+    assert np.array_equal(at.session_state[state.MASK].mask, union)
+    assert at.session_state[state.MASK].history == ["segment: “a red disk”"]
 
 
 def test_zero_area_box_is_a_clear_error(app_with_tiny_models):

@@ -6,8 +6,9 @@ keeps state between calls and is not thread-safe).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -80,3 +81,19 @@ def inpaint_engine(name: str) -> tuple[Any, threading.Lock]:
     """
     quiet_library_progress()
     return load_inpaint_engine(name, settings()[0], device()), threading.Lock()
+
+
+@contextlib.contextmanager
+def engine_in_use(name: str) -> Iterator[Any]:
+    """Inpainting engine ``name``, held for this session until the block ends.
+
+    While another session on this server is generating with it, a spinner says so.
+    """
+    engine, lock = inpaint_engine(name)
+    if not lock.acquire(blocking=False):
+        with st.spinner("Waiting for another generation on this server to finish…"):
+            lock.acquire()
+    try:
+        yield engine
+    finally:
+        lock.release()
