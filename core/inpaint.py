@@ -94,7 +94,8 @@ class InpaintResult:
     ``images``: one RGB image per variant, the photo's size. ``seeds``: variant i's seed.
     ``params``: the params with the seed actually used. ``seam_delta_e``: per variant, the colour
     step across the mask's edge (ΔE76, see ``core.blend.seam_delta_e``). ``timings``: ms per stage.
-    ``crops``: the boxes that were regenerated. ``notes``: what a person should know.
+    ``crops``: the boxes that were regenerated. ``notes``: what a person should know. ``extra``: more
+    of what produced the result (e.g. the light of a lighting-aware fill), added to the metadata.
     """
 
     images: list[Image.Image]
@@ -106,6 +107,7 @@ class InpaintResult:
     timings: dict[str, float] = field(default_factory=dict)
     crops: list[Box] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self, index: int) -> dict[str, Any]:
         """What produced variant ``index``, for the PNG's text chunk and the recipe."""
@@ -115,6 +117,7 @@ class InpaintResult:
             "engine": self.engine,
             "model": self.model_id,
             "seam_delta_e": round(self.seam_delta_e[index], 3) if self.seam_delta_e else None,
+            **self.extra,
         }
 
 

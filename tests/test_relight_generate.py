@@ -82,3 +82,47 @@ def test_no_subject_or_a_full_mask_are_clear_errors(engine):
         relight(photo(), np.ones((SIZE[1], SIZE[0]), bool), LightParams(), RelightParams(**FAST), engine)
     with pytest.raises(InpaintError, match="Denoise"):
         RelightParams(denoise=0)
+
+
+def test_a_high_resolution_second_pass_regenerates_each_variant_larger(engine):
+    calls = []
+    original = engine.relight
+
+    def spy(foreground, light, *args, **kwargs):
+        calls.append((foreground.size, light.size, kwargs["seeds"], kwargs["denoise"]))
+        return original(foreground, light, *args, **kwargs)
+
+    seen = []
+    params = RelightParams(**FAST, highres_scale=1.5, highres_denoise=0.5)
+    engine.relight = spy
+    try:
+        result = relight(photo(), subject(), LightParams.from_preset("left"), params, engine,
+                         progress=lambda done, total: seen.append((done, total)))
+    finally:
+        del engine.relight
+    first, *second = calls
+    assert first[2] == [5, 6] and first[3] == 0.9
+    assert [call[2] for call in second] == [[5], [6]] and all(call[3] == 0.5 for call in second)
+    for size, light_size, _, _ in second:
+        assert size == light_size and all(side % 8 == 0 for side in size)
+        assert size[0] == pytest.approx(first[0][0] * 1.5, abs=8) and size[1] == pytest.approx(first[0][1] * 1.5, abs=8)
+    band = masks.grow(subject(), params.mask_blur)
+    assert np.array_equal(np.asarray(result.images[0])[~band], photo()[~band])
+    assert "highres" in result.timings and any("Second pass" in note for note in result.notes)
+    totals = {total for _, total in seen}
+    assert len(totals) == 1 and seen[-1][0] == seen[-1][1]  # one bar over all three passes, ends full
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_high_resolution_settings_are_checked():
+    with pytest.raises(InpaintError, match="high-resolution pass scale"):
+        RelightParams(highres_scale=3)
+    with pytest.raises(InpaintError, match="high-resolution pass denoise"):
+        RelightParams(highres_denoise=0)
+
+
+def test_metadata_names_the_light_and_the_seed(engine):
+    result = relight(photo(), subject(), LightParams.from_preset("top"), RelightParams(**FAST), engine)
+    meta = result.metadata(1)
+    assert meta["action"] == "relight" and meta["params"]["seed"] == 6 and meta["params"]["variants"] == 1
+    assert meta["light"]["azimuth"] == 90 and meta["model"] == engine.model_id
