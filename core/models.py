@@ -137,25 +137,21 @@ def model_statuses(settings: Settings) -> list[ModelStatus]:
 ENGINE_ROLES = {"sd15": "sd15_inpaint", "sdxl": "sdxl_inpaint"}
 
 
-def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **options: Any) -> Any:
-    """Load inpainting engine ``name`` (see ``core.engines.INPAINT_ENGINES``) on ``device``.
+def _require(role_name: str, settings: Settings) -> ModelStatus:
+    """``role_name``'s status when its model is on this machine; ModelLoadError saying how otherwise."""
+    from core.engines import ModelLoadError
 
-    Diffusion engines take their model from the role's setting; ``options`` override the
-    :class:`core.engines.diffusion.DiffusionOptions` derived from the device. Raises
-    ModelLoadError when the model is missing or unusable.
-    """
-    from core.engines import ModelLoadError, inpaint_engine_class
-
-    engine_class = inpaint_engine_class(name)
-    role = ENGINE_ROLES.get(name)
-    if role is None:
-        return engine_class()
-    status = locate(role, settings)
+    status = locate(role_name, settings)
     if not status.available:
         raise ModelLoadError(
             f"{status.role.title} ({status.configured}) is not on this machine. Download it on a "
             f"machine with internet and set {status.role.setting} to its local path."
         )
+    return status
+
+
+def diffusion_options(settings: Settings, device: DeviceInfo, *, fp16_safe_vae: str | None = None, **options: Any):
+    """:class:`core.engines.diffusion.DiffusionOptions` for ``device`` and the settings; ``options`` override."""
     from core.engines.diffusion import DiffusionOptions
 
     defaults = {
@@ -163,7 +159,36 @@ def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **opt
         "dtype": device.dtype,
         "cpu_offload": settings.cpu_offload,
         "compile": settings.compile,
-        # SDXL's stock VAE overflows in float16; the fp16-safe one is only needed there.
-        "fp16_safe_vae": settings.sdxl_fp16_vae if name == "sdxl" and device.dtype == "float16" else None,
+        "fp16_safe_vae": fp16_safe_vae if device.dtype == "float16" else None,
     }
-    return engine_class.load(str(status.path), DiffusionOptions(**{**defaults, **options}))
+    return DiffusionOptions(**{**defaults, **options})
+
+
+def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **options: Any) -> Any:
+    """Load inpainting engine ``name`` (see ``core.engines.INPAINT_ENGINES``) on ``device``.
+
+    Diffusion engines take their model from the role's setting; ``options`` override the
+    :class:`core.engines.diffusion.DiffusionOptions` derived from the device. Raises
+    ModelLoadError when the model is missing or unusable.
+    """
+    from core.engines import inpaint_engine_class
+
+    engine_class = inpaint_engine_class(name)
+    role = ENGINE_ROLES.get(name)
+    if role is None:
+        return engine_class()
+    status = _require(role, settings)
+    # SDXL's stock VAE overflows in float16; the fp16-safe one is only needed there.
+    vae = settings.sdxl_fp16_vae if name == "sdxl" else None
+    return engine_class.load(str(status.path), diffusion_options(settings, device, fp16_safe_vae=vae, **options))
+
+
+def load_relight_engine(settings: Settings, device: DeviceInfo, **options: Any) -> Any:
+    """Load IC-Light fc (its offset file merged into its SD 1.5 base) on ``device``.
+
+    Raises ModelLoadError when either model is missing or unusable.
+    """
+    from core.engines.iclight import ICLightEngine
+
+    offsets, base = _require("iclight", settings), _require("iclight_base", settings)
+    return ICLightEngine.load(str(base.path), str(offsets.path), diffusion_options(settings, device, **options))

@@ -221,7 +221,7 @@ def pseudo_normals(mask: np.ndarray) -> np.ndarray:
     differentiating so the distance transform's ridges do not crease the shading. Normals point
     outward (and lie almost in the photo's plane) at the edge, toward the viewer, (0, 0, 1), at
     the centre and everywhere outside the mask. The photo's border is not an edge: a subject cut
-    by the frame stays round where it is cut.
+    by the frame stays round where it is cut, and a mask covering the whole photo is flat.
     """
     mask = check_mask(mask)
     normals = np.zeros((*mask.shape, 3), np.float32)
@@ -233,6 +233,8 @@ def pseudo_normals(mask: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = box
     x0, y0, x1, y1 = max(0, x0 - 1), max(0, y0 - 1), min(width, x1 + 1), min(height, y1 + 1)
     region = mask[y0:y1, x0:x1]
+    if region.all():  # the whole photo: no edge to round off, so a flat surface facing the viewer
+        return normals
     distance = _distance(region)
     radius = float(distance.max())
     dome = np.sqrt(distance * (2.0 * radius - distance))
@@ -480,16 +482,14 @@ class RelightResult:
     model_id: str
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    engine: str = "iclight"  # or "shading" (:func:`relight_by_shading`, no model)
 
     def metadata(self, index: int) -> dict:
         """What produced variant ``index``, for the PNG's text chunk and the recipe."""
-        return {
-            "action": "relight",
-            "params": asdict(replace(self.params, seed=self.seeds[index], variants=1)),
-            "light": self.light.to_dict(),
-            "engine": "iclight",
-            "model": self.model_id,
-        }
+        meta = {"action": "relight", "engine": self.engine, "model": self.model_id, "light": self.light.to_dict()}
+        if self.engine != "shading":
+            meta["params"] = asdict(replace(self.params, seed=self.seeds[index], variants=1))
+        return meta
 
 
 def relight(
@@ -600,6 +600,18 @@ def relight(
     timings["paste"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     return RelightResult(outputs, seeds, replace(params, seed=seeds[0]), light, engine.model_id, timings, notes)
+
+
+def relight_by_shading(image: np.ndarray, mask: np.ndarray, light: LightParams) -> RelightResult:
+    """The weight-free relight (:func:`shade`) at full size, as a one-variant :class:`RelightResult`."""
+    import time
+
+    from PIL import Image
+
+    started = time.perf_counter()
+    shaded = Image.fromarray(shade(image, mask, light), "RGB")
+    timings = {"total": (time.perf_counter() - started) * 1000}
+    return RelightResult([shaded], [0], RelightParams(variants=1), light, "none", timings, engine="shading")
 
 
 def _multiple_of_8(length: float) -> int:

@@ -3,13 +3,14 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core.engines import REMOVAL_ENGINES, ModelLoadError, inpaint_engine_class
-from core.engines.base import Cancelled, InpaintError
+from core.engines import REMOVAL_ENGINES, inpaint_engine_class
+from core.engines.base import InpaintError
 from core.inpaint import InpaintParams, inpaint
 from core.models import ENGINE_ROLES
 from ui import resources, state
+from ui.generation import run_generation, show_cancelled
 from ui.page import require_photo, setup_page
-from ui.results import recipe_json, variant_png, variant_view
+from ui.results import show_result
 
 PRESETS = {"Quality": {state.INPAINT_STEPS: 40, state.INPAINT_GUIDANCE: 7.5},
            "Fast": {state.INPAINT_STEPS: 15, state.INPAINT_GUIDANCE: 6.0}}
@@ -95,55 +96,25 @@ with settings_col:
 
     if generate or remove:
         run = params if generate else replace(params or InpaintParams(), engine="telea", variants=1, prompt="")
-        cancel_slot = st.empty()
-        cancel_slot.button("Cancel", key="cancel_generation", help="Stops after the current step.")
-        bar = st.progress(0.0, text="Starting…")
-        try:
+
+        def work(progress):
             with resources.engine_in_use(run.engine) as engine:
-                result = inpaint(loaded.rgb, document.mask, run, engine,
-                                 progress=lambda done, total: bar.progress(done / total, text=f"Step {done} of {total}"))
-        except (InpaintError, ModelLoadError) as error:
-            st.error(str(error))
-        except Cancelled:
-            st.warning("Generation cancelled.")
-        else:
+                return inpaint(loaded.rgb, document.mask, run, engine, progress=progress)
+
+        result = run_generation(work)
+        if result is not None:
             st.session_state[state.INPAINT_RESULT] = result
             st.session_state[state.INPAINT_CHOICE] = 0
-        bar.empty()
-        cancel_slot.empty()
-    elif st.session_state.get("cancel_generation"):
-        st.warning("Generation cancelled; earlier results are kept.", icon=":material/info:")
+    else:
+        show_cancelled()
 
 with result_col:
     result = st.session_state.get(state.INPAINT_RESULT)
     if result is None:
         st.caption("Variants appear here. Everything outside the mask's soft edge stays exactly as it was.")
     else:
-        count = len(result.images)
-        choice = min(st.session_state[state.INPAINT_CHOICE], count - 1)
-        columns = st.columns(count)
-        for index, column in enumerate(columns):
-            column.image(variant_view(result, index, 320))
-            column.caption(f"#{index + 1} · seed {result.seeds[index]} · seam ΔE {result.seam_delta_e[index]:.1f}")
-        choice = st.radio("Variant", list(range(count)), key=state.INPAINT_CHOICE, horizontal=True,
-                          format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
-        before_col, after_col = st.columns(2)
-        before_col.image(state.display_copy(480), caption="Before")
-        after_col.image(variant_view(result, choice, 480), caption="After")
-        for note in result.notes:
-            st.info(note, icon=":material/info:")
-        timing = " · ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings.items())
-        st.caption(f"{inpaint_engine_class(result.engine).title} · {result.model_id} · {timing}")
-        base_col, back_col = st.columns(2)
-        base_col.button("Use as new base", type="primary", width="stretch",
-                        on_click=state.use_as_base, args=(result.images[choice],),
-                        help="Continue editing from this variant; the mask stays.")
-        back_col.button(f"Step back ({len(state.base_history())})", width="stretch", on_click=state.step_back,
-                        disabled=not state.base_history(), help="Return to the photo before the last new base.")
-        stem = (loaded.name or "photo").rsplit(".", 1)[0]
-        png_col, recipe_col = st.columns(2)
-        png_col.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-inpainted.png",
-                                mime="image/png", on_click="ignore", width="stretch", key="download_variant")
-        recipe_col.download_button("Download recipe (JSON)", recipe_json(result, choice),
-                                   file_name=f"{stem}-recipe.json", mime="application/json", on_click="ignore",
-                                   width="stretch", key="download_recipe")
+        show_result(
+            result, choice_key=state.INPAINT_CHOICE, file_suffix="inpainted", key_prefix="inpaint",
+            describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · seam ΔE {result.seam_delta_e[i]:.1f}",
+            footer=f"{inpaint_engine_class(result.engine).title} · {result.model_id}",
+        )

@@ -1,12 +1,21 @@
-"""Relight: light the subject from any direction, previewed live while the sliders move."""
+"""Relight: light the subject from any direction (IC-Light, or shading without it), previewed live,
+or fill the mask so that its lighting follows that direction."""
 import numpy as np
 import streamlit as st
-from PIL import Image
 
-from core.images import encode_image
-from core.relight import PRESETS, LightParams, color_from_temperature, shade
+from core.engines import inpaint_engine_class
+from core.engines.base import InpaintError
+from core.inpaint import InpaintParams
+from core.light_inpaint import FILL_STARTS, light_aware_inpaint
+from core.models import ENGINE_ROLES
+from core.relight import PRESETS, LightParams, RelightParams, color_from_temperature, relight, relight_by_shading
 from ui import resources, state
+from ui.generation import run_generation, show_cancelled
 from ui.page import require_photo, setup_page
+from ui.results import show_result
+
+ACTIONS = {"relight": "Relight the subject", "fill": "Fill the mask, lit"}
+MODES = {"subject": "Keep the background", "whole": "Relight the whole photo"}
 
 setup_page("Relight", ":material/light_mode:")
 st.title("Relight")
@@ -15,6 +24,8 @@ loaded = state.photo()
 document = state.mask_document()
 statuses = {status.role.name: status for status in resources.statuses()}
 has_subject = document.mask.any()
+missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
+fill_engines = [name for name, role in ENGINE_ROLES.items() if statuses[role].available]
 
 
 def apply_preset() -> None:
@@ -25,7 +36,13 @@ def apply_preset() -> None:
         )
 
 
-missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
+def seed_inputs(seed_key: str, random_key: str) -> int | None:
+    seed_col, random_col = st.columns(2)
+    random_seed = random_col.toggle("Random seed", key=random_key)
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=seed_key, disabled=random_seed)
+    return None if random_seed else int(seed)
+
+
 if missing:
     st.info(
         "Generating with IC-Light needs " + " and ".join(f"{s.role.title} ({s.configured})" for s in missing)
@@ -34,8 +51,8 @@ if missing:
         icon=":material/info:",
     )
 if not has_subject:
-    st.warning("No subject is selected: the preview lights the whole photo. Select the subject to "
-               "relight it.", icon=":material/info:")
+    st.warning("No subject is selected: the preview lights the whole photo. Select the subject (or paint "
+               "the region to fill) to relight it.", icon=":material/info:")
     st.page_link("pages/1_Segment.py", label="Select the subject", icon=":material/ads_click:")
 
 controls_col, preview_col = st.columns([1.4, 2], gap="large")
@@ -53,33 +70,119 @@ with controls_col:
     else:
         hex_color = st.color_picker("Light colour", key=state.LIGHT_COLOR)
         color = tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    params, notes = LightParams.clamped(azimuth=azimuth, elevation=elevation, intensity=intensity,
-                                        ambient=ambient, color=color)
+    light, notes = LightParams.clamped(azimuth=azimuth, elevation=elevation, intensity=intensity,
+                                       ambient=ambient, color=color)
     for note in notes:
         st.caption(note)
-    apply = st.button("Apply shading", type="primary", disabled=not has_subject, width="stretch",
-                      help="Relight the subject at full resolution with this light (no model needed).")
 
-if apply:
-    relit = Image.fromarray(shade(np.asarray(loaded.rgb), document.mask, params), "RGB")
-    png = encode_image(relit, format="PNG", alpha=loaded.alpha, icc_profile=loaded.icc_profile, exif=loaded.exif,
-                       params={"action": "relight", "light": params.to_dict(), "engine": "shading"})
-    st.session_state[state.RELIGHT_RESULT] = (params, relit, png)
+    st.divider()
+    action = st.segmented_control("Action", list(ACTIONS), key=state.RELIGHT_ACTION, required=True,
+                                  format_func=ACTIONS.get)
+    work, problem = None, None
+    if action == "relight":
+        prompt = st.text_area("Lighting prompt", key=state.RELIGHT_PROMPT, height=68,
+                              placeholder="The light and the mood, e.g. “warm sunset light, soft shadows”")
+        negative = st.text_input("Negative prompt", key=state.RELIGHT_NEGATIVE)
+        mode = st.radio("Background", list(MODES), key=state.RELIGHT_MODE, format_func=MODES.get, horizontal=True)
+        detail = st.toggle("Keep the subject's detail", key=state.RELIGHT_DETAIL,
+                           help="Restore the original's fine texture and identity under the new light.")
+        variants = st.slider("Variants", 1, 4, key=state.RELIGHT_VARIANTS)
+        seed = seed_inputs(state.RELIGHT_SEED, state.RELIGHT_RANDOM_SEED)
+        with st.expander("More settings"):
+            steps = st.slider("Steps", 1, 100, key=state.RELIGHT_STEPS)
+            guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.RELIGHT_GUIDANCE)
+            denoise = st.slider("Denoise", 0.05, 1.0, step=0.05, key=state.RELIGHT_DENOISE,
+                                help="How much of the light's start is regenerated; IC-Light uses 0.9.")
+            highres = st.toggle("Second, high-resolution pass", key=state.RELIGHT_HIGHRES)
+            scale = st.slider("Scale", 1.1, 2.0, step=0.1, key=state.RELIGHT_HIGHRES_SCALE, disabled=not highres)
+            highres_denoise = st.slider("Denoise of the second pass", 0.1, 1.0, step=0.05,
+                                        key=state.RELIGHT_HIGHRES_DENOISE, disabled=not highres)
+        try:
+            params = RelightParams(prompt=prompt, negative_prompt=negative, steps=steps, guidance=guidance,
+                                   denoise=denoise, seed=seed, variants=variants, mode=mode, detail_transfer=detail,
+                                   highres_scale=scale if highres else 1.0, highres_denoise=highres_denoise)
+        except InpaintError as error:
+            problem = str(error)
+
+        def work(progress):
+            with resources.relight_engine_in_use() as engine:
+                return relight(np.asarray(loaded.rgb), document.mask, light, params, engine, progress=progress)
+
+        generate_col, shade_col = st.columns(2)
+        generate = generate_col.button("Generate", type="primary", width="stretch",
+                                       disabled=bool(missing) or not has_subject or problem is not None,
+                                       help="Relight with IC-Light." if not missing else "Needs the IC-Light models.")
+        apply = shade_col.button("Apply shading", width="stretch", disabled=not has_subject,
+                                 type="secondary" if not missing else "primary",
+                                 help="Relight the subject at full resolution with this light (no model needed).")
+    else:
+        if not fill_engines:
+            sd15 = statuses["sd15_inpaint"]
+            st.info(f"Filling with light needs an inpainting model ({sd15.configured}), not on this machine; "
+                    f"set {sd15.role.setting} to a local copy.", icon=":material/info:")
+        if st.session_state[state.LIT_ENGINE] not in fill_engines:
+            st.session_state[state.LIT_ENGINE] = fill_engines[0] if fill_engines else None
+        engine_name = st.selectbox("Engine", fill_engines, key=state.LIT_ENGINE, disabled=not fill_engines,
+                                   format_func=lambda name: inpaint_engine_class(name).title)
+        prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=68,
+                              placeholder="What should be there, e.g. “a stone wall”")
+        negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE)
+        start = st.radio("Start from", list(FILL_STARTS), key=state.LIT_START, format_func=FILL_STARTS.get)
+        strength = st.slider("Strength", 0.05, 0.95, step=0.05, key=state.LIT_STRENGTH,
+                             help="Lower keeps more of the lit start (its lighting); higher invents more.")
+        variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
+        seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
+        with st.expander("More settings"):
+            steps = st.slider("Steps", 1, 100, key=state.INPAINT_STEPS)
+            guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.INPAINT_GUIDANCE)
+            blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
+        try:
+            params = InpaintParams(
+                prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
+                seed=seed, variants=variants, padding=st.session_state[state.INPAINT_PADDING],
+                mask_blur=blur_outside, mask_blur_inside=st.session_state[state.FEATHER_INNER],
+                blend=st.session_state[state.INPAINT_BLEND], color_match=st.session_state[state.INPAINT_COLOR_MATCH],
+                engine=engine_name or "sd15",
+            )
+        except InpaintError as error:
+            problem = str(error)
+
+        def work(progress):
+            with resources.engine_in_use(params.engine) as engine:
+                return light_aware_inpaint(loaded.rgb, document.mask, light, params, engine, start=start,
+                                           progress=progress)
+
+        generate = st.button("Fill with this light", type="primary", width="stretch",
+                             disabled=not fill_engines or not has_subject or problem is not None)
+        apply = False
+    if problem:
+        st.error(problem)
+
+    if generate:
+        result = run_generation(work, "Relighting" if action == "relight" else "Filling")
+        if result is not None:
+            st.session_state[state.RELIGHT_RESULT] = result
+            st.session_state[state.RELIGHT_CHOICE] = 0
+    else:
+        show_cancelled()
+    if apply:
+        st.session_state[state.RELIGHT_RESULT] = relight_by_shading(np.asarray(loaded.rgb), document.mask, light)
+        st.session_state[state.RELIGHT_CHOICE] = 0
 
 with preview_col:
-    st.image(state.relight_preview_cache().render(params), caption="Live preview of the light")
+    st.image(state.relight_preview_cache().render(light), caption="Live preview of the light")
     result = st.session_state.get(state.RELIGHT_RESULT)
     if result is not None:
-        used, relit, png = result
-        before_col, after_col = st.columns(2)
-        before_col.image(state.display_copy(480), caption="Before")
-        after_col.image(relit.resize((480, max(1, round(480 * relit.height / relit.width)))),
-                        caption=f"After · light from {used.azimuth:.0f}°, height {used.elevation:.0f}°")
-        base_col, back_col = st.columns(2)
-        base_col.button("Use as new base", on_click=state.use_as_base, args=(relit,), width="stretch",
-                        key="relight_use_as_base")
-        back_col.button(f"Step back ({len(state.base_history())})", on_click=state.step_back, width="stretch",
-                        disabled=not state.base_history(), key="relight_step_back")
-        stem = (loaded.name or "photo").rsplit(".", 1)[0]
-        st.download_button("Download PNG", png, file_name=f"{stem}-relit.png", mime="image/png",
-                           on_click="ignore", key="download_relit")
+        used = LightParams.from_dict(result.metadata(0)["light"])
+        where = f"light from {used.azimuth:.0f}°, height {used.elevation:.0f}°"
+        engine = getattr(result, "engine", "iclight")
+        if engine == "shading":
+            footer = "Shading (no model)"
+        elif engine == "iclight":
+            footer = f"IC-Light · {result.model_id}"
+        else:
+            footer = f"{inpaint_engine_class(engine).title}, lit fill · {result.model_id}"
+        show_result(
+            result, choice_key=state.RELIGHT_CHOICE, file_suffix="relit", key_prefix="relight", footer=footer,
+            describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {where}" if engine != "shading" else where,
+        )

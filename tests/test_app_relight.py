@@ -7,7 +7,9 @@ from streamlit.testing.v1 import AppTest
 
 from core import masks
 from tests.test_app import TIMEOUT, png_bytes, upload
+from core.images import read_params
 from ui import state
+from ui.results import RESULT_VIEWS
 
 PHOTO_SIZE = (320, 240)
 
@@ -23,6 +25,12 @@ def relight_page(with_subject: bool = True) -> AppTest:
     if with_subject:
         at.session_state[state.MASK].apply(masks.layer_edit("add", subject(), "subject"))
     return at.switch_page("pages/4_Relight.py").run()
+
+
+def downloaded_png(at: AppTest, result) -> bytes:
+    """The bytes behind the page's "Download PNG" button (encoded once per result and variant)."""
+    views = next(views for held, views in at.session_state[RESULT_VIEWS] if held is result)
+    return views[(at.session_state[state.RELIGHT_CHOICE], "png")]
 
 
 def preview(at: AppTest) -> np.ndarray:
@@ -52,14 +60,16 @@ def test_apply_shading_relights_only_the_subject_and_can_become_the_base(app_wit
     at.button_group(key=state.LIGHT_PRESET).set_value("right").run()
     next(b for b in at.button if b.label == "Apply shading").click().run()
     assert not at.exception
-    used, relit, png = at.session_state[state.RELIGHT_RESULT]
+    result = at.session_state[state.RELIGHT_RESULT]
+    relit = result.images[0]
     out = np.asarray(relit).astype(int)
     original = np.full_like(out, 128)
     inside = subject()
     assert np.array_equal(out[~inside], original[~inside])
     assert out[inside][:, 0].std() > 0  # shaded, not flat
     assert out[120, 215:225].mean() > out[120, 95:105].mean()  # lit from the right
-    assert png.startswith(b"\x89PNG")
+    png = downloaded_png(at, result)
+    assert read_params(png)["engine"] == "shading" and read_params(png)["light"]["azimuth"] == 0
     next(b for b in at.button if b.label == "Use as new base").click().run()
     assert np.array_equal(np.asarray(at.session_state[state.PHOTO].rgb), np.asarray(relit))
 
@@ -71,3 +81,92 @@ def test_without_a_subject_the_page_explains_and_still_previews(app_without_mode
     assert next(b for b in at.button if b.label == "Apply shading").disabled
     assert at.session_state[state.RELIGHT_PREVIEW][2].alpha is None
     assert len(at.image) >= 1
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def fast_settings(at: AppTest) -> None:
+    at.slider(key=state.RELIGHT_STEPS).set_value(3)
+    at.slider(key=state.RELIGHT_VARIANTS).set_value(2)
+
+
+def test_generate_relights_the_subject_with_ic_light_and_keeps_the_background(app_with_tiny_models):
+    at = relight_page()
+    assert not any("IC-Light" in info.value for info in at.info)  # the models are here
+    at.button_group(key=state.LIGHT_PRESET).set_value("left").run()
+    fast_settings(at)
+    button(at, "Generate").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state[state.RELIGHT_RESULT]
+    assert result.engine == "iclight" and result.seeds == [12345, 12346] and len(result.images) == 2
+    band = masks.grow(subject(), result.params.mask_blur)
+    for image in result.images:
+        out = np.asarray(image)
+        assert out.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0], 3)
+        assert np.array_equal(out[~band], np.full_like(out, 128)[~band])  # background untouched
+        assert (out[subject()] != 128).any()
+    assert any("light from 180°" in caption.value for caption in at.caption)
+    at.radio(key=state.RELIGHT_CHOICE).set_value(1).run()
+    meta = read_params(downloaded_png(at, result))
+    assert meta["params"]["seed"] == 12346 and meta["light"]["azimuth"] == 180 and meta["engine"] == "iclight"
+    button(at, "Use as new base").click().run()
+    assert np.array_equal(np.asarray(at.session_state[state.PHOTO].rgb), np.asarray(result.images[1]))
+    assert button(at, "Step back (1)") is not None
+
+
+def test_whole_mode_and_the_second_pass_run_from_the_page(app_with_tiny_models):
+    at = relight_page()
+    fast_settings(at)
+    at.slider(key=state.RELIGHT_VARIANTS).set_value(1)
+    at.radio(key=state.RELIGHT_MODE).set_value("whole")
+    at.toggle(key=state.RELIGHT_HIGHRES).set_value(True).run()
+    button(at, "Generate").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state[state.RELIGHT_RESULT]
+    assert result.params.mode == "whole" and result.params.highres_scale == 1.5
+    assert "highres" in result.timings
+    out = np.asarray(result.images[0])
+    assert (out[~subject()] != 128).mean() > 0.5  # the background was relit too
+
+
+def test_a_subject_covering_the_whole_photo_is_a_clear_error_and_keeps_the_last_result(app_with_tiny_models):
+    at = relight_page()
+    button(at, "Apply shading").click().run()
+    kept = at.session_state[state.RELIGHT_RESULT]
+    at.session_state[state.MASK].apply(masks.layer_edit("add", np.ones((PHOTO_SIZE[1], PHOTO_SIZE[0]), bool), "all"))
+    at.run()
+    fast_settings(at)
+    button(at, "Generate").click().run()
+    assert not at.exception
+    assert any("covers the whole photo" in error.value for error in at.error)
+    assert at.session_state[state.RELIGHT_RESULT] is kept
+
+
+def test_fill_with_light_regenerates_the_region_lit_from_the_chosen_side(app_with_tiny_models):
+    at = relight_page()
+    at.button_group(key=state.RELIGHT_ACTION).set_value("fill").run()
+    assert at.selectbox(key=state.LIT_ENGINE).value == "sd15"
+    at.button_group(key=state.LIGHT_PRESET).set_value("top").run()
+    at.text_area(key=state.INPAINT_PROMPT).input("a stone")
+    at.slider(key=state.INPAINT_STEPS).set_value(4)
+    at.slider(key=state.INPAINT_VARIANTS).set_value(1).run()
+    button(at, "Fill with this light").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state[state.RELIGHT_RESULT]
+    assert result.engine == "sd15" and result.params.strength == 0.75
+    assert result.extra["light"]["azimuth"] == 90 and result.extra["start"] == "current"
+    band = masks.grow(subject(), result.params.mask_blur)
+    out = np.asarray(result.images[0])
+    assert np.array_equal(out[~band], np.full_like(out, 128)[~band])
+    assert any("Lighting-aware" in info.value for info in at.info)
+
+
+def test_fill_without_an_inpainting_model_says_what_is_missing(app_without_models):
+    at = relight_page()
+    at.button_group(key=state.RELIGHT_ACTION).set_value("fill").run()
+    assert not at.exception
+    assert any("INPAINT_STUDIO_MODEL_SD15_INPAINT" in info.value for info in at.info)
+    assert button(at, "Fill with this light").disabled
+    assert not any(b.label == "Generate" for b in at.button)  # the fill has its own button

@@ -146,6 +146,14 @@ def test_pseudo_normals_form_a_dome():
     assert np.array_equal(normals[~mask], np.tile([0.0, 0.0, 1.0], ((~mask).sum(), 1)))
 
 
+def test_a_mask_covering_the_whole_photo_is_flat_and_shades_evenly():
+    full = np.ones((40, 60), bool)
+    normals = relight.pseudo_normals(full)
+    assert np.array_equal(normals[:, :, 2], np.ones((40, 60), np.float32))
+    out = relight.shade(np.full((40, 60, 3), 100, np.uint8), full, LightParams(azimuth=0, elevation=90, ambient=0.5))
+    assert out.std() == 0
+
+
 def test_pseudo_normals_of_an_empty_mask_face_the_viewer():
     normals = relight.pseudo_normals(np.zeros((10, 12), bool))
     assert np.array_equal(normals[:, :, 2], np.ones((10, 12)))

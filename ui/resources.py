@@ -16,7 +16,7 @@ import streamlit as st
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo, detect_device
 from core.engines import ModelLoadError
-from core.models import ModelStatus, load_inpaint_engine, locate, model_statuses
+from core.models import ModelStatus, load_inpaint_engine, load_relight_engine, locate, model_statuses
 from core.segmenter import Segmenter
 
 
@@ -83,13 +83,19 @@ def inpaint_engine(name: str) -> tuple[Any, threading.Lock]:
     return load_inpaint_engine(name, settings()[0], device()), threading.Lock()
 
 
-@contextlib.contextmanager
-def engine_in_use(name: str) -> Iterator[Any]:
-    """Inpainting engine ``name``, held for this session until the block ends.
+@st.cache_resource(show_spinner="Loading IC-Light…")
+def relight_engine() -> tuple[Any, threading.Lock]:
+    """The IC-Light engine and the lock to hold while it generates (one per process).
 
-    While another session on this server is generating with it, a spinner says so.
+    Raises ModelLoadError (not cached, so a model copied in later is picked up).
     """
-    engine, lock = inpaint_engine(name)
+    quiet_library_progress()
+    return load_relight_engine(settings()[0], device()), threading.Lock()
+
+
+@contextlib.contextmanager
+def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
+    """``engine`` with ``lock`` held until the block ends; a spinner while another session has it."""
     if not lock.acquire(blocking=False):
         with st.spinner("Waiting for another generation on this server to finish…"):
             lock.acquire()
@@ -97,3 +103,13 @@ def engine_in_use(name: str) -> Iterator[Any]:
         yield engine
     finally:
         lock.release()
+
+
+def engine_in_use(name: str) -> contextlib.AbstractContextManager[Any]:
+    """Inpainting engine ``name``, held for this session until the ``with`` block ends."""
+    return _held(*inpaint_engine(name))
+
+
+def relight_engine_in_use() -> contextlib.AbstractContextManager[Any]:
+    """The IC-Light engine, held for this session until the ``with`` block ends."""
+    return _held(*relight_engine())

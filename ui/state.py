@@ -31,7 +31,7 @@ SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next la
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
 INPAINT_RESULT = "inpaint_result"  # core.inpaint.InpaintResult of the last generation
-RELIGHT_RESULT = "relight_result"  # (LightParams, RGB PIL image, PNG bytes) of the last relight
+RELIGHT_RESULT = "relight_result"  # core.relight.RelightResult or, lit inpainting, core.inpaint.InpaintResult
 RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.relight.PreviewCache)
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
 MAX_BASE_HISTORY = 10
@@ -80,6 +80,24 @@ LIGHT_AMBIENT = "light_ambient"
 LIGHT_USE_TEMPERATURE = "light_use_temperature"
 LIGHT_TEMPERATURE = "light_temperature"
 LIGHT_COLOR = "light_color"
+RELIGHT_ACTION = "relight_action"
+RELIGHT_PROMPT = "relight_prompt"
+RELIGHT_NEGATIVE = "relight_negative"
+RELIGHT_VARIANTS = "relight_variants"
+RELIGHT_SEED = "relight_seed"
+RELIGHT_RANDOM_SEED = "relight_random_seed"
+RELIGHT_MODE = "relight_mode"
+RELIGHT_DETAIL = "relight_detail"
+RELIGHT_STEPS = "relight_steps"
+RELIGHT_GUIDANCE = "relight_guidance"
+RELIGHT_DENOISE = "relight_denoise"
+RELIGHT_HIGHRES = "relight_highres"
+RELIGHT_HIGHRES_SCALE = "relight_highres_scale"
+RELIGHT_HIGHRES_DENOISE = "relight_highres_denoise"
+RELIGHT_CHOICE = "relight_choice"
+LIT_ENGINE = "lit_engine"
+LIT_START = "lit_start"
+LIT_STRENGTH = "lit_strength"
 PERSISTENT_WIDGETS = {
     MASK_TOOL: "Paint",
     BRUSH_SIZE: 30,
@@ -123,6 +141,24 @@ PERSISTENT_WIDGETS = {
     LIGHT_USE_TEMPERATURE: True,
     LIGHT_TEMPERATURE: 5500,
     LIGHT_COLOR: "#ffffff",
+    RELIGHT_ACTION: "relight",
+    RELIGHT_PROMPT: "soft natural light, detailed",
+    RELIGHT_NEGATIVE: "lowres, bad anatomy, worst quality, low quality",
+    RELIGHT_VARIANTS: 2,
+    RELIGHT_SEED: 12345,
+    RELIGHT_RANDOM_SEED: False,
+    RELIGHT_MODE: "subject",
+    RELIGHT_DETAIL: True,
+    RELIGHT_STEPS: 25,
+    RELIGHT_GUIDANCE: 2.0,
+    RELIGHT_DENOISE: 0.9,
+    RELIGHT_HIGHRES: False,
+    RELIGHT_HIGHRES_SCALE: 1.5,
+    RELIGHT_HIGHRES_DENOISE: 0.5,
+    RELIGHT_CHOICE: 0,
+    LIT_ENGINE: None,
+    LIT_START: "current",
+    LIT_STRENGTH: 0.75,
 }
 
 
