@@ -170,3 +170,18 @@ def test_fill_without_an_inpainting_model_says_what_is_missing(app_without_model
     assert any("INPAINT_STUDIO_MODEL_SD15_INPAINT" in info.value for info in at.info)
     assert button(at, "Fill with this light").disabled
     assert not any(b.label == "Generate" for b in at.button)  # the fill has its own button
+
+
+def test_a_wrong_shaped_ic_light_file_is_named_on_the_page_and_shading_still_works(app_with_tiny_models, tmp_path):
+    from tests.test_iclight import _write_offsets, iclight_offsets
+
+    bad = _write_offsets(tmp_path / "iclight_sd15_fbc.safetensors", iclight_offsets(in_channels=12))
+    app_with_tiny_models.setenv("INPAINT_STUDIO_MODEL_ICLIGHT", str(bad))
+    at = relight_page()
+    fast_settings(at)
+    button(at, "Generate").click().run()
+    assert not at.exception
+    assert any("iclight_sd15_fbc.safetensors" in error.value for error in at.error)
+    assert state.RELIGHT_RESULT not in at.session_state
+    button(at, "Apply shading").click().run()
+    assert at.session_state[state.RELIGHT_RESULT].engine == "shading"
