@@ -46,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
     edit.add_argument("--invert-mask", action="store_true", help="regenerate everything except the mask")
     edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
+
+    batch = commands.add_parser("batch", help="apply a recipe to every photo of a folder or zip")
+    batch.add_argument("--recipe", type=Path, required=True, help="recipe JSON (saved from the Inpaint or Relight page)")
+    batch.add_argument("--input", type=Path, required=True, help="folder (searched recursively) or .zip of photos")
+    batch.add_argument("--output", type=Path, required=True, help="folder for the results and manifest.json / .csv")
+    batch.add_argument("--masks", type=Path, default=None,
+                       help="folder or .zip of masks named like the photos (photo.png for photo.jpg)")
+    batch.add_argument("--resume", action="store_true", help="skip photos an earlier run in --output finished")
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: this process; ray: a Ray cluster (pip install -r requirements-distributed.txt)")
+    batch.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    batch.add_argument("--workers", type=int, default=1, help="Ray: model copies (actors) running at once")
+    batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per model copy")
+    batch.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per model copy")
     return parser
 
 
@@ -107,7 +121,44 @@ def inpaint_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"inpaint": inpaint_command}
+def batch_command(args: argparse.Namespace) -> int:
+    from core.batch import BatchProgress, run
+    from core.batch_inputs import BatchInputError
+    from core.recipe import Recipe, RecipeError
+
+    try:
+        recipe = Recipe.load(args.recipe)
+    except RecipeError as error:
+        raise BadInput(str(error)) from error
+    if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
+        raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
+    if args.workers < 1 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
+        raise BadInput("--workers must be at least 1, --gpus-per-worker 0 or more, --cpus-per-worker above 0.")
+
+    def report(progress: BatchProgress) -> None:
+        row = progress.row
+        mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}[row["status"]]
+        detail = ", ".join(row["outputs"]) if row["status"] == "done" else row["error"]
+        print(f"[{progress.finished}/{progress.total}] {row['name']}: {mark}  {detail}", file=sys.stderr, flush=True)
+
+    try:
+        if args.engine == "ray":
+            from core.batch_ray import run_ray
+
+            summary = run_ray(recipe, args.input, args.output, masks=args.masks, resume=args.resume,
+                              address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                              cpus_per_worker=args.cpus_per_worker, on_progress=report)
+        else:
+            summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report)
+    except BatchInputError as error:
+        raise BadInput(str(error)) from error
+    except ImportError as error:
+        raise BadInput(f"--engine ray needs Ray: pip install -r requirements-distributed.txt ({error}).") from error
+    print(summary.describe())
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+COMMANDS = {"inpaint": inpaint_command, "batch": batch_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,3 +192,27 @@ def load_relight_engine(settings: Settings, device: DeviceInfo, **options: Any) 
 
     offsets, base = _require("iclight", settings), _require("iclight_base", settings)
     return ICLightEngine.load(str(base.path), str(offsets.path), diffusion_options(settings, device, **options))
+
+
+def build_segmenter(settings: Settings, device: DeviceInfo):
+    """The selection service (``core.segmenter.Segmenter``) with every model loading on first use
+    from its setting; a model that is not on this machine makes its loader raise ModelLoadError."""
+    from core.engines.clip_text import ClipScorer
+    from core.engines.fastsam import FastSAMEngine
+    from core.engines.sam import SamEngine
+    from core.segmenter import Segmenter
+
+    def loader(role: str, load):
+        return lambda: load(str(_require(role, settings).path))
+
+    def load_fastsam(path: str) -> FastSAMEngine:
+        return FastSAMEngine.load(path, device="cuda:0" if device.kind == "cuda" else device.kind)
+
+    return Segmenter(
+        {
+            "fastsam": loader("fastsam", load_fastsam),
+            "fastsam_x": loader("fastsam_x", load_fastsam),
+            "clip": loader("clip", lambda path: ClipScorer.load(path, device=device.kind)),
+            "sam": loader("sam", lambda path: SamEngine.load(path, device=device.kind)),
+        }
+    )

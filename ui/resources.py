@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import streamlit as st
 
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo, detect_device
-from core.engines import ModelLoadError
-from core.models import ModelStatus, load_inpaint_engine, load_relight_engine, locate, model_statuses
+from core.models import ModelStatus, build_segmenter, load_inpaint_engine, load_relight_engine, model_statuses
 from core.segmenter import Segmenter
 
 
@@ -38,39 +37,10 @@ def statuses() -> list[ModelStatus]:
     return model_statuses(settings()[0])
 
 
-def _engine_loader(role: str, load: Callable[[str, str], Any]) -> Callable[[], Any]:
-    """A loader for ``role``'s engine that refuses clearly when the model is not on this machine."""
-
-    def loader() -> Any:
-        status = locate(role, settings()[0])
-        if not status.available:
-            raise ModelLoadError(
-                f"{status.role.title} ({status.configured}) is not on this machine. Download it on a "
-                f"machine with internet and set {status.role.setting} to its local path."
-            )
-        return load(str(status.path), device().kind)
-
-    return loader
-
-
 @st.cache_resource(show_spinner=False)
 def segmenter() -> Segmenter:
     """The selection service, shared by every session; each model loads on first use."""
-    from core.engines.clip_text import ClipScorer
-    from core.engines.fastsam import FastSAMEngine
-    from core.engines.sam import SamEngine
-
-    def load_fastsam(path: str, device_kind: str) -> FastSAMEngine:
-        return FastSAMEngine.load(path, device="cuda:0" if device_kind == "cuda" else device_kind)
-
-    return Segmenter(
-        {
-            "fastsam": _engine_loader("fastsam", load_fastsam),
-            "fastsam_x": _engine_loader("fastsam_x", load_fastsam),
-            "clip": _engine_loader("clip", lambda path, kind: ClipScorer.load(path, device=kind)),
-            "sam": _engine_loader("sam", lambda path, kind: SamEngine.load(path, device=kind)),
-        }
-    )
+    return build_segmenter(settings()[0], device())
 
 
 @st.cache_resource(show_spinner="Loading the inpainting model…")

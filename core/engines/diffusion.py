@@ -48,6 +48,7 @@ INPAINT_UNET_CHANNELS = 9
 # Scheduler names offered to people -> (diffusers class, settings over the pipeline's own config).
 # "default" keeps the scheduler the model was saved with.
 DEFAULT_SCHEDULER = "default"
+PROMPT_CACHE_SIZE = 8  # prompt pairs whose text-encoder outputs an engine keeps
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "DPM++ 2M Karras": (
         "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}
@@ -230,8 +231,7 @@ class DiffusionEngine:
         out_of_memory = None
         try:
             result = self.pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt or None,
+                **self._prompt_embeddings(request.prompt, request.negative_prompt, request.guidance_scale),
                 image=[request.image] * count,
                 mask_image=[request.mask] * count,
                 height=request.image.height,
@@ -269,6 +269,30 @@ class DiffusionEngine:
             notes=notes,
             timings={"denoise": (last_step_at - started) * 1000, "decode": (finished - last_step_at) * 1000},
         )
+
+    def _prompt_embeddings(self, prompt: str, negative_prompt: str, guidance_scale: float) -> dict[str, Any]:
+        """The pipeline's prompt arguments as text-encoder outputs, encoded once per prompt pair.
+
+        A batch runs the same prompt on every photo and a person regenerates with the same prompt
+        often: both encode it once (the last few pairs are kept). The embeddings are what the
+        pipeline would compute itself from the strings, so the pixels are the same.
+        """
+        import torch
+
+        guided = guidance_scale > 1
+        key = (prompt, negative_prompt, guided)
+        cache = self.__dict__.setdefault("_embeddings", {})
+        if key not in cache:
+            with torch.no_grad():
+                encoded = self.pipe.encode_prompt(
+                    prompt=prompt, device=self.pipe._execution_device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=guided, negative_prompt=negative_prompt or None,
+                )
+            names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+            cache[key] = {name: value for name, value in zip(names, encoded) if value is not None}
+            while len(cache) > PROMPT_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+        return cache[key]
 
     def _scheduler(self, name: str | None):
         """A fresh scheduler called ``name``, built from the model's own scheduler config.

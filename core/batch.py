@@ -1,0 +1,331 @@
+"""The batch runner: one recipe over every photo of a folder or zip.
+
+:func:`run` goes through the photos one at a time (only the current one is in memory), writes
+each result as soon as it is done, and keeps ``manifest.json`` and ``manifest.csv`` in the output
+folder up to date after every photo: its status (done, failed, skipped, cancelled), output files,
+seed, timings and, for a failure, the reason. A photo that cannot be read or edited becomes one
+failed row; the others go on. ``resume`` skips photos the manifest lists as done whose outputs
+are still there. Cancelling stops after the current photo and keeps everything finished.
+
+Models load once per batch (:class:`Services`) and each engine encodes a prompt once, not per
+photo. :func:`process_item` is the whole per-photo step; the Ray runner (``core.batch_ray``) calls
+the same function in its workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
+from core.recipe import Recipe
+
+MANIFEST = "manifest.json"
+MANIFEST_CSV = "manifest.csv"
+STATUSES = ("done", "failed", "skipped", "cancelled")
+CSV_COLUMNS = ("index", "name", "status", "outputs", "seeds", "total_ms", "error")
+
+
+# --- models for a batch -------------------------------------------------------------------------
+
+
+class Services:
+    """The models a recipe needs, each loaded on first use and kept for the whole batch.
+
+    ``inpaint_engine(name)`` and ``relight_engine()`` are context managers that hold the engine's
+    lock for one call. The app passes ``factories`` returning its process-wide ``(engine, lock)``
+    pairs, so a batch shares the models (and their locks, per call) with people using the pages;
+    the command line and the Ray workers load their own from the settings.
+    """
+
+    def __init__(self, settings=None, device=None, *, factories: dict[str, Callable[..., Any]] | None = None) -> None:
+        self._settings, self._device = settings, device
+        self._factories = factories or {}
+        self._loaded: dict[Any, tuple[Any, threading.Lock]] = {}
+        self._guard = threading.Lock()
+
+    def _context(self):
+        from core.config import apply_offline_mode, load_settings, quiet_library_progress
+        from core.device import detect_device
+
+        if self._settings is None:
+            self._settings = load_settings()
+            apply_offline_mode(self._settings)
+            quiet_library_progress()
+        if self._device is None:
+            self._device = detect_device(self._settings.device)
+        return self._settings, self._device
+
+    def _get(self, key: Any, load: Callable[[], Any], with_lock: bool = True) -> tuple[Any, threading.Lock]:
+        with self._guard:
+            if key not in self._loaded:
+                loaded = load()
+                self._loaded[key] = loaded if not with_lock else (loaded, threading.Lock())
+            return self._loaded[key]
+
+    def segmenter(self):
+        if "segmenter" in self._factories:
+            return self._factories["segmenter"]()
+        from core.models import build_segmenter
+
+        return self._get("segmenter", lambda: build_segmenter(*self._context()), with_lock=False)
+
+    def inpaint_engine(self, name: str) -> contextlib.AbstractContextManager[Any]:
+        if "inpaint" in self._factories:
+            return _held(*self._factories["inpaint"](name))
+        from core.models import load_inpaint_engine
+
+        return _held(*self._get(("inpaint", name), lambda: load_inpaint_engine(name, *self._context())))
+
+    def relight_engine(self) -> contextlib.AbstractContextManager[Any]:
+        if "relight" in self._factories:
+            return _held(*self._factories["relight"]())
+        from core.models import load_relight_engine
+
+        return _held(*self._get("relight", lambda: load_relight_engine(*self._context())))
+
+
+@contextlib.contextmanager
+def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
+    with lock:
+        yield engine
+
+
+# --- one photo ------------------------------------------------------------------------------------
+
+
+def output_names(stem: str, count: int, extension: str = ".png") -> list[str]:
+    """The output files of a photo: ``stem.png``, then ``stem-v2.png``, … for more variants."""
+    return [f"{stem}{extension}" if i == 0 else f"{stem}-v{i + 1}{extension}" for i in range(count)]
+
+
+def process_item(
+    recipe: Recipe,
+    item: InputItem,
+    index: int,
+    output: Path,
+    services: Services,
+    mask_item: InputItem | None = None,
+) -> dict[str, Any]:
+    """Apply ``recipe`` to one photo and write its outputs into ``output``; its manifest row.
+
+    Never raises for a problem with the photo, its mask or the edit: that becomes a failed row
+    whose ``error`` says what went wrong. (Programming errors still raise.)
+    """
+    from core.engines import ModelLoadError
+    from core.engines.base import InpaintError
+    from core.images import ImageError, encode_image, read_image
+    from core.masks import MaskError, mask_from_image
+    from core.recipe import RecipeError, apply_recipe
+    from core.segment import SegmentError
+
+    row: dict[str, Any] = {"index": index, "name": item.name, "stem": item.stem, "status": "failed",
+                           "outputs": [], "seeds": [], "timings": {}, "error": "", "notes": []}
+    if item.skip:
+        row.update(status="skipped", error=item.skip)
+        return row
+    started = time.perf_counter()
+    timings = row["timings"]
+    try:
+        photo = read_image(io.BytesIO(item.read()), name=item.name)
+        mask = None
+        if mask_item is not None:
+            mask_file = read_image(io.BytesIO(mask_item.read()), name=mask_item.name)
+            mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, name=f"The mask {mask_item.name}")
+        elif recipe.needs_mask_file:
+            raise RecipeError(f"no mask file named {item.source_stem}.* in the masks folder.")
+        timings["read"] = (time.perf_counter() - started) * 1000
+        applied = apply_recipe(recipe, photo.rgb, stem=item.stem, services=services, mask_file=mask)
+        for stage, ms in applied.timings.items():
+            timings[f"edit.{stage}"] = ms
+        stage = time.perf_counter()
+        names = output_names(item.stem, len(applied.images))
+        for name, image, metadata in zip(names, applied.images, applied.metadata):
+            data = encode_image(image, format="PNG", alpha=photo.alpha, icc_profile=photo.icc_profile,
+                                exif=photo.exif, params={**metadata, "source": item.name})
+            _write_atomic(output / name, data)
+        timings["write"] = (time.perf_counter() - stage) * 1000
+        row.update(status="done", outputs=names, seeds=applied.seeds, notes=applied.notes)
+    except (ImageError, MaskError, RecipeError, InpaintError, ModelLoadError, SegmentError, BatchInputError,
+            OSError) as error:
+        row["error"] = _one_line(error)
+    timings["total"] = (time.perf_counter() - started) * 1000
+    return row
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+# --- the manifest ---------------------------------------------------------------------------------
+
+
+class Manifest:
+    """``manifest.json`` and ``manifest.csv`` in the output folder, rewritten after every photo."""
+
+    def __init__(self, output: Path, recipe: Recipe, items: list[InputItem], engine: str = "local") -> None:
+        self.output = output
+        self.header = {"recipe": recipe.to_dict(), "engine": engine, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       "total": len(items)}
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def previous(output: Path) -> dict[str, dict[str, Any]]:
+        """The rows of an earlier run's manifest, by input name ({} when there is none)."""
+        path = output / MANIFEST
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            return {row["name"]: row for row in data["items"]}
+        except (ValueError, KeyError, TypeError) as error:
+            raise BatchInputError(f"{path}: cannot be read to resume ({error}); remove it to start over.") from error
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.rows[row["name"]] = row
+        self.write()
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self.rows.values():
+            counts[row["status"]] += 1
+        return counts
+
+    def write(self, finished: bool = False) -> None:
+        rows = sorted(self.rows.values(), key=lambda row: row["index"])
+        data = {**self.header, "finished": time.strftime("%Y-%m-%dT%H:%M:%S") if finished else None,
+                "counts": self.counts(), "items": rows}
+        _write_atomic(self.output / MANIFEST, json.dumps(data, indent=2).encode())
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow([row["index"], row["name"], row["status"], " ".join(row["outputs"]),
+                             " ".join(map(str, row["seeds"])), round(row["timings"].get("total", 0.0), 1),
+                             row["error"]])
+        _write_atomic(self.output / MANIFEST_CSV, table.getvalue().encode())
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchProgress:
+    """Reported after each photo: how many of ``total`` are finished, and that photo's row."""
+
+    finished: int
+    total: int
+    row: dict[str, Any]
+
+
+@dataclass
+class BatchSummary:
+    total: int
+    counts: dict[str, int]
+    output: Path
+    seconds: float
+    resumed: int = 0  # done in an earlier run and skipped now
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.counts["failed"] == 0 and self.counts["cancelled"] == 0
+
+    def describe(self) -> str:
+        parts = [f"{self.counts['done']} done"]
+        if self.resumed:
+            parts[0] += f" ({self.resumed} from an earlier run)"
+        parts += [f"{self.counts[status]} {status}" for status in ("failed", "skipped", "cancelled") if self.counts[status]]
+        return f"{self.total} files: " + ", ".join(parts) + f" in {self.seconds:.1f} s. Results in {self.output}."
+
+
+def prepare(inputs: str | Path, output: str | Path, masks: str | Path | None = None,
+            ) -> tuple[list[InputItem], dict[str, InputItem], Path]:
+    """List the inputs and masks and make the output folder; BatchInputError for unusable ones.
+
+    The output folder may not be inside an input folder (a rerun would take the results for
+    photos) and is never one of the inputs' own folders, so no input is overwritten.
+    """
+    inputs, output = Path(inputs), Path(output)
+    items = list_inputs(inputs)
+    if not any(not item.skip for item in items):
+        raise BatchInputError(f"{inputs}: no photos found (looked for .jpg, .png, .webp, .tif, .heic, … files).")
+    if inputs.is_dir() and output.resolve().is_relative_to(inputs.resolve()):
+        raise BatchInputError(f"{output}: the output folder must not be inside the input folder {inputs}.")
+    masks_by_stem = mask_files(masks)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BatchInputError(f"{output}: the output folder cannot be created ({error.strerror or error}).") from error
+    return items, masks_by_stem, output
+
+
+def run(
+    recipe: Recipe,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    masks: str | Path | None = None,
+    services: Services | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    resume: bool = False,
+) -> BatchSummary:
+    """Apply ``recipe`` to every photo of ``inputs`` (a folder or zip), writing into ``output``.
+
+    ``masks``: a folder or zip of mask files matched to photos by file stem. ``on_progress`` is
+    called after each photo; ``should_cancel`` is checked before each: once it returns True the
+    remaining photos are marked cancelled. Raises BatchInputError before starting when the
+    inputs, masks or output cannot be used.
+    """
+    started = time.perf_counter()
+    items, masks_by_stem, output = prepare(inputs, output, masks)
+    services = services or Services()
+    manifest = Manifest(output, recipe, items)
+    earlier = Manifest.previous(output) if resume else {}
+    resumed = 0
+    cancelled = False
+    for index, item in enumerate(items):
+        before = earlier.get(item.name)
+        if before and before["status"] == "done" and all((output / name).exists() for name in before["outputs"]):
+            row = {**before, "index": index}
+            resumed += 1
+        elif cancelled or (should_cancel is not None and should_cancel()):
+            cancelled = True
+            row = {"index": index, "name": item.name, "stem": item.stem, "status": "cancelled", "outputs": [],
+                   "seeds": [], "timings": {}, "error": "cancelled before it started", "notes": []}
+        else:
+            row = process_item(recipe, item, index, output, services, masks_by_stem.get(item.source_stem))
+        manifest.record(row)
+        if on_progress is not None:
+            on_progress(BatchProgress(len(manifest.rows), len(items), row))
+    manifest.write(finished=True)
+    rows = sorted(manifest.rows.values(), key=lambda row: row["index"])
+    return BatchSummary(len(items), manifest.counts(), output, time.perf_counter() - started, resumed, rows)
+
+
+def zip_results(output: Path) -> bytes:
+    """The output folder's results and manifest as one zip (in memory)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
+        for path in sorted(output.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                archive.write(path, path.name)
+    return buffer.getvalue()

@@ -1,0 +1,506 @@
+"""Recipes: an edit described independently of one photo, saved as JSON and replayed on many.
+
+A recipe says how to select the region (a mask carried in the recipe and scaled to each photo,
+each photo's own mask file matched by name, a text prompt, clicks or a box in coordinates relative
+to the photo, or the whole photo), what to do to that mask (grow, shrink, invert, fill holes,
+remove islands, the soft edge), the action (inpaint, remove, relight, fill with light) with its
+parameters, and how seeds are chosen (one fixed seed, or one derived from each file's name, so a
+rerun gives the same pixels). Applying a recipe saved from an edit to the photo it was made on
+reproduces that edit (same device and dtype).
+
+JSON layout (``version`` 2)::
+
+    {"version": 2, "app": "inpaint-studio", "name": "…",
+     "selection": {"kind": "text", "text": "the cat", "top_k": 1},
+     "mask_ops": [{"op": "grow", "px": 8}, {"op": "feather", "inner": 0, "outer": 12}],
+     "action": {"type": "inpaint", "params": {…InpaintParams…}},
+     "seed": {"policy": "per_image", "seed": 42}}
+
+``action.type`` "relight" adds ``"light": {…LightParams…}`` and ``"method"`` ("iclight" or
+"shading"); "lit_fill" adds ``"light"`` and ``"start"`` ("current" or "removal"). Version 1
+files (a single edit's settings, as downloaded before recipes) are read with each photo's own
+mask file as the selection.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core import masks
+from core.engines import REMOVAL_ENGINES
+from core.engines.base import InpaintError
+from core.inpaint import MAX_SEED, MAX_VARIANTS, InpaintParams
+from core.relight import LightParams, RelightParams
+
+RECIPE_VERSION = 2
+SELECTION_KINDS = {
+    "mask": "the mask saved in the recipe, scaled to each photo",
+    "mask_file": "each photo's own mask file, matched by file name",
+    "text": "the object named by a text prompt",
+    "points": "the object at the clicks (relative coordinates)",
+    "box": "the object in the box (relative coordinates)",
+    "whole": "the whole photo",
+}
+MASK_OPS = ("grow", "shrink", "invert", "fill_holes", "remove_islands", "feather")
+ACTIONS = ("inpaint", "remove", "relight", "lit_fill")
+SEED_POLICIES = ("fixed", "per_image")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be read or applied; the message says where and what to change."""
+
+
+# --- the parts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How to find the region in each photo. Coordinates are fractions of the width and height."""
+
+    kind: str = "mask_file"
+    text: str = ""
+    top_k: int = 1  # text: the union of the best k objects
+    points: tuple[tuple[float, float, int], ...] = ()  # (x, y, label 1 include / 0 exclude)
+    box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1)
+    step: int = 0  # clicks: 0 = the smallest object at the click, +1 the next larger…
+    backend: str = "fastsam"
+    mask_png: str = ""  # kind "mask": the mask as a base64 PNG (white = edit)
+
+    def __post_init__(self) -> None:
+        if self.kind not in SELECTION_KINDS:
+            raise RecipeError(f"selection.kind: unknown {self.kind!r}; use one of {', '.join(SELECTION_KINDS)}.")
+        points = tuple((float(x), float(y), int(label)) for x, y, label in self.points)
+        object.__setattr__(self, "points", points)
+        if self.box is not None:
+            object.__setattr__(self, "box", tuple(float(v) for v in self.box))
+        coords = [v for x, y, _ in points for v in (x, y)] + list(self.box or ())
+        if any(not 0.0 <= v <= 1.0 for v in coords):
+            raise RecipeError("selection: points and box are fractions of the photo's width and height, from 0 to 1.")
+        problems = {
+            "text": (not self.text.strip(), "selection.text: say what to select, e.g. \"the cat\"."),
+            "points": (not any(label == 1 for *_, label in points),
+                       "selection.points: at least one include point (label 1) is needed."),
+            "box": (self.box is None or len(self.box) != 4, "selection.box: give [x0, y0, x1, y1]."),
+            "mask": (not self.mask_png, "selection.mask_png: the mask is missing."),
+        }
+        bad, message = problems.get(self.kind, (False, ""))
+        if bad:
+            raise RecipeError(message)
+        if self.top_k < 1:
+            raise RecipeError("selection.top_k must be at least 1.")
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> Selection:
+        """A selection carrying ``mask`` itself (scaled to each photo it is applied to)."""
+        return cls(kind="mask", mask_png=base64.b64encode(masks.encode_mask_png(mask)).decode("ascii"))
+
+    def mask_at(self, size: tuple[int, int]) -> np.ndarray:
+        """Kind "mask": the carried mask at ``size`` (nearest neighbour, so it stays hard)."""
+        try:
+            image = Image.open(io.BytesIO(base64.b64decode(self.mask_png, validate=True)))
+            image.load()
+        except Exception as error:  # noqa: BLE001 (binascii and PIL raise several types)
+            raise RecipeError(f"selection.mask_png: not a base64 PNG ({error}).") from error
+        return masks.mask_from_image(image.convert("L"), size, resize=True, source="luminance", name="The recipe's mask")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind}
+        keep = {"text": ("text", "top_k"), "points": ("points", "step", "backend"), "box": ("box", "backend"),
+                "mask": ("mask_png",)}.get(self.kind, ())
+        for name in keep:
+            value = getattr(self, name)
+            data[name] = [list(v) for v in value] if name == "points" else list(value) if name == "box" else value
+        return data
+
+
+@dataclass(frozen=True)
+class MaskOp:
+    """One operation on the selected mask, in photo pixels."""
+
+    op: str
+    px: int = 0  # grow / shrink
+    min_area: int = 0  # remove_islands
+    inner: int = 0  # feather: the soft edge inside the mask
+    outer: int = 0  # feather: the soft edge outside the mask
+
+    def __post_init__(self) -> None:
+        if self.op not in MASK_OPS:
+            raise RecipeError(f"mask_ops: unknown operation {self.op!r}; use one of {', '.join(MASK_OPS)}.")
+        if min(self.px, self.min_area, self.inner, self.outer) < 0:
+            raise RecipeError(f"mask_ops: {self.op} takes sizes of 0 or more pixels.")
+
+    def to_dict(self) -> dict[str, Any]:
+        keep = {"grow": ("px",), "shrink": ("px",), "remove_islands": ("min_area",),
+                "feather": ("inner", "outer")}.get(self.op, ())
+        return {"op": self.op, **{name: getattr(self, name) for name in keep}}
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do to the region. ``params`` is InpaintParams (inpaint, remove, lit_fill) or
+    RelightParams (relight); ``light`` is set for relight and lit_fill."""
+
+    type: str
+    params: Any
+    light: LightParams | None = None
+    method: str = "iclight"  # relight: "iclight" or "shading"
+    start: str = "current"  # lit_fill: "current" or "removal"
+
+    def __post_init__(self) -> None:
+        if self.type not in ACTIONS:
+            raise RecipeError(f"action.type: unknown {self.type!r}; use one of {', '.join(ACTIONS)}.")
+        expected = RelightParams if self.type == "relight" else InpaintParams
+        if not isinstance(self.params, expected):
+            raise RecipeError(f"action.params: {self.type} takes {expected.__name__}.")
+        if self.type in ("relight", "lit_fill") and self.light is None:
+            raise RecipeError(f"action.light: {self.type} needs the light (azimuth, elevation, …).")
+        if self.type == "relight" and self.method not in ("iclight", "shading"):
+            raise RecipeError(f"action.method: use \"iclight\" or \"shading\" (got {self.method!r}).")
+        if self.type == "lit_fill" and self.start not in ("current", "removal"):
+            raise RecipeError(f"action.start: use \"current\" or \"removal\" (got {self.start!r}).")
+        if self.type == "lit_fill" and self.params.strength >= 1:
+            raise RecipeError("action.params.strength: filling with light needs a strength below 1.")
+        if self.type == "remove" and self.params.engine not in REMOVAL_ENGINES:
+            raise RecipeError(f"action.params.engine: remove uses {' or '.join(REMOVAL_ENGINES)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "params": asdict(self.params)}
+        if self.light is not None:
+            data["light"] = self.light.to_dict()
+        if self.type == "relight":
+            data["method"] = self.method
+        if self.type == "lit_fill":
+            data["start"] = self.start
+        return data
+
+
+@dataclass(frozen=True)
+class SeedPolicy:
+    """``fixed``: every photo uses ``seed``; ``per_image``: a seed derived from ``seed`` and the
+    file's name, different per photo and the same on every rerun."""
+
+    policy: str = "fixed"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy not in SEED_POLICIES:
+            raise RecipeError(f"seed.policy: use \"fixed\" or \"per_image\" (got {self.policy!r}).")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise RecipeError(f"seed.seed: a whole number from 0 to {MAX_SEED} (got {self.seed!r}).")
+
+    def seed_for(self, stem: str) -> int:
+        """The first variant's seed for the photo named ``stem``."""
+        if self.policy == "fixed":
+            return self.seed
+        digest = hashlib.sha256(f"{self.seed}:{stem}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % (MAX_SEED - MAX_VARIANTS)
+
+
+# --- the recipe -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    selection: Selection
+    action: Action
+    mask_ops: tuple[MaskOp, ...] = ()
+    seed: SeedPolicy = field(default_factory=SeedPolicy)
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": RECIPE_VERSION,
+            "app": "inpaint-studio",
+            "name": self.name,
+            "selection": self.selection.to_dict(),
+            "mask_ops": [op.to_dict() for op in self.mask_ops],
+            "action": self.action.to_dict(),
+            "seed": asdict(self.seed),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Recipe:
+        """Build and validate a recipe; RecipeError says which field is wrong and how."""
+        if not isinstance(data, dict):
+            raise RecipeError("A recipe is a JSON object ({…}).")
+        version = data.get("version")
+        if version == 1:
+            return _from_version_1(data)
+        if version != RECIPE_VERSION:
+            raise RecipeError(f"version: this app reads recipe versions 1 and {RECIPE_VERSION} (got {version!r}).")
+        _known(data, {"version", "app", "name", "selection", "mask_ops", "action", "seed"}, "the recipe")
+        for key in ("selection", "action"):
+            if key not in data:
+                raise RecipeError(f"{key}: missing.")
+        return cls(
+            selection=_build(Selection, data["selection"], "selection"),
+            action=_action(data["action"]),
+            mask_ops=tuple(_build(MaskOp, op, f"mask_ops[{i}]") for i, op in enumerate(_list(data, "mask_ops"))),
+            seed=_build(SeedPolicy, data.get("seed", {}), "seed"),
+            name=str(data.get("name", "")),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "The recipe") -> Recipe:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RecipeError(f"{source} is not valid JSON ({error}).") from error
+        try:
+            return cls.from_dict(data)
+        except RecipeError as error:
+            raise RecipeError(f"{source}: {error}") from error
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        try:
+            text = path.read_bytes()
+        except OSError as error:
+            raise RecipeError(f"{path}: cannot be read ({error.strerror or error}).") from error
+        return cls.from_json(text, str(path))
+
+    def with_seed(self, seed: int) -> InpaintParams | RelightParams:
+        """The action's params with the first variant's ``seed``."""
+        return replace(self.action.params, seed=seed)
+
+    @property
+    def needs_mask_file(self) -> bool:
+        return self.selection.kind == "mask_file"
+
+    @property
+    def needs_segmenter(self) -> bool:
+        return self.selection.kind in ("text", "points", "box")
+
+
+def _known(data: dict, names: set[str], where: str) -> None:
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise RecipeError(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}.")
+
+
+def _list(data: dict, key: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise RecipeError(f"{key}: a list is expected.")
+    return value
+
+
+def _build(cls: type, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: an object ({{…}}) is expected.")
+    _known(data, {f.name for f in fields(cls)}, where)
+    try:
+        return cls(**data)
+    except RecipeError:
+        raise
+    except (InpaintError, TypeError, ValueError) as error:
+        raise RecipeError(f"{where}: {error}") from error
+
+
+def _action(data: Any) -> Action:
+    if not isinstance(data, dict):
+        raise RecipeError("action: an object ({…}) is expected.")
+    _known(data, {"type", "params", "light", "method", "start"}, "action")
+    kind = data.get("type")
+    params_class = RelightParams if kind == "relight" else InpaintParams
+    params = _build(params_class, data.get("params", {}), "action.params")
+    light = _build(LightParams, data["light"], "action.light") if data.get("light") is not None else None
+    extra = {key: data[key] for key in ("method", "start") if key in data}
+    try:
+        return Action(type=kind, params=params, light=light, **extra)
+    except InpaintError as error:
+        raise RecipeError(f"action: {error}") from error
+
+
+def _from_version_1(data: dict) -> Recipe:
+    """A version 1 file: one edit's settings, as the result pages downloaded them before recipes."""
+    kind, params = data.get("action"), data.get("params", {})
+    if kind != "inpaint":
+        raise RecipeError(f"version 1: only inpainting edits can be read (got action {kind!r}).")
+    action_params = _build(InpaintParams, params, "params")
+    action = Action("remove" if action_params.engine in REMOVAL_ENGINES else "inpaint", action_params)
+    return Recipe(Selection(kind="mask_file"), action, seed=SeedPolicy("fixed", action_params.seed or 0))
+
+
+# --- from an interactive edit ------------------------------------------------------------------------
+
+
+def recipe_from_result(result: Any, index: int, selection: Selection, mask_ops: tuple[MaskOp, ...] = (),
+                       name: str = "") -> Recipe:
+    """The recipe that replays variant ``index`` of an Inpaint or Relight page result.
+
+    ``result`` is a ``core.inpaint.InpaintResult`` (inpaint, remove, or fill with light when it
+    carries a light) or a ``core.relight.RelightResult`` (IC-Light or shading). The seed policy is
+    fixed at the variant's seed, with one variant.
+    """
+    seed = SeedPolicy("fixed", int(result.seeds[index]))
+    params = replace(result.params, seed=seed.seed, variants=1)
+    if isinstance(params, RelightParams):
+        action = Action("relight", params, light=result.light, method="shading" if result.engine == "shading" else "iclight")
+    elif "light" in getattr(result, "extra", {}):
+        action = Action("lit_fill", params, light=LightParams.from_dict(result.extra["light"]),
+                        start=result.extra.get("start", "current"))
+    elif params.engine in REMOVAL_ENGINES:
+        action = Action("remove", params)
+    else:
+        action = Action("inpaint", params)
+    return Recipe(selection, action, tuple(mask_ops), seed, name)
+
+
+# --- applying a recipe to one photo ------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    """A recipe's result on one photo: the images (full size), their seeds, the mask used and
+    what produced each image (for the PNG's text chunk)."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    mask: np.ndarray
+    metadata: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def select_region(
+    recipe: Recipe, image: Image.Image, *, mask_file: np.ndarray | None = None, segmenter: Any = None,
+    image_id: str = "",
+) -> tuple[np.ndarray, list[str]]:
+    """The recipe's selection on ``image`` followed by its mask operations; (mask, notes).
+
+    ``mask_file`` is the photo's own mask (kind "mask_file"); ``segmenter`` a
+    ``core.segmenter.Segmenter`` (kinds "text", "points", "box"). Raises RecipeError when nothing
+    is selected or what the selection needs is missing.
+    """
+    from core.segment import SegmentError, SegmentPrompt
+
+    selection, (width, height) = recipe.selection, image.size
+    notes: list[str] = []
+    if selection.kind == "whole":
+        mask = np.ones((height, width), bool)
+    elif selection.kind == "mask":
+        mask = selection.mask_at(image.size)
+    elif selection.kind == "mask_file":
+        if mask_file is None:
+            raise RecipeError("No mask file for this photo: give one with the same name (e.g. photo.png for photo.jpg).")
+        mask = masks.check_mask(mask_file, image.size)
+    else:
+        if segmenter is None:
+            raise RecipeError(f"Selecting {SELECTION_KINDS[selection.kind]} needs the selection models.")
+        prompt = SegmentPrompt(
+            points=tuple((x * width, y * height, label) for x, y, label in selection.points),
+            box=tuple(v * s for v, s in zip(selection.box, (width, height, width, height))) if selection.box else None,
+            text=selection.text if selection.kind == "text" else "",
+            top_k=selection.top_k, step=selection.step, backend=selection.backend,
+        )
+        try:
+            result = segmenter.segment(image, image_id or _image_id(image), prompt)
+        except SegmentError as error:
+            raise RecipeError(str(error)) from error
+        if result.fallback:
+            notes.append(result.fallback)
+        if result.message:
+            notes.append(result.message)
+        chosen = result.masks[: selection.top_k] if selection.kind == "text" else result.masks[:1]
+        mask = np.logical_or.reduce(chosen) if chosen else np.zeros((height, width), bool)
+    for op in recipe.mask_ops:
+        mask = _apply_op(mask, op)
+    if not mask.any():
+        raise RecipeError(f"Nothing was selected ({SELECTION_KINDS[selection.kind]}).")
+    return mask, notes
+
+
+def _apply_op(mask: np.ndarray, op: MaskOp) -> np.ndarray:
+    if op.op == "grow":
+        return masks.grow(mask, op.px)
+    if op.op == "shrink":
+        return masks.shrink(mask, op.px)
+    if op.op == "invert":
+        return masks.invert(mask)
+    if op.op == "fill_holes":
+        return masks.fill_holes(mask)
+    if op.op == "remove_islands":
+        return masks.remove_islands(mask, op.min_area)
+    return mask  # feather: a soft edge, applied by the action (see _action_params)
+
+
+def _image_id(image: Image.Image) -> str:
+    from core.images import content_hash
+
+    return content_hash(image)
+
+
+def _action_params(recipe: Recipe, seed: int):
+    """The action's params with ``seed`` and the recipe's feather operation, if any."""
+    params = recipe.with_seed(seed)
+    for op in recipe.mask_ops:
+        if op.op == "feather":
+            if isinstance(params, RelightParams):
+                params = replace(params, mask_blur=op.outer)
+            else:
+                params = replace(params, mask_blur=op.outer, mask_blur_inside=op.inner)
+    return params
+
+
+def apply_recipe(
+    recipe: Recipe,
+    image: Image.Image,
+    *,
+    stem: str,
+    services: Any,
+    mask_file: np.ndarray | None = None,
+    image_id: str = "",
+    progress: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Applied:
+    """Apply ``recipe`` to ``image`` (RGB, full size), the photo named ``stem``.
+
+    ``services`` provides the models (see ``core.batch.Services``): ``segmenter()``,
+    ``inpaint_engine(name)`` and ``relight_engine()``, the last two context managers holding the
+    engine's lock for the call. Raises RecipeError / InpaintError / ModelLoadError with a message
+    for a person.
+    """
+    from core.inpaint import inpaint
+    from core.light_inpaint import light_aware_inpaint
+    from core.relight import relight, relight_by_shading
+
+    if image.mode != "RGB":
+        raise RecipeError(f"The photo must be RGB (got {image.mode}).")
+    import time
+
+    started = time.perf_counter()
+    segmenter = services.segmenter() if recipe.needs_segmenter else None
+    mask, notes = select_region(recipe, image, mask_file=mask_file, segmenter=segmenter, image_id=image_id)
+    select_ms = (time.perf_counter() - started) * 1000
+    params = _action_params(recipe, recipe.seed.seed_for(stem))
+    action = recipe.action
+    if action.type == "relight" and action.method == "shading":
+        result = relight_by_shading(np.asarray(image), mask, action.light)
+    elif action.type == "relight":
+        with services.relight_engine() as engine:
+            result = relight(np.asarray(image), mask, action.light, params, engine, progress=progress,
+                             should_cancel=should_cancel)
+    elif action.type == "lit_fill":
+        with services.inpaint_engine(params.engine) as engine:
+            result = light_aware_inpaint(image, mask, action.light, params, engine, start=action.start,
+                                         progress=progress, should_cancel=should_cancel)
+    else:
+        with services.inpaint_engine(params.engine) as engine:
+            result = inpaint(image, mask, params, engine, progress=progress, should_cancel=should_cancel)
+    metadata = [{**result.metadata(i), "recipe": recipe.name or None} for i in range(len(result.images))]
+    return Applied(list(result.images), list(result.seeds), mask, metadata, notes + list(result.notes),
+                   {"select": select_ms, **result.timings})
