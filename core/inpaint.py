@@ -96,6 +96,7 @@ class InpaintResult:
     step across the mask's edge (ΔE76, see ``core.blend.seam_delta_e``). ``timings``: ms per stage.
     ``crops``: the boxes that were regenerated. ``notes``: what a person should know. ``extra``: more
     of what produced the result (e.g. the light of a lighting-aware fill), added to the metadata.
+    ``mask``: the mask the edit was given, as it was then (a recipe saved later replays it).
     """
 
     images: list[Image.Image]
@@ -108,6 +109,7 @@ class InpaintResult:
     crops: list[Box] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    mask: np.ndarray | None = field(default=None, repr=False)  # the mask given (before any inversion)
 
     def metadata(self, index: int) -> dict[str, Any]:
         """What produced variant ``index``, for the PNG's text chunk and the recipe."""
@@ -221,6 +223,7 @@ def inpaint(
         mask = masks.check_mask(mask, image.size)
     except masks.MaskError as error:
         raise InpaintError(f"{error} Make the mask on this photo, or resize it to the photo.") from error
+    selected = mask
     if params.invert_mask:
         mask = ~mask
     if not mask.any():
@@ -279,6 +282,7 @@ def inpaint(
         timings=timings,
         crops=crops,
         notes=notes,
+        mask=selected,
     )
 
 

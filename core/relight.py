@@ -483,6 +483,7 @@ class RelightResult:
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
     engine: str = "iclight"  # or "shading" (:func:`relight_by_shading`, no model)
+    mask: np.ndarray | None = field(default=None, repr=False)  # the subject mask it was given
 
     def metadata(self, index: int) -> dict:
         """What produced variant ``index``, for the PNG's text chunk and the recipe."""
@@ -599,7 +600,8 @@ def relight(
         outputs.append(Image.fromarray(out, "RGB"))
     timings["paste"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
-    return RelightResult(outputs, seeds, replace(params, seed=seeds[0]), light, engine.model_id, timings, notes)
+    return RelightResult(outputs, seeds, replace(params, seed=seeds[0]), light, engine.model_id, timings, notes,
+                         mask=mask)
 
 
 def relight_by_shading(image: np.ndarray, mask: np.ndarray, light: LightParams) -> RelightResult:
@@ -611,7 +613,8 @@ def relight_by_shading(image: np.ndarray, mask: np.ndarray, light: LightParams) 
     started = time.perf_counter()
     shaded = Image.fromarray(shade(image, mask, light), "RGB")
     timings = {"total": (time.perf_counter() - started) * 1000}
-    return RelightResult([shaded], [0], RelightParams(variants=1), light, "none", timings, engine="shading")
+    return RelightResult([shaded], [0], RelightParams(variants=1), light, "none", timings, engine="shading",
+                         mask=check_mask(mask, (image.shape[1], image.shape[0])))
 
 
 def _multiple_of_8(length: float) -> int:

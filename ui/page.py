@@ -15,6 +15,7 @@ PAGES = [
     ("pages/2_Mask.py", "Mask", ":material/brush:"),
     ("pages/3_Inpaint.py", "Inpaint", ":material/auto_fix_high:"),
     ("pages/4_Relight.py", "Relight", ":material/light_mode:"),
+    ("pages/5_Batch.py", "Batch", ":material/stacks:"),
 ]
 
 

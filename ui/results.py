@@ -6,7 +6,7 @@ A result is any object with ``images`` (full-size PIL images, one per variant) a
 """
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -56,9 +56,45 @@ def variant_png(result: Any, index: int) -> bytes:
     return _cached(result, (index, "png"), make)
 
 
-def recipe_json(result: Any, index: int) -> str:
-    """The edit that made variant ``index``, replayable on another photo with its own mask."""
-    return json.dumps({"version": 1, "app": "inpaint-studio", **result.metadata(index)}, indent=2)
+def recipe_for(result: Any, index: int, kind: str, policy: str, name: str):
+    """The ``core.recipe.Recipe`` replaying variant ``index`` with selection ``kind`` and seed
+    ``policy`` (made once per choice)."""
+    from core.recipe import SeedPolicy, recipe_from_result
+
+    def make():
+        mask = result.mask if getattr(result, "mask", None) is not None else state.mask_document().mask
+        selection = state.selection_options()[kind][1](mask)
+        recipe = recipe_from_result(result, index, selection, name=name.strip())
+        if policy == "per_image":
+            recipe = replace(recipe, seed=SeedPolicy("per_image", recipe.seed.seed))
+        return recipe
+
+    return _cached(result, (index, "recipe", kind, policy, name), make)
+
+
+def recipe_saver(result: Any, index: int, key_prefix: str) -> None:
+    """"Save this edit as a recipe": how to find the region in other photos, the seed policy, a
+    name; then download the recipe or send it to the Batch page."""
+    options = state.selection_options()
+    if st.session_state[state.RECIPE_SELECTION] not in options:
+        st.session_state[state.RECIPE_SELECTION] = "mask"
+    kind = st.radio("Select in each photo", list(options), key=state.RECIPE_SELECTION,
+                    format_func=lambda k: options[k][0])
+    policy = st.radio("Seeds", ["fixed", "per_image"], key=state.RECIPE_SEED_POLICY, horizontal=True,
+                      format_func={"fixed": f"This variant's ({result.seeds[index]}) for every photo",
+                                   "per_image": "One per photo, from its file name"}.get)
+    name = st.text_input("Recipe name", key=state.RECIPE_NAME, placeholder="e.g. remove-logo")
+    recipe = recipe_for(result, index, kind, policy, name)
+    stem = (name.strip() or (state.photo().name or "photo").rsplit(".", 1)[0]).replace(" ", "-")
+    download_col, batch_col = st.columns(2)
+    download_col.download_button("Download recipe (JSON)", recipe.to_json(), file_name=f"{stem}-recipe.json",
+                                 mime="application/json", on_click="ignore", width="stretch",
+                                 key=f"{key_prefix}_download_recipe")
+    if batch_col.button("Use for a batch", width="stretch", key=f"{key_prefix}_use_for_batch",
+                        help="Make this the recipe on the Batch page."):
+        st.session_state[state.BATCH_RECIPE] = recipe
+        st.session_state[state.BATCH_RECIPE_SOURCE] = "session"
+        st.switch_page("pages/5_Batch.py")
 
 
 def show_result(
@@ -72,7 +108,7 @@ def show_result(
 ) -> None:
     """The variants side by side, a choice among them, before/after, notes, and what to do next:
     use the chosen one as the new base, step back, download it (PNG with the edit's parameters) or
-    its recipe. ``describe(i)`` captions variant i; ``footer`` says what produced the result."""
+    save it as a recipe (for other photos, a batch). ``describe(i)`` captions variant i; ``footer`` says what produced the result."""
     count = len(result.images)
     for index, column in enumerate(st.columns(count)):
         column.image(variant_view(result, index, 320))
@@ -96,9 +132,7 @@ def show_result(
                     on_click=state.step_back, disabled=not state.base_history(),
                     help="Return to the photo before the last new base.")
     stem = (state.photo().name or "photo").rsplit(".", 1)[0]
-    png_col, recipe_col = st.columns(2)
-    png_col.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-{file_suffix}.png",
-                            mime="image/png", on_click="ignore", width="stretch", key=f"{key_prefix}_download")
-    recipe_col.download_button("Download recipe (JSON)", recipe_json(result, choice),
-                               file_name=f"{stem}-recipe.json", mime="application/json", on_click="ignore",
-                               width="stretch", key=f"{key_prefix}_download_recipe")
+    st.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-{file_suffix}.png",
+                       mime="image/png", on_click="ignore", width="stretch", key=f"{key_prefix}_download")
+    with st.expander("Save this edit as a recipe", icon=":material/receipt_long:"):
+        recipe_saver(result, choice, key_prefix)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import streamlit as st
 from PIL import Image
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,8 @@ SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the
 INPAINT_RESULT = "inpaint_result"  # core.inpaint.InpaintResult of the last generation
 RELIGHT_RESULT = "relight_result"  # core.relight.RelightResult or, lit inpainting, core.inpaint.InpaintResult
 RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.relight.PreviewCache)
+BATCH_RECIPE = "batch_recipe"  # core.recipe.Recipe saved from a result with "Use for a batch"
+BATCH_JOB = "batch_job"  # ui.batch_job.BatchJob of this session's latest batch
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
 MAX_BASE_HISTORY = 10
 
@@ -98,6 +102,10 @@ RELIGHT_CHOICE = "relight_choice"
 LIT_ENGINE = "lit_engine"
 LIT_START = "lit_start"
 LIT_STRENGTH = "lit_strength"
+RECIPE_SELECTION = "recipe_selection"
+RECIPE_SEED_POLICY = "recipe_seed_policy"
+RECIPE_NAME = "recipe_name"
+BATCH_RECIPE_SOURCE = "batch_recipe_source"
 PERSISTENT_WIDGETS = {
     MASK_TOOL: "Paint",
     BRUSH_SIZE: 30,
@@ -159,6 +167,10 @@ PERSISTENT_WIDGETS = {
     LIT_ENGINE: None,
     LIT_START: "current",
     LIT_STRENGTH: 0.75,
+    RECIPE_SELECTION: "mask",
+    RECIPE_SEED_POLICY: "fixed",
+    RECIPE_NAME: "",
+    BATCH_RECIPE_SOURCE: "session",
 }
 
 
@@ -304,6 +316,38 @@ def _replace_pixels(loaded: LoadedImage) -> None:
     st.session_state.pop(SEGMENT_RESULT, None)
     bump_canvas()
     bump_canvas(SEGMENT_CANVAS_VERSION)
+
+
+def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
+    """The ways the current edit's region can be described in a recipe.
+
+    kind → (label, make), ``make(mask)`` building the ``core.recipe.Selection`` from the mask the
+    edit used. Always the mask itself, each photo's mask file and the whole photo; also the
+    Segment page's text, clicks or box when there are any, relative to the photo's size.
+    """
+    from core.recipe import Selection
+
+    width, height = photo().size
+    options: dict[str, tuple[str, Callable[[np.ndarray], Any]]] = {
+        "mask": ("This mask, scaled to each photo", Selection.from_mask)
+    }
+    query = st.session_state.get(SEGMENT_QUERY, "")
+    if query:
+        options["text"] = (f"The object named “{query}”", lambda _: Selection(kind="text", text=query))
+    points = st.session_state.get(SEGMENT_POINTS) or []
+    if any(label == 1 for *_, label in points):
+        relative = tuple((x / width, y / height, label) for x, y, label in points)
+        step = st.session_state.get(SEGMENT_STEP, 0)
+        options["points"] = ("The object at the same clicks",
+                             lambda _: Selection(kind="points", points=relative, step=step))
+    box = st.session_state.get(SEGMENT_BOX)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        relative_box = (x0 / width, y0 / height, x1 / width, y1 / height)
+        options["box"] = ("The object in the same box", lambda _: Selection(kind="box", box=relative_box))
+    options["mask_file"] = ("Each photo's own mask file", lambda _: Selection(kind="mask_file"))
+    options["whole"] = ("The whole photo", lambda _: Selection(kind="whole"))
+    return options
 
 
 def relight_preview_cache():

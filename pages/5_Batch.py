@@ -1,0 +1,193 @@
+"""Batch: one recipe over many photos, with a live queue, cancel, and a zip of the results."""
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from core.batch import Services
+from core.batch_inputs import IMAGE_EXTENSIONS, BatchInputError, list_inputs, mask_files
+from core.engines import ModelLoadError
+from core.images import ImageError, read_image
+from core.masks import MaskError, mask_from_image, overlay
+from core.recipe import SELECTION_KINDS, Recipe, RecipeError, select_region
+from ui import batch_job, resources, state
+from ui.page import setup_page
+
+UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
+STATUS_ICONS = {"done": "✅ done", "failed": "❌ failed", "skipped": "⏭️ skipped", "cancelled": "⏹️ cancelled"}
+
+setup_page("Batch", ":material/stacks:")
+st.title("Batch")
+st.caption("Apply a saved edit (a recipe) to many photos. Save a recipe from a result on the Inpaint or "
+           "Relight page (**Save this edit as a recipe**), or upload one.")
+
+
+def describe(recipe: Recipe) -> str:
+    action = recipe.action
+    what = {"inpaint": f"inpaint “{action.params.prompt}”" if action.type == "inpaint" else "",
+            "remove": f"remove ({action.params.engine})", "lit_fill": "fill with light",
+            "relight": f"relight ({action.method})"}[action.type]
+    seeds = (f"seed {recipe.seed.seed}" if recipe.seed.policy == "fixed"
+             else f"a seed per photo from its name (base {recipe.seed.seed})")
+    ops = ", ".join(op.op.replace("_", " ") for op in recipe.mask_ops)
+    return (f"**{recipe.name or 'Unnamed recipe'}**: select {SELECTION_KINDS[recipe.selection.kind]}"
+            + (f", then {ops}" if ops else "") + f"; {what}; {seeds}.")
+
+
+def services() -> Services:
+    return Services(factories={"segmenter": resources.segmenter, "inpaint": resources.inpaint_engine,
+                               "relight": resources.relight_engine})
+
+
+def load_models(recipe: Recipe) -> bool:
+    """Load the recipe's model here, with a spinner, so the batch thread finds it loaded."""
+    action = recipe.action
+    try:
+        if action.type == "relight" and action.method == "iclight":
+            resources.relight_engine()
+        elif action.type != "relight":
+            resources.inpaint_engine(action.params.engine)
+    except ModelLoadError as error:
+        st.error(str(error))
+        return False
+    return True
+
+
+def preview(recipe: Recipe, photos: list, masks: list) -> None:
+    """The recipe's selection on the first photo, over it."""
+    folder = Path(tempfile.mkdtemp(prefix=batch_job.WORKDIR_PREFIX))
+    try:
+        items = [item for item in list_inputs(batch_job.save_uploads(photos, folder / "inputs")) if not item.skip]
+        if not items:
+            st.warning("None of the uploads is a photo.")
+            return
+        unreadable = []
+        for first in items:  # the first photo that can be read
+            try:
+                photo = read_image(io.BytesIO(first.read()), name=first.name)
+                break
+            except ImageError as error:
+                unreadable.append(str(error))
+        else:
+            st.error("Preview: none of the photos can be read. " + " ".join(unreadable[:3]))
+            return
+        for problem in unreadable:
+            st.caption(f"Skipped for the preview: {problem}")
+        mask = None
+        if masks:
+            found = mask_files(batch_job.save_uploads(masks, folder / "masks")).get(first.source_stem)
+            if found is not None:
+                mask_image = read_image(io.BytesIO(found.read()), name=found.name)
+                mask = mask_from_image(mask_image.rgb, photo.size, alpha=mask_image.alpha, name=found.name)
+        with st.spinner("Selecting…"):
+            region, notes = select_region(recipe, photo.rgb, mask_file=mask, segmenter=resources.segmenter())
+        st.image(overlay(photo.rgb, region), caption=f"{first.name}: the region the recipe edits "
+                 f"({region.mean():.0%} of the photo)")
+        for note in notes:
+            st.caption(note)
+    except (batch_job.UploadError, BatchInputError, ImageError, MaskError, RecipeError) as error:
+        st.error(f"Preview: {error}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- 1. the recipe -----------------------------------------------------------------------------------
+recipe = None
+session_recipe = st.session_state.get(state.BATCH_RECIPE)
+sources = {"session": "This session's recipe", "upload": "Upload a recipe (JSON)"}
+source = st.radio("Recipe", list(sources), key=state.BATCH_RECIPE_SOURCE, format_func=sources.get, horizontal=True)
+if source == "session":
+    if session_recipe is None:
+        st.info("No recipe saved in this session yet: on a result of the Inpaint or Relight page, open **Save "
+                "this edit as a recipe** and click **Use for a batch**.", icon=":material/info:")
+    recipe = session_recipe
+else:
+    upload = st.file_uploader("Recipe file", type=["json"], key="batch_recipe_upload")
+    if upload is not None:
+        try:
+            recipe = Recipe.from_json(upload.getvalue(), upload.name)
+        except RecipeError as error:
+            st.error(f"{error} Save the recipe again from the Inpaint or Relight page, or fix the file.")
+if recipe is not None:
+    st.markdown(describe(recipe))
+    with st.expander("The recipe as JSON"):
+        st.code(recipe.to_json()[:20_000], language="json")
+
+# --- 2. the photos ------------------------------------------------------------------------------------
+photos_col, masks_col = st.columns(2)
+photos = photos_col.file_uploader("Photos, or one zip of them", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                  key="batch_photos")
+masks = masks_col.file_uploader(
+    "Masks (optional): named like the photos, e.g. cat.png for cat.jpg, or one zip", type=UPLOAD_TYPES,
+    accept_multiple_files=True, key="batch_masks",
+    help="Needed when the recipe selects with each photo's own mask file.")
+if recipe is not None and recipe.needs_mask_file and not masks:
+    st.warning("This recipe uses each photo's own mask file: upload the masks too.", icon=":material/info:")
+
+job = st.session_state.get(state.BATCH_JOB)
+preview_col, run_col = st.columns(2)
+ready = recipe is not None and bool(photos) and not (job is not None and job.running)
+if preview_col.button("Preview the selection on the first photo", disabled=not ready, width="stretch"):
+    preview(recipe, photos, masks or [])
+if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
+    try:
+        new_job = batch_job.start(recipe, photos, masks or [], services())
+    except (batch_job.UploadError, BatchInputError) as error:
+        st.error(str(error))
+    else:
+        if job is not None:
+            job.discard()
+        st.session_state[state.BATCH_JOB] = job = new_job
+
+
+# --- 3. the queue -----------------------------------------------------------------------------------
+@st.fragment(run_every=1.0 if job is not None and job.running else None)
+def queue() -> None:
+    job = st.session_state.get(state.BATCH_JOB)
+    if job is None:
+        return
+    finished = len(job.rows)
+    st.progress(finished / max(job.total, 1), text=f"{finished} of {job.total} files")
+    if job.running:
+        if st.button("Cancel", key="batch_cancel", help="Stops after the current photo; finished results are kept."):
+            job.cancel.set()
+        if job.cancel.is_set():
+            st.caption("Cancelling after the current photo…")
+    rows = job.rows
+    if rows:
+        st.dataframe(
+            {
+                "#": [row["index"] + 1 for row in rows],
+                "file": [row["name"] for row in rows],
+                "status": [STATUS_ICONS[row["status"]] for row in rows],
+                "seed": [", ".join(map(str, row["seeds"])) for row in rows],
+                "seconds": [round(row["timings"].get("total", 0.0) / 1000, 2) for row in rows],
+                "outputs / problem": [", ".join(row["outputs"]) or row["error"] for row in rows],
+            },
+            hide_index=True, width="stretch",
+        )
+    if job.error:
+        st.error(job.error)
+    if not job.running and job.summary is not None:
+        summary = job.summary
+        message = summary.describe().split(" Results in ")[0]
+        (st.success if summary.counts["failed"] == 0 else st.warning)(message)
+        st.download_button("Download the results (zip, with manifest.json and .csv)", job.results_zip(),
+                           file_name="inpaint-studio-batch.zip", mime="application/zip", on_click="ignore",
+                           type="primary", key="batch_download")
+        done = [row for row in rows if row["status"] == "done"][:4]
+        if done:
+            columns = st.columns(len(done))
+            for column, row in zip(columns, done):
+                thumbnail = read_image(job.output / row["outputs"][0]).rgb
+                thumbnail.thumbnail((240, 240))
+                column.image(thumbnail, caption=row["outputs"][0])
+    if job.running is False and st.session_state.get("batch_was_running"):
+        st.session_state["batch_was_running"] = False
+        st.rerun()  # the whole page: its buttons are enabled again
+    st.session_state["batch_was_running"] = job.running
+
+
+queue()

@@ -1,0 +1,109 @@
+"""A batch started from the Batch page, running in a background thread of the server.
+
+The page saves the uploads into a temporary folder, starts the job and returns; a fragment
+redraws the job's rows every second while it runs. The job uses the process-wide models through
+their locks, one photo at a time, so people using the other pages meanwhile wait at most for one
+photo's generation, not for the whole batch. Cancel stops after the current photo.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.batch import BatchProgress, BatchSummary, Services, run, zip_results
+from core.batch_inputs import BatchInputError, list_inputs
+from core.recipe import Recipe
+
+WORKDIR_PREFIX = "inpaint-studio-batch-"
+
+
+class UploadError(ValueError):
+    """Uploads that cannot form a batch (mixed zip and photos, several zips)."""
+
+
+@dataclass
+class BatchJob:
+    recipe: Recipe
+    workdir: Path
+    inputs: Path
+    output: Path
+    masks: Path | None
+    total: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    summary: BatchSummary | None = None
+    error: str = ""
+    thread: threading.Thread | None = None
+    _zip: bytes | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def results_zip(self) -> bytes:
+        """The results and the manifest as one zip, made once when the job has finished."""
+        if self._zip is None:
+            self._zip = zip_results(self.output)
+        return self._zip
+
+    def discard(self) -> None:
+        """Remove the job's files (only when it is not running)."""
+        if not self.running:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def save_uploads(files: list, folder: Path) -> Path:
+    """Write uploaded files into ``folder``; the path to give the runner (the folder, or the one
+    zip). Names are reduced to their base name, so an upload cannot write outside ``folder``."""
+    zips = [f for f in files if f.name.lower().endswith(".zip")]
+    if zips and len(files) > 1:
+        raise UploadError("Upload either one zip or the photos themselves, not both (nor several zips).")
+    folder.mkdir(parents=True, exist_ok=True)
+    if zips:
+        path = folder / "upload.zip"
+        path.write_bytes(zips[0].getvalue())
+        return path
+    seen: set[str] = set()
+    for upload in files:
+        name = Path(upload.name).name or "photo"
+        while name in seen:  # two uploads with one name: keep both
+            name = f"_{name}"
+        seen.add(name)
+        (folder / name).write_bytes(upload.getvalue())
+    return folder
+
+
+def start(recipe: Recipe, photos: list, masks: list, services: Services) -> BatchJob:
+    """Save the uploads and start the batch in a background thread.
+
+    Raises UploadError / BatchInputError for uploads that cannot be used (nothing is started).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    try:
+        inputs = save_uploads(photos, workdir / "inputs")
+        mask_source = save_uploads(masks, workdir / "masks") if masks else None
+        total = len(list_inputs(inputs))
+    except (UploadError, BatchInputError):
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    job = BatchJob(recipe, workdir, inputs, workdir / "results", mask_source, total)
+
+    def progress(update: BatchProgress) -> None:
+        job.rows.append(update.row)
+
+    def work() -> None:
+        try:
+            job.summary = run(recipe, job.inputs, job.output, masks=job.masks, services=services,
+                              on_progress=progress, should_cancel=job.cancel.is_set)
+        except BatchInputError as error:
+            job.error = str(error)
+        except Exception as error:  # noqa: BLE001 (shown on the page, the server goes on)
+            job.error = f"The batch stopped: {type(error).__name__}: {error}"
+
+    job.thread = threading.Thread(target=work, name="batch", daemon=True)
+    job.thread.start()
+    return job
