@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.timing import machine
 
-BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview")
+BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview", "batch_throughput")
 
 
 def main(argv: list[str] | None = None) -> int:
