@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-distributed.txt
 	$(PY) -m pip install --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 

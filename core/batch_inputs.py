@@ -11,6 +11,7 @@ stem (``a.jpg`` and ``a.png``, or ``x/a.jpg`` and ``y/a.jpg``) get distinct outp
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -43,8 +44,17 @@ class InputItem:
         """The file's bytes (a zip entry is read with its declared size as a hard limit)."""
         if self.member is None:
             return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as entry:
-            data = entry.read(self.size + 1)
+        try:
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as entry:
+                data = entry.read(self.size + 1)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+            # zipfile stops at the declared size, so an entry with more data than its header says
+            # fails its CRC check here (BadZipFile), as does a damaged one; encrypted or unsupported
+            # entries raise RuntimeError / NotImplementedError.
+            raise BatchInputError(
+                f"{self.name}: the zip entry cannot be read ({error}); it is damaged, encrypted, or larger "
+                "than its zip header says."
+            ) from error
         if len(data) > self.size:
             raise BatchInputError(f"{self.name}: larger than its zip header says; the archive is refused.")
         return data

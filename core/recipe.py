@@ -6,7 +6,9 @@ to the photo, or the whole photo), what to do to that mask (grow, shrink, invert
 remove islands, the soft edge), the action (inpaint, remove, relight, fill with light) with its
 parameters, and how seeds are chosen (one fixed seed, or one derived from each file's name, so a
 rerun gives the same pixels). Applying a recipe saved from an edit to the photo it was made on
-reproduces that edit (same device and dtype).
+reproduces that edit (same device and dtype); a variant other than the first of a several-variant
+edit was generated in a batch, and matches up to floating-point rounding (see
+``core.engines.diffusion``).
 
 JSON layout (``version`` 2)::
 
@@ -79,6 +81,8 @@ class Selection:
         if self.kind not in SELECTION_KINDS:
             raise RecipeError(f"selection.kind: unknown {self.kind!r}; use one of {', '.join(SELECTION_KINDS)}.")
         points = tuple((float(x), float(y), int(label)) for x, y, label in self.points)
+        if any(label not in (0, 1) for *_, label in points):
+            raise RecipeError("selection.points: a point's label is 1 (include) or 0 (exclude).")
         object.__setattr__(self, "points", points)
         if self.box is not None:
             object.__setattr__(self, "box", tuple(float(v) for v in self.box))
@@ -331,7 +335,11 @@ def _from_version_1(data: dict) -> Recipe:
     if kind != "inpaint":
         raise RecipeError(f"version 1: only inpainting edits can be read (got action {kind!r}).")
     action_params = _build(InpaintParams, params, "params")
-    action = Action("remove" if action_params.engine in REMOVAL_ENGINES else "inpaint", action_params)
+    if data.get("light") is not None:  # a fill with light saved its light and start next to the params
+        light = _build(LightParams, data["light"], "light")
+        action = Action("lit_fill", action_params, light=light, start=data.get("start", "current"))
+    else:
+        action = Action("remove" if action_params.engine in REMOVAL_ENGINES else "inpaint", action_params)
     return Recipe(Selection(kind="mask_file"), action, seed=SeedPolicy("fixed", action_params.seed or 0))
 
 
