@@ -20,6 +20,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 MAX_ENTRIES = 10_000
 MAX_TOTAL_BYTES = 4 * 1024**3  # uncompressed
+MAX_VARIANTS = 8  # core.inpaint.MAX_VARIANTS (not imported: listing inputs needs no image libraries)
 
 
 class BatchInputError(ValueError):
@@ -72,8 +73,15 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
+def _output_names(stem: str) -> set[str]:
+    """Every output name ``stem`` may get (``stem``, ``stem-v2`` … for variants, see
+    ``core.batch.output_names``), case-folded: on macOS and Windows ``A.png`` is ``a.png``."""
+    return {name.casefold() for name in (stem, *(f"{stem}-v{i}" for i in range(2, MAX_VARIANTS + 1)))}
+
+
 def _unique_stems(names: list[str]) -> list[str]:
-    """Output stems for ``names`` (sorted paths): the file stem, with -2, -3, … for repeats."""
+    """Output stems for ``names`` (sorted paths): the file stem, with -2, -3, … for repeats, and
+    for a stem whose outputs would collide with another's (``a-v2.jpg`` is ``a.jpg``'s second variant)."""
     seen: dict[str, int] = {}
     stems = []
     taken: set[str] = set()
@@ -81,11 +89,11 @@ def _unique_stems(names: list[str]) -> list[str]:
         stem = PurePosixPath(name).stem
         count = seen.get(stem, 0)
         candidate = stem if count == 0 else f"{stem}-{count + 1}"
-        while candidate in taken:
+        while _output_names(candidate) & taken:
             count += 1
             candidate = f"{stem}-{count + 1}"
         seen[stem] = count + 1
-        taken.add(candidate)
+        taken |= _output_names(candidate)
         stems.append(candidate)
     return stems
 
