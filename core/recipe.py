@@ -6,9 +6,8 @@ to the photo, or the whole photo), what to do to that mask (grow, shrink, invert
 remove islands, the soft edge), the action (inpaint, remove, relight, fill with light) with its
 parameters, and how seeds are chosen (one fixed seed, or one derived from each file's name, so a
 rerun gives the same pixels). Applying a recipe saved from an edit to the photo it was made on
-reproduces that edit (same device and dtype); a variant other than the first of a several-variant
-edit was generated in a batch, and matches up to floating-point rounding (see
-``core.engines.diffusion``).
+reproduces that edit pixel for pixel, whichever variant was chosen (each variant is generated
+on its own; same device and dtype, and on a CPU the same number of threads).
 
 JSON layout (``version`` 2)::
 

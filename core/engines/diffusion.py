@@ -2,15 +2,14 @@
 
 An engine holds one loaded inpainting pipeline and fills prepared crops (see
 :mod:`core.engines.base`): RGB image and mode L mask (255 = repaint) of the same size, width and
-height multiples of 8. Every seed gives one variant, all of them from one batched pipeline call.
+height multiples of 8. Every seed gives one variant.
 
-Reproducibility: variant i depends only on seed i. diffusers draws each batch element's initial
-noise and scheduler noise from that element's generator, but samples the VAE latents of a single
-input image with the *first* generator only, which would tie every variant to the first seed. So
-the image and mask are passed once per variant; each VAE encoding then samples with its own
-variant's generator. A variant regenerated alone with its seed matches the batch's variant up to
-floating-point rounding (batched and unbatched kernels sum in different orders): on CPU float32
-at most one level of 255 in a few pixels.
+Reproducibility: variant i depends only on seed i, bit for bit. Each variant is its own pipeline
+call with its own generator and a fresh scheduler, so regenerating one variant alone (a recipe
+replaying the variant a person chose) gives exactly its pixels. A batched call would be faster
+for several variants on a GPU, but batched and unbatched kernels sum in different orders, and
+the variant would then replay only up to rounding. (The same pixels also need the same device,
+dtype and, on a CPU, the same number of threads.)
 
 torch and diffusers are imported inside the functions that need them.
 """
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from PIL import Image
 
 from core.engines import ModelLoadError
@@ -193,18 +193,16 @@ class DiffusionEngine:
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> EngineOutput:
-        """Fill ``request`` with one variant per seed, in one batched pipeline call.
+        """Fill ``request`` with one variant per seed, one pipeline call per variant.
 
-        ``progress(step, total)`` is called after every denoising step; ``total`` is the
-        pipeline's count, ``int(steps * strength)`` for most schedulers but one more for PNDM (the
-        SD1.5 default). When ``should_cancel()`` returns True the remaining steps are skipped (the
+        ``progress(step, total)`` is called after every denoising step, counting over all
+        variants; a variant's step count is the pipeline's, ``int(steps * strength)`` for most
+        schedulers but one more for PNDM (the SD1.5 default). When ``should_cancel()`` returns True the remaining steps are skipped (the
         pipeline still decodes its latents once) and :class:`Cancelled` is raised. Raises
         :class:`InpaintError` for invalid requests, out-of-memory, and black or NaN outputs. Timings:
         ``denoise`` (call start to the last step: prompt and image encoding plus the steps) and
         ``decode`` (VAE decoding and post-processing), in ms.
         """
-        import torch
-
         # 1. Check inputs
         _check_request(request)
         scheduler = self._scheduler(request.scheduler)
@@ -212,14 +210,32 @@ class DiffusionEngine:
         if should_cancel is not None and should_cancel():
             raise Cancelled("Inpainting was cancelled before it started.")
 
-        # 2. One generator per variant; the image and mask once per variant (see the module docstring)
+        # 2. One pipeline call per variant, each with a fresh scheduler and its own seed's generator
         count = len(request.seeds)
-        generators = [torch.Generator(self.generator_device).manual_seed(seed) for seed in request.seeds]
-        self.pipe.scheduler = scheduler
+        denoise_ms = decode_ms = 0.0
+        outputs = []
+        for index, seed in enumerate(request.seeds):
+            pixels, timings = self._one_variant(request, seed, scheduler if index == 0 else None,
+                                                variant_progress(progress, index, count), should_cancel)
+            outputs.append(pixels)
+            denoise_ms += timings[0]
+            decode_ms += timings[1]
 
-        # 3. Denoise, reporting progress and honouring cancellation after every step
+        # 3. Check and convert the outputs
+        pixels = np.stack(outputs)  # (variants, height, width, 3) floats in [0, 1]
+        _check_outputs(pixels, request)
+        return EngineOutput(
+            images=[to_pil(variant) for variant in pixels],
+            notes=notes,
+            timings={"denoise": denoise_ms, "decode": decode_ms},
+        )
+
+    def _one_variant(self, request: EngineRequest, seed: int, scheduler, progress, should_cancel):
+        """One variant: (pixels (H, W, 3) floats in [0, 1], (denoise ms, decode ms))."""
+        import torch
+
+        self.pipe.scheduler = scheduler if scheduler is not None else self._scheduler(request.scheduler)
         last_step_at = None
-
         report_step = step_callback(progress, should_cancel)
 
         def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
@@ -232,15 +248,14 @@ class DiffusionEngine:
         try:
             result = self.pipe(
                 **self._prompt_embeddings(request.prompt, request.negative_prompt, request.guidance_scale),
-                image=[request.image] * count,
-                mask_image=[request.mask] * count,
+                image=request.image,
+                mask_image=request.mask,
                 height=request.image.height,
                 width=request.image.width,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance_scale,
                 strength=request.strength,
-                num_images_per_prompt=count,
-                generator=generators,
+                generator=torch.Generator(self.generator_device).manual_seed(seed),
                 output_type="np",
                 callback_on_step_end=on_step_end,
             )
@@ -253,22 +268,14 @@ class DiffusionEngine:
             free_memory(self.pipe, self.options.device)
             raise InpaintError(
                 f"Out of memory on {self.options.device} while inpainting a {request.image.width}x"
-                f"{request.image.height} crop with {count} variant(s) ({out_of_memory}). Use a smaller "
-                "crop size or less padding, fewer variants, or turn on CPU offload."
+                f"{request.image.height} crop ({out_of_memory}). Use a smaller crop size or less padding, "
+                "or turn on CPU offload."
             )
         finished = time.perf_counter()
         if self.pipe.interrupt:
             raise Cancelled("Inpainting was cancelled.")
-
-        # 4. Check and convert the outputs
-        pixels = result.images  # (variants, height, width, 3) floats in [0, 1]
-        _check_outputs(pixels, request)
         last_step_at = last_step_at or finished
-        return EngineOutput(
-            images=[to_pil(variant) for variant in pixels],
-            notes=notes,
-            timings={"denoise": (last_step_at - started) * 1000, "decode": (finished - last_step_at) * 1000},
-        )
+        return result.images[0], ((last_step_at - started) * 1000, (finished - last_step_at) * 1000)
 
     def _prompt_embeddings(self, prompt: str, negative_prompt: str, guidance_scale: float) -> dict[str, Any]:
         """The pipeline's prompt arguments as text-encoder outputs, encoded once per prompt pair.
@@ -440,6 +447,13 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> None:
             f"({type(error).__name__}: {error}). Choose another device or dtype."
         ) from error
     pipe.set_progress_bar_config(disable=True)
+
+
+def variant_progress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:
+    """``progress`` for variant ``index`` of ``count``, counting steps over all of them."""
+    if progress is None:
+        return None
+    return lambda step, total: progress(index * total + step, count * total)
 
 
 def step_callback(progress: ProgressCallback | None, should_cancel: CancelCheck | None):

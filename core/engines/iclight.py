@@ -40,6 +40,7 @@ from core.engines.diffusion import (
     is_out_of_memory,
     load_vae,
     place_pipeline,
+    variant_progress,
     step_callback,
     to_pil,
 )
@@ -335,12 +336,13 @@ class ICLightEngine:
         should_cancel: CancelCheck | None = None,
     ) -> list[Image.Image]:
         """Relight ``foreground`` (RGB, the subject on grey 127) under ``light`` (RGB light map, same
-        size, width and height multiples of 8): one image per seed, in one batched call, each the
-        input's size.
+        size, width and height multiples of 8): one image per seed, each its own pipeline call (so
+        a variant regenerated alone is bit-identical), each the input's size.
 
         The light map is the img2img initial image, denoised with strength ``denoise``; the
         foreground's VAE latent (distribution mode, times the VAE's scaling factor) is the UNet's
-        extra input at every step. ``progress(step, total)`` is called after every step; when
+        extra input at every step. ``progress(step, total)`` is called after every step, counting
+        over all variants; when
         ``should_cancel()`` returns True the remaining steps are skipped and :class:`Cancelled` is
         raised. Raises :class:`InpaintError` for invalid inputs and out-of-memory.
         """
@@ -353,45 +355,47 @@ class ICLightEngine:
             raise Cancelled("Relighting was cancelled before it started.")
         count = len(seeds)
         width, height = foreground.size
-        self.pipe.scheduler = type(self.default_scheduler).from_config(self.default_scheduler.config)
-
-        out_of_memory = None
-        try:
-            condition = self.encode_foreground(foreground)
-            generators = [torch.Generator(self.generator_device).manual_seed(seed) for seed in seeds]
-            result = self.pipe(
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
-                image=[light] * count,  # once per variant: each is VAE-sampled with its own generator
-                strength=denoise,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                num_images_per_prompt=count,
-                generator=generators,
-                output_type="np",
-                cross_attention_kwargs={CONCAT_KEY: condition},
-                callback_on_step_end=step_callback(progress, should_cancel),
-            )
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            out_of_memory = str(error).splitlines()[0]
-        if out_of_memory is not None:
-            free_memory(self.pipe, self.options.device)
-            raise InpaintError(
-                f"Out of memory on {self.options.device} while relighting a {width}x{height} image with "
-                f"{count} variant(s) ({out_of_memory}). Use a smaller size, fewer variants, or turn on "
-                "CPU offload."
-            )
-        if self.pipe.interrupt:
-            raise Cancelled("Relighting was cancelled.")
-        pixels = result.images  # (variants, height, width, 3) floats in [0, 1]
-        if np.isnan(pixels).any():
-            raise InpaintError(
-                "IC-Light produced an invalid (NaN) image, typically float16 overflowing. Run in float32 "
-                "or bfloat16."
-            )
-        return [to_pil(variant) for variant in pixels]
+        condition = None
+        images = []
+        for index, seed in enumerate(seeds):  # one call per variant: each replays alone bit for bit
+            # A fresh scheduler per call: it keeps state between steps.
+            self.pipe.scheduler = type(self.default_scheduler).from_config(self.default_scheduler.config)
+            out_of_memory = None
+            try:
+                if condition is None:
+                    condition = self.encode_foreground(foreground)
+                result = self.pipe(
+                    prompt=prompt,
+                    negative_prompt=negative_prompt or None,
+                    image=light,
+                    strength=denoise,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    generator=torch.Generator(self.generator_device).manual_seed(seed),
+                    output_type="np",
+                    cross_attention_kwargs={CONCAT_KEY: condition},
+                    callback_on_step_end=step_callback(variant_progress(progress, index, count), should_cancel),
+                )
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                out_of_memory = str(error).splitlines()[0]
+            if out_of_memory is not None:
+                free_memory(self.pipe, self.options.device)
+                raise InpaintError(
+                    f"Out of memory on {self.options.device} while relighting a {width}x{height} image "
+                    f"({out_of_memory}). Use a smaller size or turn on CPU offload."
+                )
+            if self.pipe.interrupt:
+                raise Cancelled("Relighting was cancelled.")
+            pixels = result.images[0]  # (height, width, 3) floats in [0, 1]
+            if np.isnan(pixels).any():
+                raise InpaintError(
+                    "IC-Light produced an invalid (NaN) image, typically float16 overflowing. Run in float32 "
+                    "or bfloat16."
+                )
+            images.append(to_pil(pixels))
+        return images
 
     def encode_foreground(self, foreground: Image.Image):
         """The foreground's VAE latent (mode, scaled by the VAE's scaling factor), batch 1."""
