@@ -185,16 +185,27 @@ class Manifest:
         self.rows: dict[str, dict[str, Any]] = {}
 
     @staticmethod
-    def previous(output: Path) -> dict[str, dict[str, Any]]:
-        """The rows of an earlier run's manifest, by input name ({} when there is none)."""
+    def previous(output: Path, recipe: Recipe) -> dict[str, dict[str, Any]]:
+        """The rows of an earlier run of ``recipe``'s manifest, by input name ({} when there is none).
+
+        Raises BatchInputError when the manifest cannot be read or belongs to another recipe
+        (resuming would mix the two recipes' results).
+        """
         path = output / MANIFEST
         if not path.exists():
             return {}
         try:
             data = json.loads(path.read_text())
-            return {row["name"]: row for row in data["items"]}
+            rows = {row["name"]: row for row in data["items"]}
+            earlier = data["recipe"]
         except (ValueError, KeyError, TypeError) as error:
             raise BatchInputError(f"{path}: cannot be read to resume ({error}); remove it to start over.") from error
+        if earlier != recipe.to_dict():
+            raise BatchInputError(
+                f"{path}: the results there were made with another recipe; resume with that recipe, or use a "
+                "new output folder."
+            )
+        return rows
 
     def record(self, row: dict[str, Any]) -> None:
         self.rows[row["name"]] = row
@@ -297,7 +308,7 @@ def run(
     items, masks_by_stem, output = prepare(inputs, output, masks)
     services = services or Services()
     manifest = Manifest(output, recipe, items)
-    earlier = Manifest.previous(output) if resume else {}
+    earlier = Manifest.previous(output, recipe) if resume else {}
     resumed = 0
     cancelled = False
     for index, item in enumerate(items):

@@ -82,7 +82,7 @@ def run_ray(
     started = time.perf_counter()
     items, masks_by_stem, output = prepare(inputs, output, masks)
     manifest = Manifest(output, recipe, items, engine="ray")
-    earlier = Manifest.previous(output) if resume else {}
+    earlier = Manifest.previous(output, recipe) if resume else {}
     resumed, tasks = 0, []
     for index, item in enumerate(items):
         before = earlier.get(item.name)

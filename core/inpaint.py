@@ -176,15 +176,20 @@ def _snap(box: Box, width: int, height: int, multiple: int) -> Box:
     return masks.crop_box(region, padding=0, multiple=multiple)
 
 
-def engine_size(crop_size: tuple[int, int], native: int, multiple: int = 8) -> tuple[int, int]:
+def engine_size(
+    crop_size: tuple[int, int], native: int, multiple: int = 8, *, upscale: bool = True
+) -> tuple[int, int]:
     """The size a crop is filled at: about ``native``² pixels, the crop's aspect, multiples of 8.
 
     The long side is capped at twice the native resolution (very long thin crops), and neither
-    side goes below 64 px.
+    side goes below 64 px. ``upscale=False`` keeps a smaller crop at its own size (for engines
+    that gain nothing from more pixels, like OpenCV's).
     """
     width, height = crop_size
     scale = native / math.sqrt(width * height)
     scale = min(scale, 2 * native / max(width, height))
+    if not upscale:
+        scale = min(scale, 1.0)
 
     def side(length: int) -> int:
         return max(64, int(round(length * scale / multiple)) * multiple)
@@ -294,7 +299,7 @@ def _request(
     The engine's mask covers the soft edge too (grown by the blur width), so everything that
     will be pasted was generated.
     """
-    size = engine_size(crop.size, engine.native_resolution)
+    size = engine_size(crop.size, engine.native_resolution, upscale=getattr(engine, "upscales_small_crops", True))
     covered = masks.grow(crop_mask, params.mask_blur) if params.mask_blur else crop_mask
     mask_image = Image.fromarray(covered.astype(np.uint8) * 255, "L").resize(size, Image.NEAREST)
     return EngineRequest(

@@ -301,6 +301,17 @@ def test_resume_does_only_what_is_missing_and_ends_like_a_full_run(five, tmp_pat
     assert len(counter.names) == 5
 
 
+def test_resuming_with_another_recipe_is_refused(five, tmp_path):
+    from dataclasses import replace
+
+    folder, _ = five
+    run_fast(remove_recipe(), folder, tmp_path / "out")
+    other = replace(remove_recipe(), name="another")
+    with pytest.raises(BatchInputError, match="another recipe"):
+        run_fast(other, folder, tmp_path / "out", resume=True)
+    assert run_fast(other, folder, tmp_path / "out").ok  # without resume it starts over
+
+
 def test_an_unreadable_manifest_is_a_clear_error_on_resume(five, tmp_path):
     folder, _ = five
     (tmp_path / "out").mkdir()

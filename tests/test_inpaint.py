@@ -287,3 +287,20 @@ def test_opencv_removal_through_the_core(tiny_models):
     out, original = np.asarray(result.images[0]).astype(int), np.asarray(gradient).astype(int)
     assert np.array_equal(out[~mask], original[~mask])
     assert np.abs(out[mask] - original[mask]).mean() < 12  # filled close to the surrounding gradient
+
+
+def test_opencv_fills_a_small_crop_at_its_own_size_and_diffusion_at_native():
+    from core.engines.opencv_inpaint import TeleaInpaint
+
+    photo = noise_photo((400, 300))
+    mask = disk((400, 300), (200, 150), 30)
+    engine, seen = TeleaInpaint(), []
+    generate = engine.generate
+    engine.generate = lambda request, *args: seen.append(request.image.size) or generate(request, *args)
+    result = inpaint(photo, mask, InpaintParams(engine="telea", padding=16, seed=0), engine)
+    (x0, y0, x1, y1), = result.crops
+    assert seen == [(x1 - x0, y1 - y0)]  # not scaled up to 1024 px: more pixels add nothing to OpenCV
+    fake = FakeEngine()
+    inpaint(photo, mask, InpaintParams(padding=16, seed=0), fake)
+    width, height = fake.requests[0].image.size
+    assert abs(width * height - 512 * 512) < 0.1 * 512 * 512  # a diffusion engine works at its native size

@@ -33,6 +33,7 @@ class OpenCVInpaint:
     title: ClassVar[str]
     method: ClassVar[int]
     native_resolution: ClassVar[int] = 1024
+    upscales_small_crops: ClassVar[bool] = False  # more pixels add nothing to a diffusion-free fill
     supports_prompt: ClassVar[bool] = False
     supports_negative_prompt: ClassVar[bool] = False
     supports_strength: ClassVar[bool] = False
