@@ -14,7 +14,24 @@ from pathlib import Path
 
 from bench.timing import machine
 
-BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview", "batch_throughput")
+BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview", "batch_throughput", "startup",
+              "gpu")
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a text table: figure, reference figure (same run, same unit), ratio, reference.
+
+    The ratio is reference ÷ figure: above 1 this project is faster (or smaller) than the reference.
+    """
+    width = max(len(row["name"]) for row in rows)
+    lines = [f"{'benchmark':{width}} {'value':>10} {'reference':>10} {'ratio':>7}  unit  reference"]
+    for row in rows:
+        reference = row.get("reference_ms")
+        ratio = f"{reference / row['ms']:.1f}×" if reference and row["ms"] else ""
+        ref = f"{reference:10.1f}" if reference else " " * 10
+        lines.append(f"{row['name']:{width}} {row['ms']:10.1f} {ref} {ratio:>7}  {row.get('unit', 'ms'):4}  "
+                     f"{row.get('reference') or ''}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(importlib.import_module(f"bench.{name}").run(quick=args.quick))
 
     print(f"machine: {machine()}")
-    width = max(len(row["name"]) for row in rows)
-    print(f"{'benchmark':{width}} {'ms':>9} {'reference ms':>13} {'ratio':>7}  reference")
-    for row in rows:
-        reference_ms = row["reference_ms"]
-        ratio = f"{reference_ms / row['ms']:.1f}×" if reference_ms else ""
-        ref = f"{reference_ms:13.1f}" if reference_ms else " " * 13
-        print(f"{row['name']:{width}} {row['ms']:9.1f} {ref} {ratio:>7}  {row['reference'] or ''}")
+    print(table(rows))
 
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

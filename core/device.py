@@ -19,6 +19,14 @@ class DeviceInfo:
         return f"{self.kind.upper()}: {self.name}{memory} ({self.dtype})"
 
 
+def dtype_for(kind: str, bf16_supported: bool = False) -> str:
+    """The inference dtype on a device of ``kind``: bfloat16 on CUDA GPUs that support it (same
+    range as float32, no overflow), else float16; float16 on Apple MPS; float32 on the CPU."""
+    if kind == "cuda":
+        return "bfloat16" if bf16_supported else "float16"
+    return "float16" if kind == "mps" else "float32"
+
+
 def detect_device(preference: str = "auto") -> DeviceInfo:
     """Pick CUDA, then Apple MPS, then the CPU (or the one ``preference`` names, if present).
 
@@ -29,11 +37,11 @@ def detect_device(preference: str = "auto") -> DeviceInfo:
 
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        dtype = dtype_for("cuda", torch.cuda.is_bf16_supported())
         return DeviceInfo("cuda", properties.name, dtype, properties.total_memory / 2**30)
     mps = getattr(torch.backends, "mps", None)
     if preference in ("auto", "mps") and mps is not None and mps.is_available():
-        return DeviceInfo("mps", "Apple GPU", "float16")
+        return DeviceInfo("mps", "Apple GPU", dtype_for("mps"))
     import platform
 
-    return DeviceInfo("cpu", platform.processor() or platform.machine(), "float32")
+    return DeviceInfo("cpu", platform.processor() or platform.machine(), dtype_for("cpu"))

@@ -299,7 +299,10 @@ def _request(
     The engine's mask covers the soft edge too (grown by the blur width), so everything that
     will be pasted was generated.
     """
-    size = engine_size(crop.size, engine.native_resolution, upscale=getattr(engine, "upscales_small_crops", True))
+    if hasattr(engine, "work_size"):  # the engine decides (fixed sizes when its UNet is compiled)
+        size = engine.work_size(crop.size)
+    else:
+        size = engine_size(crop.size, engine.native_resolution, upscale=getattr(engine, "upscales_small_crops", True))
     covered = masks.grow(crop_mask, params.mask_blur) if params.mask_blur else crop_mask
     mask_image = Image.fromarray(covered.astype(np.uint8) * 255, "L").resize(size, Image.NEAREST)
     return EngineRequest(

@@ -65,6 +65,23 @@ ROLES: dict[str, ModelRole] = {
             "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "repo", "model_index.json",
             "OpenCV inpainting (Telea / Navier–Stokes) to remove objects",
         ),
+        *(
+            ModelRole(
+                f"{preset}_lora_{engine}", f"{title} LoRA ({family})", f"few-step {family} inpainting ({steps} steps)",
+                default, "file" if weight else "repo", weight or "pytorch_lora_weights.safetensors",
+                f"the full {family} step count", repo=repo,
+            )
+            for preset, title, steps, engine, family, default, weight, repo in (
+                ("lcm", "LCM", 4, "sd15", "SD 1.5", "latent-consistency/lcm-lora-sdv1-5", None, None),
+                ("lcm", "LCM", 4, "sdxl", "SDXL", "latent-consistency/lcm-lora-sdxl", None, None),
+                ("tcd", "TCD", 4, "sd15", "SD 1.5", "h1t/TCD-SD15-LoRA", None, None),
+                ("tcd", "TCD", 4, "sdxl", "SDXL", "h1t/TCD-SDXL-LoRA", None, None),
+                ("hyper", "Hyper-SD", 8, "sd15", "SD 1.5", "Hyper-SD15-8steps-lora.safetensors",
+                 "Hyper-SD15-8steps-lora.safetensors", "ByteDance/Hyper-SD"),
+                ("hyper", "Hyper-SD", 8, "sdxl", "SDXL", "Hyper-SDXL-8steps-lora.safetensors",
+                 "Hyper-SDXL-8steps-lora.safetensors", "ByteDance/Hyper-SD"),
+            )
+        ),
         ModelRole(
             "iclight", "IC-Light fc", "relight the subject from a chosen direction",
             "iclight_sd15_fc.safetensors", "file", "iclight_sd15_fc.safetensors",
@@ -160,6 +177,9 @@ def diffusion_options(settings: Settings, device: DeviceInfo, *, fp16_safe_vae: 
         "cpu_offload": settings.cpu_offload,
         "compile": settings.compile,
         "fp16_safe_vae": fp16_safe_vae if device.dtype == "float16" else None,
+        # The CUDA fast path: channels-last convolutions, and the first generation warmed up at load.
+        "channels_last": device.kind == "cuda",
+        "warm_up": device.kind == "cuda",
     }
     return DiffusionOptions(**{**defaults, **options})
 
@@ -167,20 +187,39 @@ def diffusion_options(settings: Settings, device: DeviceInfo, *, fp16_safe_vae: 
 def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **options: Any) -> Any:
     """Load inpainting engine ``name`` (see ``core.engines.INPAINT_ENGINES``) on ``device``.
 
-    Diffusion engines take their model from the role's setting; ``options`` override the
+    ``name`` may carry a few-step preset (``sd15+lcm``, see ``core.engines.fast``): its LoRA is
+    found like any model, by its role's setting, and fused at load. Diffusion engines take their
+    model from the role's setting; ``options`` override the
     :class:`core.engines.diffusion.DiffusionOptions` derived from the device. Raises
-    ModelLoadError when the model is missing or unusable.
+    ModelLoadError when a model is missing or unusable.
     """
     from core.engines import inpaint_engine_class
+    from core.engines.fast import split_engine_name
 
     engine_class = inpaint_engine_class(name)
-    role = ENGINE_ROLES.get(name)
+    base, preset = split_engine_name(name)
+    role = ENGINE_ROLES.get(base)
     if role is None:
         return engine_class()
     status = _require(role, settings)
+    if preset is not None:
+        options = {"few_step": preset.name, "few_step_lora": str(_require(preset.role(base), settings).path), **options}
     # SDXL's stock VAE overflows in float16; the fp16-safe one is only needed there.
-    vae = settings.sdxl_fp16_vae if name == "sdxl" else None
+    vae = settings.sdxl_fp16_vae if base == "sdxl" else None
     return engine_class.load(str(status.path), diffusion_options(settings, device, fp16_safe_vae=vae, **options))
+
+
+def available_engines(settings: Settings) -> list[str]:
+    """The diffusion engines whose models are on this machine, each followed by its few-step
+    variants whose LoRA is there too (``sd15``, ``sd15+lcm``, ``sdxl``, …)."""
+    from core.engines.fast import FEW_STEP_PRESETS
+
+    names = []
+    for engine, role in ENGINE_ROLES.items():
+        if locate(role, settings).available:
+            names.append(engine)
+            names += [f"{engine}+{p.name}" for p in FEW_STEP_PRESETS.values() if locate(p.role(engine), settings).available]
+    return names
 
 
 def load_relight_engine(settings: Settings, device: DeviceInfo, **options: Any) -> Any:

@@ -6,7 +6,7 @@ import streamlit as st
 from core.engines import REMOVAL_ENGINES, inpaint_engine_class
 from core.engines.base import InpaintError
 from core.inpaint import InpaintParams, inpaint
-from core.models import ENGINE_ROLES
+from core.engines.fast import split_engine_name
 from ui import resources, state
 from ui.generation import run_generation, show_cancelled
 from ui.page import require_photo, setup_page
@@ -28,8 +28,19 @@ def apply_preset() -> None:
         st.session_state[key] = value
 
 
-diffusion = [name for name, role in ENGINE_ROLES.items() if statuses[role].available]
+diffusion = resources.diffusion_engines()
 engines = diffusion + list(REMOVAL_ENGINES)
+
+
+def apply_engine_preset() -> None:
+    """A few-step engine comes with its step count and guidance."""
+    preset = split_engine_name(st.session_state[state.INPAINT_ENGINE])[1]
+    if preset is not None:
+        st.session_state[state.INPAINT_STEPS] = preset.steps
+        st.session_state[state.INPAINT_GUIDANCE] = preset.guidance
+        st.session_state[state.INPAINT_PRESET] = "Custom"
+
+
 if st.session_state[state.INPAINT_ENGINE] not in engines:
     st.session_state[state.INPAINT_ENGINE] = engines[0]
 if not diffusion:
@@ -44,8 +55,8 @@ if not document.mask.any():
 
 settings_col, result_col = st.columns([2, 3], gap="large")
 with settings_col:
-    name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE,
-                        format_func=lambda engine: inpaint_engine_class(engine).title)
+    name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE, format_func=resources.engine_title,
+                        on_change=apply_engine_preset)
     engine_class = inpaint_engine_class(name)
     prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=80, disabled=not engine_class.supports_prompt,
                           placeholder="What should be there, e.g. “a wooden bench in the sun”")
@@ -116,5 +127,5 @@ with result_col:
         show_result(
             result, choice_key=state.INPAINT_CHOICE, file_suffix="inpainted", key_prefix="inpaint",
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · seam ΔE {result.seam_delta_e[i]:.1f}",
-            footer=f"{inpaint_engine_class(result.engine).title} · {result.model_id}",
+            footer=f"{resources.engine_title(result.engine)} · {result.model_id}",
         )

@@ -3,11 +3,9 @@ or fill the mask so that its lighting follows that direction."""
 import numpy as np
 import streamlit as st
 
-from core.engines import inpaint_engine_class
 from core.engines.base import InpaintError
 from core.inpaint import InpaintParams
 from core.light_inpaint import FILL_STARTS, light_aware_inpaint
-from core.models import ENGINE_ROLES
 from core.relight import PRESETS, LightParams, RelightParams, color_from_temperature, relight, relight_by_shading
 from ui import resources, state
 from ui.generation import run_generation, show_cancelled
@@ -25,7 +23,7 @@ document = state.mask_document()
 statuses = {status.role.name: status for status in resources.statuses()}
 has_subject = document.mask.any()
 missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
-fill_engines = [name for name, role in ENGINE_ROLES.items() if statuses[role].available]
+fill_engines = resources.diffusion_engines()
 
 
 def apply_preset() -> None:
@@ -123,7 +121,7 @@ with controls_col:
         if st.session_state[state.LIT_ENGINE] not in fill_engines:
             st.session_state[state.LIT_ENGINE] = fill_engines[0] if fill_engines else None
         engine_name = st.selectbox("Engine", fill_engines, key=state.LIT_ENGINE, disabled=not fill_engines,
-                                   format_func=lambda name: inpaint_engine_class(name).title)
+                                   format_func=resources.engine_title)
         prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=68,
                               placeholder="What should be there, e.g. “a stone wall”")
         negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE)
@@ -181,7 +179,7 @@ with preview_col:
         elif engine == "iclight":
             footer = f"IC-Light · {result.model_id}"
         else:
-            footer = f"{inpaint_engine_class(engine).title}, lit fill · {result.model_id}"
+            footer = f"{resources.engine_title(engine)}, lit fill · {result.model_id}"
         show_result(
             result, choice_key=state.RELIGHT_CHOICE, file_suffix="relit", key_prefix="relight", footer=footer,
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {where}" if engine != "shading" else where,

@@ -119,3 +119,18 @@ def test_empty_mask_disables_generation(app_without_models):
     at = inpaint_page(with_mask=False)
     assert any("mask is empty" in w.value for w in at.warning)
     assert button(at, "Generate").disabled and button(at, "Remove object").disabled
+
+
+def test_a_few_step_engine_sets_its_steps_and_generates(app_with_tiny_models):
+    at = inpaint_page()
+    engine = at.selectbox(key=state.INPAINT_ENGINE)
+    assert "Stable Diffusion 1.5 inpainting · LCM few-step (4 steps)" in engine.options
+    engine.set_value("sd15+lcm").run()
+    assert at.slider(key=state.INPAINT_STEPS).value == 4 and at.slider(key=state.INPAINT_GUIDANCE).value == 1.0
+    at.slider(key=state.INPAINT_VARIANTS).set_value(1)
+    at = generate(at)
+    assert not at.exception and not at.error
+    result = at.session_state[state.INPAINT_RESULT]
+    assert result.engine == "sd15+lcm" and result.params.engine == "sd15+lcm" and result.params.steps == 4
+    assert outside_band_unchanged(result.images[0], result.params.mask_blur)
+    assert any("LCM few-step" in caption.value for caption in at.caption)

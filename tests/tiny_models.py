@@ -45,7 +45,8 @@ from pathlib import Path
 
 from core.config import OFFLINE_ENV
 
-ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam", "iclight_base", "iclight")
+ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam", "iclight_base", "iclight", "lcm_lora_sd15",
+         "lcm_lora_sdxl")
 
 # The environment setting through which the app takes each role's local model path.
 ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
@@ -59,7 +60,10 @@ OUTPUT_NAMES = {
     "sam": "sam",
     "iclight_base": "iclight_base",
     "iclight": "iclight_sd15_fc.safetensors",
+    "lcm_lora_sd15": "lcm_lora_sd15",
+    "lcm_lora_sdxl": "lcm_lora_sdxl",
 }
+LORA_RANK = 4
 
 SEED = 0
 
@@ -454,6 +458,37 @@ def build_iclight(outdir: Path) -> Path:
     return _build_once(Path(outdir) / OUTPUT_NAMES["iclight"], _write_iclight)
 
 
+def _write_lora(path: Path, base: str) -> None:
+    """A random rank-4 LoRA on the tiny ``base`` inpainting UNet's attention projections, made
+    with peft and saved in diffusers' LoRA format (like the published LCM LoRAs)."""
+    import torch
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel.from_pretrained(BUILDERS[base](path.parent) / "unet")
+    # init_lora_weights=False: both factors random, so the LoRA changes the weights it touches.
+    unet.add_adapter(LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    pipeline = StableDiffusionXLPipeline if base == "sdxl_inpaint" else StableDiffusionPipeline
+    path.mkdir(parents=True)
+    pipeline.save_lora_weights(str(path), unet_lora_layers=layers, safe_serialization=True)
+
+
+def build_lcm_lora_sd15(outdir: Path) -> Path:
+    """A tiny LoRA for the tiny SD 1.5 inpainting UNet, as ``outdir/lcm_lora_sd15/`` (the layout of
+    ``latent-consistency/lcm-lora-sdv1-5``: ``pytorch_lora_weights.safetensors``)."""
+    return _build_once(Path(outdir) / OUTPUT_NAMES["lcm_lora_sd15"], lambda path: _write_lora(path, "sd15_inpaint"))
+
+
+def build_lcm_lora_sdxl(outdir: Path) -> Path:
+    """A tiny LoRA for the tiny SDXL inpainting UNet, as ``outdir/lcm_lora_sdxl/``."""
+    return _build_once(Path(outdir) / OUTPUT_NAMES["lcm_lora_sdxl"], lambda path: _write_lora(path, "sdxl_inpaint"))
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd15_inpaint": build_sd15_inpaint,
     "sdxl_inpaint": build_sdxl_inpaint,
@@ -462,6 +497,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sam": build_sam,
     "iclight_base": build_iclight_base,
     "iclight": build_iclight,
+    "lcm_lora_sd15": build_lcm_lora_sd15,
+    "lcm_lora_sdxl": build_lcm_lora_sdxl,
 }
 
 

@@ -15,7 +15,7 @@ import streamlit as st
 
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo, detect_device
-from core.models import ModelStatus, build_segmenter, load_inpaint_engine, load_relight_engine, model_statuses
+from core.models import ModelStatus, available_engines, build_segmenter, load_inpaint_engine, load_relight_engine, model_statuses
 from core.segmenter import Segmenter
 
 
@@ -35,6 +35,22 @@ def device() -> DeviceInfo:
 def statuses() -> list[ModelStatus]:
     """Which models are on this machine; rechecked every 30 s so a newly copied model shows up."""
     return model_statuses(settings()[0])
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def diffusion_engines() -> list[str]:
+    """The diffusion engines this machine has the models for, with their few-step variants."""
+    return available_engines(settings()[0])
+
+
+def engine_title(name: str) -> str:
+    """How an engine is named on the pages (a few-step variant with its preset and steps)."""
+    from core.engines import inpaint_engine_class
+    from core.engines.fast import split_engine_name
+
+    _, preset = split_engine_name(name)
+    title = inpaint_engine_class(name).title
+    return f"{title} · {preset.title} few-step ({preset.steps} steps)" if preset else title
 
 
 @st.cache_resource(show_spinner=False)

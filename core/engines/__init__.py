@@ -30,7 +30,11 @@ REMOVAL_ENGINES = ("telea", "navier_stokes")
 
 
 def inpaint_engine_class(name: str) -> type:
-    """The engine class registered as ``name``; KeyError naming the known engines otherwise."""
+    """The engine class registered as ``name`` (a few-step variant, ``sd15+lcm``, is its base
+    engine's class); KeyError naming the known engines otherwise."""
+    from core.engines.fast import split_engine_name
+
+    name, _ = split_engine_name(name)
     if name not in INPAINT_ENGINES:
         raise KeyError(f"Unknown inpainting engine {name!r}: choose one of {', '.join(INPAINT_ENGINES)}.")
     module_name, class_name = INPAINT_ENGINES[name].split(":")

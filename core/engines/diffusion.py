@@ -75,8 +75,12 @@ class DiffusionOptions:
     (use float32 on CPU). ``fp16_safe_vae``: a hub id or folder of a VAE that replaces the model's
     own, e.g. ``madebyollin/sdxl-vae-fp16-fix`` for SDXL in float16 (the stock SDXL VAE overflows
     there). ``cpu_offload``: keep each sub-model on the CPU until it runs (slower, needs far less
-    GPU memory); only applies on CUDA. ``compile``: ``torch.compile`` the UNet (a slow first call
-    per crop size, faster afterwards).
+    GPU memory); only applies on CUDA. ``compile``: ``torch.compile`` the UNet, CUDA only (a slow
+    first call per fill size; crops are then filled at a few fixed sizes, see
+    :func:`core.engines.fast.bucket_size`). ``channels_last``: the UNet's memory format (faster
+    convolutions on CUDA). ``warm_up``: run a 2-step fill at load, so the first person's first
+    generation is not the slow one. ``few_step``: a preset of :mod:`core.engines.fast` whose LoRA
+    (``few_step_lora``, a folder or file) is fused into the UNet.
     """
 
     device: str = "cpu"
@@ -84,12 +88,20 @@ class DiffusionOptions:
     fp16_safe_vae: str | None = None
     cpu_offload: bool = False
     compile: bool = False
+    channels_last: bool = False
+    warm_up: bool = False
+    few_step: str | None = None
+    few_step_lora: str | None = None
 
     def __post_init__(self) -> None:
+        from core.engines.fast import FEW_STEP_PRESETS
+
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r}).")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}).")
+        if self.few_step is not None and (self.few_step not in FEW_STEP_PRESETS or not self.few_step_lora):
+            raise ValueError(f"few_step must be one of {', '.join(FEW_STEP_PRESETS)}, with few_step_lora set.")
 
 
 class DiffusionEngine:
@@ -111,10 +123,16 @@ class DiffusionEngine:
     load_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, pipe, model_id: str, options: DiffusionOptions) -> None:
+        from core.engines.fast import FEW_STEP_PRESETS
+
         self.pipe = pipe
         self.model_id = model_id
         self.options = options
         self.default_scheduler = pipe.scheduler
+        self.load_notes: list[str] = []
+        self.preset = FEW_STEP_PRESETS.get(options.few_step) if options.few_step else None
+        if self.preset is not None:
+            self.name = f"{type(self).name}+{self.preset.name}"  # what results and recipes record
         # MPS generators are not reproducible across runs; CPU ones are (the noise moves to MPS).
         self.generator_device = "cpu" if options.device == "mps" else options.device
 
@@ -153,8 +171,14 @@ class DiffusionEngine:
                 f"and text encoders, as saved by save_pretrained). {cls._how_to_provide()}"
             ) from error
         cls._check_pipeline(model_id, pipe)
-        place_pipeline(pipe, options, f"The {cls.title} model {model_id}")
-        return cls(pipe, model_id, options)
+        if options.few_step:
+            _fuse_few_step(pipe, options)
+        notes = place_pipeline(pipe, options, f"The {cls.title} model {model_id}")
+        engine = cls(pipe, model_id, options)
+        engine.load_notes = notes
+        if options.warm_up:
+            engine.warm_up()
+        return engine
 
     @classmethod
     def _how_to_provide(cls) -> str:
@@ -206,7 +230,7 @@ class DiffusionEngine:
         # 1. Check inputs
         _check_request(request)
         scheduler = self._scheduler(request.scheduler)
-        notes = self._prompt_notes(request)
+        notes = self.load_notes + self._prompt_notes(request)
         if should_cancel is not None and should_cancel():
             raise Cancelled("Inpainting was cancelled before it started.")
 
@@ -229,6 +253,24 @@ class DiffusionEngine:
             notes=notes,
             timings={"denoise": denoise_ms, "decode": decode_ms},
         )
+
+    def work_size(self, crop_size: tuple[int, int]) -> tuple[int, int]:
+        """The size a crop of ``crop_size`` is filled at: about the native resolution's area at the
+        crop's aspect, or, with compile on (CUDA), the closest of a few fixed sizes."""
+        from core.engines.fast import bucket_size
+        from core.inpaint import engine_size
+
+        if self.options.compile and self.options.device == "cuda":
+            return bucket_size(crop_size, self.native_resolution)
+        return engine_size(crop_size, self.native_resolution)
+
+    def warm_up(self) -> None:
+        """A 2-step fill at the native resolution (kernels chosen and loaded, compile done)."""
+        size = self.work_size((self.native_resolution, self.native_resolution))
+        mask = Image.new("L", size, 0)
+        mask.paste(255, (size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4))
+        self.generate(EngineRequest(image=Image.new("RGB", size, (128, 128, 128)), mask=mask, seeds=(0,),
+                                    prompt="", steps=2))
 
     def _one_variant(self, request: EngineRequest, seed: int, scheduler, progress, should_cancel):
         """One variant: (pixels (H, W, 3) floats in [0, 1], (denoise ms, decode ms))."""
@@ -431,22 +473,49 @@ def to_pil(pixels: np.ndarray) -> Image.Image:
 # --- shared with the other diffusers-based engines (IC-Light) ---------------------------------
 
 
-def place_pipeline(pipe, options: DiffusionOptions, what: str) -> None:
-    """Put a loaded pipeline on ``options``' device (or CPU offload), compile it if asked, and turn
-    its progress bar off. ``what`` names the model in the error raised when that fails."""
+def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
+    """Put a loaded pipeline on ``options``' device (or CPU offload), in channels-last and
+    compiled if asked, and turn its progress bar off. Returns notes for a person (a setting that
+    does not apply here). ``what`` names the model in the error raised when that fails.
+
+    Attention runs through torch's scaled-dot-product attention (diffusers' default with torch 2).
+    """
+    import torch
+
+    notes = []
     try:
         if options.cpu_offload and options.device == "cuda":
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(options.device)
-        if options.compile:
-            pipe.unet.compile()
+        if options.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+        if options.compile and options.device == "cuda":
+            pipe.unet.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
+        elif options.compile:
+            notes.append(f"Compiling (INPAINT_STUDIO_COMPILE) is for CUDA GPUs; skipped on {options.device}.")
     except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
         raise ModelLoadError(
             f"{what} could not be moved to {options.device} in {options.dtype} "
             f"({type(error).__name__}: {error}). Choose another device or dtype."
         ) from error
     pipe.set_progress_bar_config(disable=True)
+    return notes
+
+
+def _fuse_few_step(pipe, options: DiffusionOptions) -> None:
+    """Fuse the few-step preset's LoRA; ModelLoadError naming the file when it does not fit."""
+    from core.engines.fast import FEW_STEP_PRESETS, apply_few_step
+
+    preset = FEW_STEP_PRESETS[options.few_step]
+    try:
+        apply_few_step(pipe, preset, options.few_step_lora)
+    except Exception as error:  # noqa: BLE001 (peft, safetensors and diffusers raise many types)
+        raise ModelLoadError(
+            f"The {preset.title} LoRA {options.few_step_lora} could not be applied ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). It must be a diffusers/peft LoRA for this "
+            "model family (SD 1.5 or SDXL)."
+        ) from error
 
 
 def variant_progress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:

@@ -1,0 +1,99 @@
+"""The GPU fast path of the diffusion engines: few-step presets, compile-friendly sizes, warm-up.
+
+Few-step presets fuse a distillation LoRA into the UNet and switch to the scheduler it was
+trained for, so 4-8 steps at guidance about 1 replace 30 steps at 7.5:
+
+- ``lcm``: Latent Consistency LoRA (``latent-consistency/lcm-lora-sdv1-5`` / ``-sdxl``), LCMScheduler;
+- ``tcd``: Trajectory Consistency Distillation LoRA (``h1t/TCD-SD15-LoRA`` / ``TCD-SDXL-LoRA``),
+  TCDScheduler;
+- ``hyper``: Hyper-SD 8-step LoRA (``ByteDance/Hyper-SD``), DDIM with trailing timesteps.
+
+An engine with a preset is named ``<engine>+<preset>`` (``sd15+lcm``, ``sdxl+hyper``): the name
+carries through the pages, recipes, batches and the command line, and loads as its own engine.
+Each LoRA is a model role (``core.models``) with its own setting.
+
+``torch.compile`` specialises the UNet to the shapes it sees; with compile on, crops are filled
+at one of a few fixed sizes (:func:`bucket_size`), so a new crop shape does not recompile.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FewStepPreset:
+    name: str
+    title: str
+    scheduler: str  # diffusers class name
+    scheduler_settings: tuple[tuple[str, object], ...]
+    steps: int
+    guidance: float
+
+    def role(self, engine: str) -> str:
+        """The model role of this preset's LoRA for base engine ``engine`` (``sd15`` / ``sdxl``)."""
+        return f"{self.name}_lora_{engine}"
+
+
+FEW_STEP_PRESETS: dict[str, FewStepPreset] = {
+    preset.name: preset
+    for preset in (
+        FewStepPreset("lcm", "LCM", "LCMScheduler", (), 4, 1.0),
+        FewStepPreset("tcd", "TCD", "TCDScheduler", (), 4, 1.0),
+        FewStepPreset("hyper", "Hyper-SD", "DDIMScheduler", (("timestep_spacing", "trailing"),), 8, 1.0),
+    )
+}
+
+
+def split_engine_name(name: str) -> tuple[str, FewStepPreset | None]:
+    """``"sd15+lcm"`` → ("sd15", the LCM preset); ``"sd15"`` → ("sd15", None). KeyError for an
+    unknown preset."""
+    base, _, preset = name.partition("+")
+    if not preset:
+        return base, None
+    if preset not in FEW_STEP_PRESETS:
+        raise KeyError(f"Unknown few-step preset {preset!r} in engine {name!r}: use {', '.join(FEW_STEP_PRESETS)}.")
+    return base, FEW_STEP_PRESETS[preset]
+
+
+def apply_few_step(pipe, preset: FewStepPreset, lora_path: str) -> None:
+    """Fuse ``preset``'s LoRA at ``lora_path`` (a folder or a .safetensors file) into ``pipe``'s
+    UNet and make its scheduler the preset's. Raises whatever diffusers raises (the caller turns it
+    into a ModelLoadError naming the file)."""
+    from pathlib import Path
+
+    import diffusers
+
+    path = Path(lora_path)
+    if path.is_file():
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=preset.name)
+    else:
+        pipe.load_lora_weights(str(path), adapter_name=preset.name)
+    pipe.fuse_lora(adapter_names=[preset.name], lora_scale=1.0)
+    pipe.unload_lora_weights()  # the fused weights stay; the adapter's copies go
+    scheduler_class = getattr(diffusers, preset.scheduler)
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **dict(preset.scheduler_settings))
+
+
+# Width:height ratios of the compile buckets (and their inverses).
+BUCKET_ASPECTS = (1.0, 5 / 4, 4 / 3, 3 / 2, 16 / 9, 2.0)
+
+
+def size_buckets(native: int, multiple: int = 64) -> list[tuple[int, int]]:
+    """The fill sizes used with compile on: about ``native``² pixels at each aspect of
+    :data:`BUCKET_ASPECTS`, landscape and portrait, sides multiples of ``multiple``."""
+    sizes = []
+    for aspect in BUCKET_ASPECTS:
+        width = native * math.sqrt(aspect)
+        height = native / math.sqrt(aspect)
+        size = (max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple))
+        for candidate in (size, size[::-1]):
+            if candidate not in sizes:
+                sizes.append(candidate)
+    return sizes
+
+
+def bucket_size(crop_size: tuple[int, int], native: int) -> tuple[int, int]:
+    """The bucket whose aspect is closest to ``crop_size``'s (in log space)."""
+    aspect = math.log(crop_size[0] / crop_size[1])
+    return min(size_buckets(native), key=lambda size: abs(math.log(size[0] / size[1]) - aspect))
