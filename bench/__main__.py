@@ -27,7 +27,7 @@ def table(rows: list[dict]) -> str:
     lines = [f"{'benchmark':{width}} {'value':>10} {'reference':>10} {'ratio':>7}  unit  reference"]
     for row in rows:
         reference = row.get("reference_ms")
-        ratio = f"{reference / row['ms']:.1f}×" if reference and row["ms"] else ""
+        ratio = f"{reference / row['ms']:.2g}×" if reference and row["ms"] else ""
         ref = f"{reference:10.1f}" if reference else " " * 10
         lines.append(f"{row['name']:{width}} {row['ms']:10.1f} {ref} {ratio:>7}  {row.get('unit', 'ms'):4}  "
                      f"{row.get('reference') or ''}")
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only this benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results",
+                        help="folder for the JSON file (default bench/results)")
     args = parser.parse_args(argv)
 
     rows = []
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(table(rows))
 
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
+    results = args.results
+    results.mkdir(parents=True, exist_ok=True)
     out = results / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     print(f"wrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
