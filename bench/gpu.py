@@ -96,32 +96,36 @@ def peak_tflops(device_name: str) -> float | None:
     return next((rate for key, rate in PEAK_BF16_TFLOPS.items() if key in device_name), None)
 
 
-def _cuda_ms(function, repeat: int) -> float:
+def _median_ms(function, repeat: int, device: str) -> float:
+    """Median time of ``function`` after a warm-up call: CUDA events on a GPU, a clock elsewhere."""
     import torch
 
     function()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(repeat):
-        start.record()
-        function()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
+        if device == "cuda":
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            function()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            started = time.perf_counter()
+            function()
+            times.append((time.perf_counter() - started) * 1000)
     return sorted(times)[len(times) // 2]
 
 
-def _gpu_rows(name: str, resolution: int, flops: int, vae_flops: int, quick: bool) -> list[dict]:
+def timing_rows(name: str, resolution: int, flops: int, *, device: str = "cuda", dtype=None, repeat: int = 20,
+                compile_too: bool = True, steps: int = STEPS, peak: float | None = None) -> list[dict]:
+    """Step and whole-image rows for model family ``name`` on ``device`` (random weights)."""
     import torch
 
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    device_name = torch.cuda.get_device_name(0)
-    peak = peak_tflops(device_name)
-    unet, vae = build(name, "cuda", dtype)
-    inputs = unet_inputs(name, resolution, "cuda", dtype)
-    latents = torch.randn(1, 4, resolution // 8, resolution // 8, device="cuda", dtype=dtype)
-    repeat = 5 if quick else 20
+    unet, vae = build(name, device, dtype)
+    inputs = unet_inputs(name, resolution, device, dtype)
+    latents = torch.randn(1, 4, resolution // 8, resolution // 8, device=device, dtype=dtype)
 
     def step(model):
         with torch.no_grad():
@@ -130,31 +134,38 @@ def _gpu_rows(name: str, resolution: int, flops: int, vae_flops: int, quick: boo
     def whole(model):
         with torch.no_grad():
             sample = inputs["sample"]
-            for _ in range(STEPS):
+            for _ in range(steps):
                 out = model(**{**inputs, "sample": sample}).sample
                 noise = out[:1] + 7.5 * (out[1:] - out[:1])  # guidance, then a scheduler-sized update
                 sample = torch.cat([sample[:, :4] - 0.01 * noise.repeat(2, 1, 1, 1), sample[:, 4:]], dim=1)
             return vae.decode(latents).sample
 
-    rows = []
     variants = [("eager", unet)]
-    if not quick:
+    if compile_too:
         started = time.perf_counter()
         compiled = torch.compile(unet, mode="max-autotune-no-cudagraphs")
         step(compiled)
         variants.append((f"torch.compile (compiled in {time.perf_counter() - started:.0f} s)", compiled))
-    eager_step = None
+    rows, eager_step = [], None
     for label, model in variants:
-        step_ms = _cuda_ms(lambda: step(model), repeat)
+        step_ms = _median_ms(lambda: step(model), repeat, device)
         eager_step = eager_step or step_ms
         mfu = f", MFU {100 * flops / (step_ms / 1000) / (peak * 1e12):.0f} %" if peak else ""
         rows.append({"name": f"{name} UNet step {resolution}², CFG, {dtype}, {label}{mfu}", "ms": step_ms,
                      "reference": "eager step, same run", "reference_ms": eager_step})
-        whole_ms = _cuda_ms(lambda: whole(model), max(2, repeat // 5))
+        whole_ms = _median_ms(lambda: whole(model), max(2, repeat // 5), device)
         target = " (target < 1500 ms on H100)" if name == "sdxl" else ""
-        rows.append({"name": f"{name} whole image {resolution}², {STEPS} steps + VAE decode, {label}{target}",
+        rows.append({"name": f"{name} whole image {resolution}², {steps} steps + VAE decode, {label}{target}",
                      "ms": whole_ms, "reference": None, "reference_ms": None})
-    del unet, vae
+    return rows
+
+
+def _gpu_rows(name: str, resolution: int, flops: int, quick: bool) -> list[dict]:
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    rows = timing_rows(name, resolution, flops, device="cuda", dtype=dtype, repeat=5 if quick else 20,
+                       compile_too=not quick, peak=peak_tflops(torch.cuda.get_device_name(0)))
     torch.cuda.empty_cache()
     return rows
 
@@ -171,7 +182,7 @@ def run(quick: bool = False) -> list[dict]:
         rows.append({"name": f"{name} VAE decode FLOPs at {resolution}² (GFLOP, counted)", "ms": vae_flops / 1e9,
                      "unit": "GF", "reference": None, "reference_ms": None})
         if torch.cuda.is_available():
-            rows.extend(_gpu_rows(name, resolution, flops, vae_flops, quick))
+            rows.extend(_gpu_rows(name, resolution, flops, quick))
         else:
             rows.append({"name": f"{name} timings: no CUDA device here, not measured", "ms": 0.0,
                          "reference": None, "reference_ms": None})
