@@ -279,6 +279,18 @@ class Recipe:
         """The action's params with the first variant's ``seed``."""
         return replace(self.action.params, seed=seed)
 
+    def describe(self) -> str:
+        """One line (Markdown) saying what the recipe does, for people."""
+        action = self.action
+        what = {"inpaint": f"inpaint “{action.params.prompt}” ({action.params.engine})",
+                "remove": f"remove ({action.params.engine})", "lit_fill": f"fill with light ({action.params.engine})",
+                "relight": f"relight ({action.method})"}[action.type]
+        seeds = (f"seed {self.seed.seed}" if self.seed.policy == "fixed"
+                 else f"a seed per photo from its name (base {self.seed.seed})")
+        ops = ", ".join(op.op.replace("_", " ") for op in self.mask_ops)
+        return (f"**{self.name or 'Unnamed recipe'}**: select {SELECTION_KINDS[self.selection.kind]}"
+                + (f", then {ops}" if ops else "") + f"; {what}; {seeds}.")
+
     @property
     def needs_mask_file(self) -> bool:
         return self.selection.kind == "mask_file"

@@ -11,7 +11,7 @@ from core.batch_inputs import IMAGE_EXTENSIONS, BatchInputError, list_inputs, ma
 from core.engines import ModelLoadError
 from core.images import ImageError, read_image
 from core.masks import MaskError, mask_from_image, overlay
-from core.recipe import SELECTION_KINDS, Recipe, RecipeError, select_region
+from core.recipe import Recipe, RecipeError, select_region
 from ui import batch_job, resources, state
 from ui.page import setup_page
 
@@ -22,18 +22,6 @@ setup_page("Batch", ":material/stacks:")
 st.title("Batch")
 st.caption("Apply a saved edit (a recipe) to many photos. Save a recipe from a result on the Inpaint or "
            "Relight page (**Save this edit as a recipe**), or upload one.")
-
-
-def describe(recipe: Recipe) -> str:
-    action = recipe.action
-    what = {"inpaint": f"inpaint “{action.params.prompt}”" if action.type == "inpaint" else "",
-            "remove": f"remove ({action.params.engine})", "lit_fill": "fill with light",
-            "relight": f"relight ({action.method})"}[action.type]
-    seeds = (f"seed {recipe.seed.seed}" if recipe.seed.policy == "fixed"
-             else f"a seed per photo from its name (base {recipe.seed.seed})")
-    ops = ", ".join(op.op.replace("_", " ") for op in recipe.mask_ops)
-    return (f"**{recipe.name or 'Unnamed recipe'}**: select {SELECTION_KINDS[recipe.selection.kind]}"
-            + (f", then {ops}" if ops else "") + f"; {what}; {seeds}.")
 
 
 def services() -> Services:
@@ -111,7 +99,7 @@ else:
         except RecipeError as error:
             st.error(f"{error} Save the recipe again from the Inpaint or Relight page, or fix the file.")
 if recipe is not None:
-    st.markdown(describe(recipe))
+    st.markdown(recipe.describe())
     with st.expander("The recipe as JSON"):
         st.code(recipe.to_json()[:20_000], language="json")
 

@@ -551,3 +551,14 @@ def test_replaying_an_iclight_relight_gives_its_pixels(iclight, tmp_path):
     single = relight(np.asarray(photo), subject, LIGHT, replace(params, seed=31, variants=1), iclight)
     _, applied = replay(single, 0, subject, photo, services, tmp_path)
     assert_replayed(applied, single, 0, photo, subject, edge=4)
+
+
+def test_describe_says_what_the_recipe_does_in_one_line():
+    recipe = Recipe(Selection(kind="text", text="the cat"), Action("inpaint", InpaintParams(prompt="a bench")),
+                    (MaskOp("grow", px=4), MaskOp("fill_holes")), SeedPolicy("per_image", 7), name="benches")
+    line = recipe.describe()
+    assert line.startswith("**benches**") and "\n" not in line
+    for words in ("the object named by a text prompt", "grow, fill holes", "“a bench”", "a seed per photo", "base 7"):
+        assert words in line
+    assert "seed 3" in Recipe(Selection(kind="whole"), Action("remove", InpaintParams(engine="telea")),
+                              seed=SeedPolicy("fixed", 3)).describe()
