@@ -16,7 +16,7 @@ from ui import batch_job, resources, state
 from ui.page import setup_page
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
-STATUS_ICONS = {"done": "✅ done", "failed": "❌ failed", "skipped": "⏭️ skipped", "cancelled": "⏹️ cancelled"}
+STATUS_LABELS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}
 
 setup_page("Batch", ":material/stacks:")
 st.title("Batch")
@@ -149,7 +149,7 @@ def queue() -> None:
             {
                 "#": [row["index"] + 1 for row in rows],
                 "file": [row["name"] for row in rows],
-                "status": [STATUS_ICONS[row["status"]] for row in rows],
+                "status": [STATUS_LABELS[row["status"]] for row in rows],
                 "seed": [", ".join(map(str, row["seeds"])) for row in rows],
                 "seconds": [round(row["timings"].get("total", 0.0) / 1000, 2) for row in rows],
                 "outputs / problem": [", ".join(row["outputs"]) or row["error"] for row in rows],

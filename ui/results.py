@@ -110,13 +110,15 @@ def show_result(
     use the chosen one as the new base, step back, download it (PNG with the edit's parameters) or
     save it as a recipe (for other photos, a batch). ``describe(i)`` captions variant i; ``footer`` says what produced the result."""
     count = len(result.images)
-    for index, column in enumerate(st.columns(count)):
-        column.image(variant_view(result, index, 320))
-        column.caption(describe(index))
     if st.session_state.get(choice_key, 0) >= count:
         st.session_state[choice_key] = 0
-    choice = st.radio("Variant", list(range(count)), key=choice_key, horizontal=True,
-                      format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
+    choice = 0
+    if count > 1:  # several variants: side by side, and a choice among them
+        for index, column in enumerate(st.columns(count)):
+            column.image(variant_view(result, index, 320))
+            column.caption(describe(index))
+        choice = st.radio("Variant", list(range(count)), key=choice_key, horizontal=True,
+                          format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
     before_col, after_col = st.columns(2)
     before_col.image(state.display_copy(480), caption="Before")
     after_col.image(variant_view(result, choice, 480), caption=f"After · {describe(choice)}")

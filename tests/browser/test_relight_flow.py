@@ -29,6 +29,7 @@ def test_preset_changes_the_preview_and_shading_applies(page, fresh_app_url, scr
     page.get_by_role("button", name="Apply shading").click()
     wait_idle(page)
     page.get_by_text("After · light from 180°").wait_for(timeout=30_000)
+    preview.scroll_into_view_if_needed()  # the light preview at the top of the picture
     page.mouse.move(0, 0)  # no tooltip in the picture
     page.wait_for_timeout(800)
     page.screenshot(path=str(screenshot_dir / "relight.png"))
