@@ -36,12 +36,16 @@ rows = [
         "Where": str(status.path) if status.available else status.configured,
         "Fallback in use": "" if status.available else status.role.fallback,
         "Setting": status.role.setting,
+        "To get it": "" if status.available else f"python -m core models download {status.role.name}",
     }
     for status in resources.statuses()
 ]
 st.table(rows, border="horizontal", hide_index=True)
-if any(not status.available for status in resources.statuses()):
+missing = [status.role.name for status in resources.statuses() if not status.available]
+if missing:
     st.caption(
-        "A missing model is replaced by its fallback. To use it, point its setting at a local "
-        "copy (an environment variable or a key in `.streamlit/secrets.toml`); see the README."
+        "A missing model is replaced by its fallback. To use it, fetch it on a machine with internet with "
+        "the command in its row (`python -m core models download` fetches the main ones; add `--dir DIR` "
+        "to copy them to this machine), then point its setting at the local copy (an environment variable "
+        "or a key in `.streamlit/secrets.toml`); see *Installing models* in the README."
     )

@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--workers", type=int, default=1, help="Ray: model copies (actors) running at once")
     batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per model copy")
     batch.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per model copy")
+
+    models = commands.add_parser("models", help="the models on this machine, and fetching them")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    models_commands.add_parser("list", help="every model role: configured id or path, present or not, size, fallback")
+    fetch = models_commands.add_parser("download", help="fetch models (run on a machine with internet)")
+    fetch.add_argument("roles", nargs="*", metavar="ROLE",
+                       help="roles to fetch (default: the app's main models; `models list` names them all)")
+    fetch.add_argument("--dir", type=Path, default=None,
+                       help="put the models here (to copy to another machine) instead of the Hugging Face cache")
     return parser
 
 
@@ -158,7 +167,55 @@ def batch_command(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-COMMANDS = {"inpaint": inpaint_command, "batch": batch_command}
+def models_command(args: argparse.Namespace) -> int:
+    from core.model_files import (
+        DEFAULT_ROLES,
+        DownloadError,
+        check_online,
+        download,
+        human_size,
+        local_models,
+        setting_line,
+    )
+    from core.models import ROLES
+
+    settings = load_settings()
+    if args.models_command == "list":
+        rows = [(m.role.name, m.status.configured, "present" if m.status.available else "missing",
+                 human_size(m.size) if m.status.available else "", "" if m.status.available else m.role.fallback)
+                for m in local_models(settings)]
+        header = ("role", "configured", "here", "size", "fallback in use")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            print("  ".join(str(value).ljust(width) for value, width in zip(row, widths)) + "  " + row[4])
+        missing = [m.role.name for m in local_models(settings) if not m.status.available]
+        if missing:
+            print(f"\nFetch them on a machine with internet: python -m core models download {' '.join(missing)}")
+        return EXIT_OK
+    unknown = [role for role in args.roles if role not in ROLES]
+    if unknown:
+        raise BadInput(f"Unknown model role(s) {', '.join(unknown)}: use {', '.join(ROLES)}.")
+    try:
+        check_online(settings)
+    except DownloadError as error:
+        raise BadInput(str(error)) from error
+    lines, failed = [], []
+    for role in args.roles or DEFAULT_ROLES:
+        try:
+            path = download(role, settings, args.dir, log=lambda text: print(text, file=sys.stderr, flush=True))
+        except Exception as error:  # noqa: BLE001 (the hub, the network and the disk raise many types)
+            print(f"error: {role}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                  file=sys.stderr)
+            failed.append(role)
+            continue
+        lines.append(setting_line(role, path))
+    if lines:
+        print("# Point the app at the models (environment or .streamlit/secrets.toml):")
+        print("\n".join(lines))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+COMMANDS = {"inpaint": inpaint_command, "batch": batch_command, "models": models_command}
 
 
 def main(argv: list[str] | None = None) -> int:

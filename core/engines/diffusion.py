@@ -161,7 +161,8 @@ class DiffusionEngine:
             components = dict(cls.load_overrides)
             if options.fp16_safe_vae:
                 components["vae"] = load_vae(options.fp16_safe_vae, dtype)
-            pipe = AutoPipelineForInpainting.from_pretrained(model_id, dtype=dtype, **components)
+            pipe = AutoPipelineForInpainting.from_pretrained(model_id, dtype=dtype, variant=weights_variant(model_id),
+                                                             **components)
         except ModelLoadError:
             raise
         except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
@@ -471,6 +472,15 @@ def to_pil(pixels: np.ndarray) -> Image.Image:
 
 
 # --- shared with the other diffusers-based engines (IC-Light) ---------------------------------
+
+
+def weights_variant(folder: str) -> str | None:
+    """``"fp16"`` when the pipeline folder holds only the fp16 variant of its UNet's weights (as
+    ``python -m core models download`` fetches them), else None (the plain files)."""
+    unet = Path(folder).expanduser() / "unet"
+    if not unet.is_dir() or (unet / "diffusion_pytorch_model.safetensors").exists():
+        return None
+    return "fp16" if (unet / "diffusion_pytorch_model.fp16.safetensors").exists() else None
 
 
 def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:

@@ -40,8 +40,9 @@ from core.engines.diffusion import (
     is_out_of_memory,
     load_vae,
     place_pipeline,
-    variant_progress,
     step_callback,
+    variant_progress,
+    weights_variant,
     to_pil,
 )
 
@@ -244,7 +245,8 @@ def load_iclight_unet(base_path: str, offset_path: str, *, dtype: str = "float32
     try:
         import torch
 
-        unet = iclight_unet_class().from_pretrained(base_path, subfolder="unet", dtype=getattr(torch, dtype))
+        unet = iclight_unet_class().from_pretrained(base_path, subfolder="unet", dtype=getattr(torch, dtype),
+                                                    variant=weights_variant(base_path))
     except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
         raise ModelLoadError(
             f"The UNet of the IC-Light base model {base_path} could not be loaded "
@@ -304,6 +306,7 @@ class ICLightEngine:
                 components["vae"] = load_vae(options.fp16_safe_vae, getattr(torch, options.dtype))
             pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
                 base_id,
+                variant=weights_variant(base_id),
                 unet=unet,
                 safety_checker=None,
                 feature_extractor=None,

@@ -1,0 +1,131 @@
+"""The models on disk: what each role has locally, and fetching the defaults on a machine with internet.
+
+``python -m core models list`` and ``python -m core models download`` are built on this module.
+Downloads take only the files the app loads: safetensors weights (the fp16 variant of the
+diffusion pipelines, which every device can load: the CPU upcasts it), configs and tokenizers;
+never ``.bin``/``.ckpt`` duplicates, EMA or ONNX/Flax exports. Hub models go through
+``huggingface_hub`` (into its cache, or into ``--dir``), FastSAM checkpoints through ultralytics'
+own asset downloader.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import Settings, hub_reachable
+from core.models import ROLES, ModelRole, ModelStatus, locate
+
+# The roles fetched when none is named: what the app's pages use (the few-step LoRAs and FastSAM-x
+# are extras, fetched by name).
+DEFAULT_ROLES = ("fastsam", "clip", "sam", "sd15_inpaint", "sdxl_inpaint", "iclight", "iclight_base")
+
+PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.fp16.safetensors"]
+TRANSFORMERS_FILES = ["*.json", "*.txt", "model.safetensors"]
+LORA_FILES = ["pytorch_lora_weights.safetensors"]
+
+
+class DownloadError(RuntimeError):
+    """A download that cannot start or finish; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A role's model as found on this machine (size in bytes, 0 when missing)."""
+
+    status: ModelStatus
+    size: int
+
+    @property
+    def role(self) -> ModelRole:
+        return self.status.role
+
+
+def disk_size(path: Path | None) -> int:
+    """Bytes under ``path`` (a file or a folder; symlinks into the hub cache followed), 0 for None."""
+    if path is None or not path.exists():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def local_models(settings: Settings) -> list[LocalModel]:
+    """Every role, where its model was found and how large it is."""
+    return [LocalModel(status, disk_size(status.path)) for status in (locate(name, settings) for name in ROLES)]
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def patterns(role: ModelRole) -> list[str] | None:
+    """The files of ``role``'s hub repository the app needs (None: a single file, or FastSAM)."""
+    if role.kind == "file":
+        return None
+    if role.probe == "model_index.json":
+        return PIPELINE_FILES
+    if role.name.endswith(("_lora_sd15", "_lora_sdxl")):
+        return LORA_FILES
+    return TRANSFORMERS_FILES
+
+
+def check_online(settings: Settings) -> None:
+    """Raise DownloadError at once when this machine is offline (configured, or the hub's name
+    does not resolve)."""
+    if settings.offline:
+        raise DownloadError(
+            "INPAINT_STUDIO_OFFLINE is on, so nothing is downloaded. Run this command on a machine with "
+            "internet (with --dir DIR), copy DIR here and set the printed settings."
+        )
+    if settings.offline is None and not hub_reachable():
+        raise DownloadError(
+            "No internet here: huggingface.co does not resolve. Run this command on a machine with internet "
+            "(with --dir DIR), copy DIR here and set the printed settings."
+        )
+
+
+def download(role_name: str, settings: Settings, folder: Path | None = None,
+             log: Callable[[str], None] = print) -> Path:
+    """Fetch ``role_name``'s default model; its local path. Into ``folder`` when given (each hub
+    repository in a subfolder named after it), else the Hugging Face cache (FastSAM: the models folder)."""
+    role = ROLES[role_name]
+    configured = settings.model(role.name, role.default)
+    if configured != role.default and Path(configured).expanduser().exists():
+        log(f"{role.name}: configured to a local copy ({configured}), nothing to fetch")
+        return Path(configured).expanduser()
+    if role.name.startswith("fastsam"):
+        return _download_fastsam(role, folder or settings.models_dir, log)
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    if role.kind == "file":
+        repo = role.repo or ""
+        log(f"{role.name}: {repo}/{role.default}")
+        path = hf_hub_download(repo, role.default, local_dir=str(folder) if folder else None)
+        return Path(path)
+    target = folder / role.default.split("/")[-1] if folder else None
+    log(f"{role.name}: {role.default} ({', '.join(patterns(role))})")
+    path = snapshot_download(role.default, allow_patterns=patterns(role), local_dir=str(target) if target else None)
+    return Path(path)
+
+
+def _download_fastsam(role: ModelRole, folder: Path, log: Callable[[str], None]) -> Path:
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    log(f"{role.name}: {role.default} from the ultralytics assets")
+    os.environ.pop("YOLO_OFFLINE", None)
+    path = Path(attempt_download_asset(str(folder / role.default)))
+    if not path.exists():
+        raise DownloadError(f"{role.default} could not be fetched from the ultralytics assets.")
+    return path
+
+
+def setting_line(role_name: str, path: Path) -> str:
+    return f"{ROLES[role_name].setting}={path}"

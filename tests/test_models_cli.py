@@ -1,0 +1,139 @@
+"""``python -m core models list|download``: what is on this machine, and fetching (offline here)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import cli, model_files
+from core.config import load_settings
+from core.models import ROLES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def no_models(monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("INPAINT_STUDIO_MODEL_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "models"))
+    return monkeypatch
+
+
+def test_list_shows_every_role_present_or_missing_with_size_and_fallback(no_models, tiny_models, capsys):
+    no_models.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
+    no_models.setenv("INPAINT_STUDIO_MODEL_ICLIGHT", str(tiny_models["iclight"]))
+    assert cli.main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip() and not line.startswith("Fetch")}
+    assert set(ROLES) <= set(lines)
+    assert "present" in lines["sd15_inpaint"] and any(unit in lines["sd15_inpaint"] for unit in ("KB", "MB"))
+    assert "present" in lines["iclight"]
+    assert "missing" in lines["clip"] and "text selection is disabled" in lines["clip"]
+    assert "python -m core models download" in out and "sd15_inpaint" not in out.split("download")[-1]
+    sizes = {m.role.name: m.size for m in model_files.local_models(load_settings())}
+    assert sizes["sd15_inpaint"] == sum(f.stat().st_size for f in tiny_models["sd15_inpaint"].rglob("*") if f.is_file())
+    assert sizes["clip"] == 0
+
+
+def test_download_fails_fast_and_clearly_when_offline(no_models):
+    env = {**os.environ, "INPAINT_STUDIO_OFFLINE": "1"}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "core", "models", "download", "clip"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert "INPAINT_STUDIO_OFFLINE is on" in result.stderr and "--dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.perf_counter() - started < 60  # no retries against an unreachable hub
+
+
+def test_an_unreachable_hub_is_refused_before_any_download(no_models, monkeypatch, capsys):
+    no_models.setenv("INPAINT_STUDIO_OFFLINE", "auto")
+    monkeypatch.setattr(model_files, "hub_reachable", lambda: False)
+    monkeypatch.setattr(model_files, "download", lambda *a, **k: pytest.fail("must not try to download"))
+    assert cli.main(["models", "download"]) == 2
+    assert "huggingface.co does not resolve" in capsys.readouterr().err
+
+
+def test_unknown_roles_are_named(no_models, capsys):
+    assert cli.main(["models", "download", "clip", "dalle"]) == 2
+    assert "dalle" in capsys.readouterr().err
+
+
+def test_only_the_files_the_app_loads_are_fetched():
+    pipeline = model_files.patterns(ROLES["sd15_inpaint"])
+    assert "*/*.fp16.safetensors" in pipeline and "model_index.json" in pipeline
+    assert not any(p.endswith((".bin", ".ckpt")) or p == "*" for p in pipeline)
+    assert model_files.patterns(ROLES["clip"]) == ["*.json", "*.txt", "model.safetensors"]
+    assert model_files.patterns(ROLES["lcm_lora_sd15"]) == ["pytorch_lora_weights.safetensors"]
+    assert model_files.patterns(ROLES["iclight"]) is None  # one file of a repository
+
+
+def test_download_puts_each_model_in_dir_and_prints_the_settings(no_models, monkeypatch, tmp_path, capsys):
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot(repo, allow_patterns=None, local_dir=None):
+        calls.append(("snapshot", repo, tuple(allow_patterns), local_dir))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        return local_dir
+
+    def one_file(repo, filename, local_dir=None):
+        calls.append(("file", repo, filename, local_dir))
+        return str(Path(local_dir) / filename)
+
+    no_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", one_file)
+    target = tmp_path / "dl"
+    assert cli.main(["models", "download", "sd15_inpaint", "iclight", "--dir", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert calls[0] == ("snapshot", ROLES["sd15_inpaint"].default, tuple(model_files.PIPELINE_FILES),
+                        str(target / "stable-diffusion-inpainting"))
+    assert calls[1] == ("file", "lllyasviel/ic-light", "iclight_sd15_fc.safetensors", str(target))
+    assert f"INPAINT_STUDIO_MODEL_SD15_INPAINT={target / 'stable-diffusion-inpainting'}" in out
+    assert f"INPAINT_STUDIO_MODEL_ICLIGHT={target / 'iclight_sd15_fc.safetensors'}" in out
+
+
+def test_a_failed_download_is_reported_and_the_others_go_on(no_models, monkeypatch, capsys):
+    no_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
+
+    def download(role, settings, folder, log):
+        if role == "clip":
+            raise OSError("disk full")
+        return Path("/models") / role
+
+    monkeypatch.setattr(model_files, "download", download)
+    assert cli.main(["models", "download", "clip", "sam"]) == 1
+    captured = capsys.readouterr()
+    assert "clip: OSError: disk full" in captured.err and "INPAINT_STUDIO_MODEL_SAM=/models/sam" in captured.out
+
+
+def test_a_pipeline_saved_as_the_fp16_variant_loads(tiny_models, tmp_path):
+    from diffusers import AutoPipelineForInpainting
+
+    from core.engines.diffusion import SD15Inpaint, weights_variant
+
+    folder = tmp_path / "fp16-only"
+    AutoPipelineForInpainting.from_pretrained(tiny_models["sd15_inpaint"]).save_pretrained(folder, variant="fp16")
+    assert not (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert weights_variant(str(folder)) == "fp16" and weights_variant(str(tiny_models["sd15_inpaint"])) is None
+    engine = SD15Inpaint.load(folder)
+    assert engine.pipe.unet.config.in_channels == 9
+
+
+def test_the_home_page_gives_each_missing_model_its_download_command(app_without_models):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    table = at.table[0].value
+    commands = dict(zip(table["Model"], table["To get it"]))
+    assert commands["CLIP ViT-B/32"] == "python -m core models download clip"
+    assert commands["IC-Light fc"] == "python -m core models download iclight"
+    assert any("Installing models" in caption.value for caption in at.caption)
