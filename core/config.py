@@ -29,6 +29,9 @@ OFFLINE_ENV = {
 }
 
 
+AUTH_MODES = ("none", "password", "oidc")
+
+
 class SettingsError(ValueError):
     """A setting with a value that cannot be used; the message names the variable."""
 
@@ -45,6 +48,10 @@ class Settings:
     sdxl_fp16_vae: str | None = None  # fp16-safe SDXL VAE (hub id or folder), used in float16
     cpu_offload: bool = False  # diffusion sub-models wait on the CPU (small GPUs)
     compile: bool = False  # torch.compile the UNet (slow first call, faster after)
+    auth: str = "none"  # "none", "password" (a shared password) or "oidc" (st.login, [auth] in secrets)
+    password: str | None = field(default=None, repr=False)
+    auth_provider: str | None = None  # the [auth.<name>] provider st.login uses, when there are several
+    allowed_users: tuple[str, ...] = ()  # OIDC: e-mail addresses or "@domain" allowed in; () = anyone
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -102,6 +109,13 @@ def load_settings(
         if key.startswith(PREFIX + "MODEL_") and value
     }
     models_dir = get("MODELS_DIR")
+    password = get("PASSWORD") or None
+    auth = (get("AUTH") or ("password" if password else "none")).strip().lower()
+    if auth not in AUTH_MODES:
+        raise SettingsError(f"{PREFIX}AUTH={auth!r}: use one of {', '.join(AUTH_MODES)}.")
+    if auth == "password" and not password:
+        raise SettingsError(f"{PREFIX}AUTH=password needs {PREFIX}PASSWORD (the shared password).")
+    allowed = tuple(item.strip().lower() for item in (get("ALLOWED_USERS") or "").split(",") if item.strip())
     return Settings(
         max_pixels=max_pixels,
         device=device,
@@ -111,6 +125,10 @@ def load_settings(
         sdxl_fp16_vae=get("SDXL_FP16_VAE") or None,
         cpu_offload=bool(_parse_bool(PREFIX + "CPU_OFFLOAD", get("CPU_OFFLOAD") or "0")),
         compile=bool(_parse_bool(PREFIX + "COMPILE", get("COMPILE") or "0")),
+        auth=auth,
+        password=password,
+        auth_provider=get("AUTH_PROVIDER") or None,
+        allowed_users=allowed,
     )
 
 

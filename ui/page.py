@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import Settings, SettingsError
-from ui import resources, state
+from ui import access, resources, state
 
 APP_NAME = "Inpaint Studio"
 HOME = "streamlit_app.py"
@@ -30,16 +30,18 @@ def setup_page(title: str, icon: str) -> Settings:
     except SettingsError as error:
         st.error(f"The app's configuration has a problem: {error}")
         st.stop()
+    access.require_access(settings)
     state.init_session()
-    _sidebar()
+    _sidebar(settings)
     return settings
 
 
-def _sidebar() -> None:
+def _sidebar(settings: Settings) -> None:
     loaded = state.photo()
     with st.sidebar:
         for script, label, icon in PAGES:
             st.page_link(script, label=label, icon=icon)
+        access.sign_out_control(settings)
         st.divider()
         if loaded is None:
             st.caption("No photo yet: upload one on the home page.")
