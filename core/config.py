@@ -52,6 +52,7 @@ class Settings:
     password: str | None = field(default=None, repr=False)
     auth_provider: str | None = None  # the [auth.<name>] provider st.login uses, when there are several
     allowed_users: tuple[str, ...] = ()  # OIDC: e-mail addresses or "@domain" allowed in; () = anyone
+    memory_check: bool = True  # leave out diffusion engines whose model does not fit in memory
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -129,6 +130,7 @@ def load_settings(
         password=password,
         auth_provider=get("AUTH_PROVIDER") or None,
         allowed_users=allowed,
+        memory_check=bool(_parse_bool(PREFIX + "MEMORY_CHECK", get("MEMORY_CHECK") or "1")),
     )
 
 

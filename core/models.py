@@ -209,17 +209,70 @@ def load_inpaint_engine(name: str, settings: Settings, device: DeviceInfo, **opt
     return engine_class.load(str(status.path), diffusion_options(settings, device, fp16_safe_vae=vae, **options))
 
 
-def available_engines(settings: Settings) -> list[str]:
+def available_engines(settings: Settings, device: DeviceInfo | None = None) -> list[str]:
     """The diffusion engines whose models are on this machine, each followed by its few-step
-    variants whose LoRA is there too (``sd15``, ``sd15+lcm``, ``sdxl``, …)."""
+    variants whose LoRA is there too (``sd15``, ``sd15+lcm``, ``sdxl``, …). With ``device``, an
+    engine whose model does not fit in its memory is left out (see :func:`memory_shortfall`)."""
     from core.engines.fast import FEW_STEP_PRESETS
 
     names = []
     for engine, role in ENGINE_ROLES.items():
-        if locate(role, settings).available:
+        status = locate(role, settings)
+        if status.available and (device is None or memory_shortfall(status, settings, device) is None):
             names.append(engine)
             names += [f"{engine}+{p.name}" for p in FEW_STEP_PRESETS.values() if locate(p.role(engine), settings).available]
     return names
+
+
+MEMORY_OVERHEAD = 1.3  # activations, the VAE's decode and the library's own copies, over the weights
+
+
+def weights_bytes(folder: Path) -> int:
+    """The bytes of the weights a diffusers pipeline folder loads (the fp16 variant when only it
+    is there, else the plain safetensors files)."""
+    files = list(Path(folder).rglob("*.safetensors"))
+    fp16 = [f for f in files if ".fp16." in f.name]
+    plain = [f for f in files if ".fp16." not in f.name]
+    return sum(f.stat().st_size for f in (plain or fp16))
+
+
+def memory_needed_gb(status: ModelStatus, device: DeviceInfo) -> float:
+    """About how much memory ``status``'s pipeline takes on ``device``: its weights converted to the
+    device's dtype (fp16 files hold 2 bytes per weight, plain ones 4), plus working memory."""
+    folder = Path(status.path)
+    files = list(folder.rglob("*.safetensors"))
+    only_fp16 = files and all(".fp16." in f.name for f in files)
+    stored_bytes_per_weight = 2 if only_fp16 else 4
+    target_bytes_per_weight = 4 if device.dtype == "float32" else 2
+    return weights_bytes(folder) * target_bytes_per_weight / stored_bytes_per_weight * MEMORY_OVERHEAD / 2**30
+
+
+def memory_available_gb(settings: Settings, device: DeviceInfo) -> float | None:
+    """The memory a model can use on ``device``: the GPU's (CPU offload: the machine's), else the
+    machine's RAM; None when it cannot be told."""
+    if device.kind == "cuda" and device.memory_gb and not settings.cpu_offload:
+        return device.memory_gb
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().total / 2**30
+
+
+def memory_shortfall(status: ModelStatus, settings: Settings, device: DeviceInfo) -> str | None:
+    """Why ``status``'s model cannot run on ``device`` (too little memory), or None when it fits.
+
+    ``INPAINT_STUDIO_MEMORY_CHECK=0`` turns the check off."""
+    if not settings.memory_check or status.path is None or not Path(status.path).is_dir():
+        return None
+    needed, available = memory_needed_gb(status, device), memory_available_gb(settings, device)
+    if available is None or needed <= available:
+        return None
+    where = f"the GPU's {available:.0f} GB" if device.kind == "cuda" and not settings.cpu_offload else (
+        f"this server's {available:.1f} GB of memory" + (" and no GPU" if device.kind == "cpu" else ""))
+    return (f"{status.role.title} needs about {needed:.1f} GB on {device.kind.upper()} ({device.dtype}), more than "
+            f"{where}, so it is not offered; removal (OpenCV) still works. Set INPAINT_STUDIO_MEMORY_CHECK=0 to "
+            "try anyway.")
 
 
 def load_relight_engine(settings: Settings, device: DeviceInfo, **options: Any) -> Any:

@@ -43,7 +43,9 @@ def apply_engine_preset() -> None:
 
 if st.session_state[state.INPAINT_ENGINE] not in engines:
     st.session_state[state.INPAINT_ENGINE] = engines[0]
-if not diffusion:
+for note in resources.memory_notes():
+    st.info(note, icon=":material/memory:")
+if not diffusion and not resources.memory_notes():
     sd15 = statuses["sd15_inpaint"]
     st.info(f"No diffusion model is on this machine ({sd15.configured}), so the region can be removed "
             f"(filled from its surroundings) but not regenerated from a prompt. To generate, set "

@@ -39,8 +39,22 @@ def statuses() -> list[ModelStatus]:
 
 @st.cache_data(ttl=30, show_spinner=False)
 def diffusion_engines() -> list[str]:
-    """The diffusion engines this machine has the models for, with their few-step variants."""
-    return available_engines(settings()[0])
+    """The diffusion engines this machine has the models and the memory for, with their few-step
+    variants."""
+    return available_engines(settings()[0], device())
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def memory_notes() -> list[str]:
+    """Why diffusion models that are on this machine are not offered (too little memory)."""
+    from core.models import ENGINE_ROLES, locate, memory_shortfall
+
+    config, found = settings()[0], []
+    for role in ENGINE_ROLES.values():
+        status = locate(role, config)
+        if status.available and (note := memory_shortfall(status, config, device())):
+            found.append(note)
+    return found
 
 
 def engine_title(name: str) -> str:
