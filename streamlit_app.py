@@ -28,6 +28,15 @@ st.caption(
     f"Device: **{resources.device().summary}** · "
     + ("offline: models load from local files only" if offline else "online")
 )
+fetch = resources.model_fetch()
+if fetch is not None and fetch.running:
+    busy = [role for role, what in fetch.state.items() if what in ("waiting", "fetching")]
+    st.info(f"Fetching models in the background ({', '.join(busy)}); each is used as soon as it is here "
+            "(this panel updates within 30 s of a reload).", icon=":material/download:")
+if fetch is not None:
+    for role, what in fetch.state.items():
+        if what.startswith("failed"):
+            st.warning(f"Fetching {role} {what}.", icon=":material/error:")
 rows = [
     {
         "Model": status.role.title,

@@ -53,6 +53,7 @@ class Settings:
     auth_provider: str | None = None  # the [auth.<name>] provider st.login uses, when there are several
     allowed_users: tuple[str, ...] = ()  # OIDC: e-mail addresses or "@domain" allowed in; () = anyone
     memory_check: bool = True  # leave out diffusion engines whose model does not fit in memory
+    download_on_start: tuple[str, ...] = ()  # roles to fetch in the background when the server starts
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -131,7 +132,26 @@ def load_settings(
         auth_provider=get("AUTH_PROVIDER") or None,
         allowed_users=allowed,
         memory_check=bool(_parse_bool(PREFIX + "MEMORY_CHECK", get("MEMORY_CHECK") or "1")),
+        download_on_start=_roles_to_fetch(get("DOWNLOAD_ON_START") or ""),
     )
+
+
+def _roles_to_fetch(value: str) -> tuple[str, ...]:
+    """``INPAINT_STUDIO_DOWNLOAD_ON_START``: empty/0 = nothing, 1 = the main models, or role names."""
+    from core.models import ROLES
+
+    lowered = value.strip().lower()
+    if lowered in ("", "0", "false", "no", "off"):
+        return ()
+    if lowered in ("1", "true", "yes", "on"):
+        from core.model_files import DEFAULT_ROLES
+
+        return DEFAULT_ROLES
+    roles = tuple(item.strip() for item in lowered.split(",") if item.strip())
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise SettingsError(f"{PREFIX}DOWNLOAD_ON_START: unknown role(s) {', '.join(unknown)}; use 1 or role names.")
+    return roles
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:

@@ -22,6 +22,7 @@ from core.models import ROLES, ModelRole, ModelStatus, locate
 DEFAULT_ROLES = ("fastsam", "clip", "sam", "sd15_inpaint", "sdxl_inpaint", "iclight", "iclight_base")
 
 PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.fp16.safetensors"]
+PIPELINE_CONFIGS = PIPELINE_FILES[:4]
 TRANSFORMERS_FILES = ["*.json", "*.txt", "model.safetensors"]
 LORA_FILES = ["pytorch_lora_weights.safetensors"]
 
@@ -110,9 +111,25 @@ def download(role_name: str, settings: Settings, folder: Path | None = None,
         path = hf_hub_download(repo, role.default, local_dir=str(folder) if folder else None)
         return Path(path)
     target = folder / role.default.split("/")[-1] if folder else None
-    log(f"{role.name}: {role.default} ({', '.join(patterns(role))})")
-    path = snapshot_download(role.default, allow_patterns=patterns(role), local_dir=str(target) if target else None)
+    wanted = patterns(role)
+    if wanted == PIPELINE_FILES:  # the fp16 weights where the repository has them, else the plain ones
+        from huggingface_hub import list_repo_files
+
+        wanted = pipeline_patterns(list_repo_files(role.default))
+    log(f"{role.name}: {role.default} ({', '.join(wanted)})")
+    path = snapshot_download(role.default, allow_patterns=wanted, local_dir=str(target) if target else None)
     return Path(path)
+
+
+def pipeline_patterns(files: list[str]) -> list[str]:
+    """What to fetch of a diffusers pipeline repository holding ``files``: its configs, and the
+    fp16 safetensors weights when it has them, else its plain safetensors (else its .bin files)."""
+    weights = [f for f in files if "/" in f]
+    if any(f.endswith(".fp16.safetensors") for f in weights):
+        return PIPELINE_FILES
+    if any(f.endswith(".safetensors") for f in weights):
+        return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
+    return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model.bin", "*/pytorch_model.bin"]
 
 
 def _download_fastsam(role: ModelRole, folder: Path, log: Callable[[str], None]) -> Path:
@@ -129,3 +146,38 @@ def _download_fastsam(role: ModelRole, folder: Path, log: Callable[[str], None])
 
 def setting_line(role_name: str, path: Path) -> str:
     return f"{ROLES[role_name].setting}={path}"
+
+
+class BackgroundFetch:
+    """Fetch the missing models among ``roles`` in a background thread (a server's first start on
+    a machine with internet, e.g. a Hugging Face Space). ``state`` says, per role, "waiting",
+    "fetching", "done", "present" or "failed: <reason>"."""
+
+    def __init__(self, roles: tuple[str, ...], settings: Settings, fetch: Callable[..., Path] | None = None) -> None:
+        import threading
+
+        self.roles, self.settings = roles, settings
+        self._fetch = fetch or download
+        self.state: dict[str, str] = {role: "waiting" for role in roles}
+        self.thread = threading.Thread(target=self._run, name="model-fetch", daemon=True)
+
+    def start(self) -> BackgroundFetch:
+        self.thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
+        for role in self.roles:
+            if locate(role, self.settings).available:
+                self.state[role] = "present"
+                continue
+            self.state[role] = "fetching"
+            try:
+                self._fetch(role, self.settings, None, log=lambda text: None)
+            except Exception as error:  # noqa: BLE001 (the hub, the network and the disk raise many types)
+                self.state[role] = f"failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            else:
+                self.state[role] = "done"

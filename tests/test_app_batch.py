@@ -162,3 +162,25 @@ def test_save_a_result_as_a_recipe_and_use_it_for_a_batch(app_without_models):
     assert recipe.name == "clean-up" and recipe.selection.kind == "mask" and recipe.action.type == "remove"
     assert np.array_equal(recipe.selection.mask_at((160, 120)), result.mask)
     assert any("clean-up" in m.value for m in at.markdown)  # now on the Batch page
+
+
+def test_a_jobs_files_go_when_the_session_lets_go_of_it(tmp_path):
+    import gc
+
+    from core.batch import Services
+    from ui import batch_job
+
+    class Upload:
+        def __init__(self, name, data):
+            self.name, self.data = name, data
+
+        def getvalue(self):
+            return self.data
+
+    job = batch_job.start(REMOVE, [Upload("p.png", photo_bytes(0))], [], Services())
+    job.thread.join(60)
+    workdir = job.workdir
+    assert (workdir / "results" / "p.png").exists()
+    del job
+    gc.collect()
+    assert not workdir.exists()

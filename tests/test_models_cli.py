@@ -89,6 +89,7 @@ def test_download_puts_each_model_in_dir_and_prints_the_settings(no_models, monk
         return str(Path(local_dir) / filename)
 
     no_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo: ["unet/diffusion_pytorch_model.fp16.safetensors"])
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", one_file)
     target = tmp_path / "dl"
@@ -137,3 +138,49 @@ def test_the_home_page_gives_each_missing_model_its_download_command(app_without
     assert commands["CLIP ViT-B/32"] == "python -m core models download clip"
     assert commands["IC-Light fc"] == "python -m core models download iclight"
     assert any("Installing models" in caption.value for caption in at.caption)
+
+
+def test_a_background_fetch_takes_only_what_is_missing_and_reports_each_role(no_models, tiny_models):
+    from core.model_files import BackgroundFetch
+
+    no_models.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
+    fetched = []
+
+    def fetch(role, settings, folder, log):
+        fetched.append(role)
+        if role == "sam":
+            raise OSError("connection reset")
+        return Path("/models") / role
+
+    job = BackgroundFetch(("sd15_inpaint", "clip", "sam"), load_settings(), fetch).start()
+    job.thread.join(30)
+    assert not job.running and fetched == ["clip", "sam"]
+    assert job.state == {"sd15_inpaint": "present", "clip": "done", "sam": "failed: OSError: connection reset"}
+
+
+def test_the_home_page_shows_the_background_fetch(app_without_models, monkeypatch):
+    import threading
+
+    from streamlit.testing.v1 import AppTest
+
+    release = threading.Event()
+    monkeypatch.setattr(model_files, "download", lambda *args, **kwargs: release.wait(30) and Path("/x"))
+    app_without_models.setenv("INPAINT_STUDIO_DOWNLOAD_ON_START", "clip,sam")
+    app_without_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    try:
+        at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+        assert not at.exception
+        assert any("Fetching models in the background (clip, sam)" in info.value for info in at.info)
+    finally:
+        release.set()
+
+
+def test_a_pipeline_repository_without_fp16_weights_gets_its_plain_ones():
+    fp16 = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors", "v1-5-pruned.ckpt"]
+    assert model_files.pipeline_patterns(fp16) == model_files.PIPELINE_FILES
+    plain = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+             "text_encoder/model.safetensors", "unet/diffusion_pytorch_model.bin"]
+    wanted = model_files.pipeline_patterns(plain)
+    assert "*/diffusion_pytorch_model.safetensors" in wanted and not any(p.endswith(".bin") for p in wanted)
+    assert "*/diffusion_pytorch_model.bin" in model_files.pipeline_patterns(["unet/diffusion_pytorch_model.bin"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def start(recipe: Recipe, photos: list, masks: list, services: Services) -> Batc
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     job = BatchJob(recipe, workdir, inputs, workdir / "results", mask_source, total)
+    # The files go when the job does: with the session that holds it, or when it starts another.
+    weakref.finalize(job, shutil.rmtree, str(workdir), True)
 
     def progress(update: BatchProgress) -> None:
         job.rows.append(update.row)

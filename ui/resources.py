@@ -26,6 +26,18 @@ def settings() -> tuple[Settings, bool]:
     return loaded, apply_offline_mode(loaded)
 
 
+@st.cache_resource(show_spinner=False)
+def model_fetch():
+    """The background download of ``INPAINT_STUDIO_DOWNLOAD_ON_START``'s models, started once per
+    server process when the machine is online; None when there is nothing to fetch."""
+    from core.model_files import BackgroundFetch
+
+    config, offline = settings()
+    if not config.download_on_start or offline:
+        return None
+    return BackgroundFetch(config.download_on_start, config).start()
+
+
 @st.cache_resource(show_spinner="Checking for a GPU…")
 def device() -> DeviceInfo:
     return detect_device(settings()[0].device)
