@@ -38,7 +38,12 @@ def image_picker(settings: Settings) -> None:
         paths = {path.stem.replace("_", " ").capitalize(): path for path in examples()}
         choice = st.selectbox("…or try an example", list(paths), index=None, key=EXAMPLE_KEY,
                               placeholder="Choose an example photo")
-        if choice is not None and st.button("Use this example", key="use_example"):
-            path = paths[choice]
-            state.set_photo(read_image(path, max_pixels=settings.max_pixels), f"example:{path.name}")
-            st.rerun()
+        if choice is not None:
+            # A callback: the photo is set before the next run starts, so a click straight on to
+            # another page cannot interrupt it half-way.
+            st.button("Use this example", key="use_example", on_click=_use_example,
+                      args=(paths[choice], settings.max_pixels))
+
+
+def _use_example(path: Path, max_pixels: int) -> None:
+    state.set_photo(read_image(path, max_pixels=max_pixels), f"example:{path.name}")

@@ -115,6 +115,20 @@ def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
         yield engine
     finally:
         lock.release()
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand memory freed by a generation back to the system (glibc keeps freed blocks in per-thread
+    arenas otherwise, so a server's memory would only ever grow with its sessions)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): nothing to trim
 
 
 def engine_in_use(name: str) -> contextlib.AbstractContextManager[Any]:

@@ -174,11 +174,20 @@ PERSISTENT_WIDGETS = {
 }
 
 
+# Per-photo values that every page may read, with their empty defaults (set_photo resets them).
+SESSION_DEFAULTS = {SEGMENT_POINTS: list, SEGMENT_BOX: lambda: None, SEGMENT_STEP: int, SEGMENT_QUERY: str,
+                    BASE_HISTORY: list}
+
+
 def init_session() -> None:
-    """Give persistent widgets their defaults once, and keep their values across pages."""
+    """Give persistent widgets their defaults once, and keep their values across pages; make sure
+    the per-photo values exist (a session whose state the server dropped starts clean)."""
     for key, default in PERSISTENT_WIDGETS.items():
         # Re-assigning detaches the value from the widget, so it outlives a page without it.
         st.session_state[key] = st.session_state.get(key, default)
+    for key, make in SESSION_DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = make()
 
 
 def photo() -> LoadedImage | None:

@@ -48,9 +48,10 @@ def chromium_path() -> str:
 
 
 @contextlib.contextmanager
-def serve_app(settings: dict[str, str], log: Path):
+def serve_app(settings: dict[str, str], log: Path, *args: str, process: list | None = None):
     """Run the app in its own server process with ``settings`` in its environment; yield its URL.
 
+    ``args``: more ``streamlit run`` options. ``process``: a list that receives the server's Popen.
     On exit the server is stopped, and any error it logged fails the test.
     """
     port = _free_port()
@@ -61,10 +62,12 @@ def serve_app(settings: dict[str, str], log: Path):
             [
                 sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                "--server.headless", "true", "--browser.gatherUsageStats", "false", *args,
             ],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
+    if process is not None:
+        process.append(server)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
