@@ -23,7 +23,7 @@ from PIL import Image
 
 from core import masks
 from core.blend import blend, seam_delta_e
-from core.engines.base import CancelCheck, EngineRequest, InpaintEngine, InpaintError, ProgressCallback
+from core.engines.base import CancelCheck, EngineRequest, InpaintEngine, InpaintError, ProgressCallback, require_all
 from core.masks import Box
 
 BlendMode = Literal["feather", "poisson"]
@@ -71,9 +71,7 @@ class InpaintParams:
             (self.blend in ("feather", "poisson"), f"Blend must be 'feather' or 'poisson' (got {self.blend!r})."),
             (self.seed is None or 0 <= self.seed <= MAX_SEED, f"Seed must be between 0 and {MAX_SEED}."),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise InpaintError(message)
+        require_all(checks)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -451,7 +451,7 @@ class RelightParams:
     highres_denoise: float = 0.5
 
     def __post_init__(self) -> None:
-        from core.engines.base import InpaintError
+        from core.engines.base import require_all
 
         checks = [
             (1 <= self.steps <= 100, f"Steps must be between 1 and 100 (got {self.steps})."),
@@ -466,9 +466,7 @@ class RelightParams:
             (0 <= self.padding <= 2048, f"Padding must be between 0 and 2048 px (got {self.padding})."),
             (0 <= self.mask_blur <= 256, f"The soft edge must be between 0 and 256 px (got {self.mask_blur})."),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise InpaintError(message)
+        require_all(checks)
 
 
 @dataclass

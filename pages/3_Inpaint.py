@@ -8,7 +8,7 @@ from core.engines.base import InpaintError
 from core.inpaint import InpaintParams, inpaint
 from core.engines.fast import split_engine_name
 from ui import resources, state
-from ui.generation import run_generation, show_cancelled
+from ui.generation import prompt_inputs, run_generation, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -60,20 +60,17 @@ with settings_col:
     name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE, format_func=resources.engine_title,
                         on_change=apply_engine_preset)
     engine_class = inpaint_engine_class(name)
-    prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=80, disabled=not engine_class.supports_prompt,
-                          placeholder="What should be there, e.g. “a wooden bench in the sun”")
-    negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE,
-                             disabled=not engine_class.supports_negative_prompt)
+    prompt, negative = prompt_inputs(
+        state.INPAINT_PROMPT, state.INPAINT_NEGATIVE,
+        placeholder="What should be there, e.g. “a wooden bench in the sun”",
+        prompt_disabled=not engine_class.supports_prompt, negative_disabled=not engine_class.supports_negative_prompt)
     st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
                          on_change=apply_preset, required=True)
     variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
-    seed_col, random_col = st.columns(2)
-    random_seed = random_col.toggle("Random seed", key=state.INPAINT_RANDOM_SEED)
-    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=state.INPAINT_SEED, disabled=random_seed)
+    seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
     invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=state.INPAINT_INVERT)
     with st.expander("More settings"):
-        guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.INPAINT_GUIDANCE)
-        steps = st.slider("Steps", 1, 100, key=state.INPAINT_STEPS)
+        steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
         strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=state.INPAINT_STRENGTH,
                              help="1 ignores what is under the mask; lower keeps more of it.")
         schedulers = list(engine_class.schedulers) or ["default"]
@@ -92,7 +89,7 @@ with settings_col:
     try:
         params = InpaintParams(
             prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
-            seed=None if random_seed else int(seed), variants=variants,
+            seed=seed, variants=variants,
             scheduler=None if scheduler == "default" else scheduler, padding=padding, mask_blur=blur_outside,
             mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
             engine=name,

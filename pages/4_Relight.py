@@ -8,7 +8,7 @@ from core.inpaint import InpaintParams
 from core.light_inpaint import FILL_STARTS, light_aware_inpaint
 from core.relight import PRESETS, LightParams, RelightParams, color_from_temperature, relight, relight_by_shading
 from ui import resources, state
-from ui.generation import run_generation, show_cancelled
+from ui.generation import prompt_inputs, run_generation, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -32,13 +32,6 @@ def apply_preset() -> None:
         st.session_state[state.LIGHT_AZIMUTH], st.session_state[state.LIGHT_ELEVATION] = (
             int(value) for value in PRESETS[name]
         )
-
-
-def seed_inputs(seed_key: str, random_key: str) -> int | None:
-    seed_col, random_col = st.columns(2)
-    random_seed = random_col.toggle("Random seed", key=random_key)
-    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=seed_key, disabled=random_seed)
-    return None if random_seed else int(seed)
 
 
 if missing:
@@ -78,17 +71,16 @@ with controls_col:
                                   format_func=ACTIONS.get)
     work, problem = None, None
     if action == "relight":
-        prompt = st.text_area("Lighting prompt", key=state.RELIGHT_PROMPT, height=68,
-                              placeholder="The light and the mood, e.g. “warm sunset light, soft shadows”")
-        negative = st.text_input("Negative prompt", key=state.RELIGHT_NEGATIVE)
+        prompt, negative = prompt_inputs(
+            state.RELIGHT_PROMPT, state.RELIGHT_NEGATIVE, label="Lighting prompt",
+            placeholder="The light and the mood, e.g. “warm sunset light, soft shadows”")
         mode = st.radio("Background", list(MODES), key=state.RELIGHT_MODE, format_func=MODES.get, horizontal=True)
         detail = st.toggle("Keep the subject's detail", key=state.RELIGHT_DETAIL,
                            help="Restore the original's fine texture and identity under the new light.")
         variants = st.slider("Variants", 1, 4, key=state.RELIGHT_VARIANTS)
         seed = seed_inputs(state.RELIGHT_SEED, state.RELIGHT_RANDOM_SEED)
         with st.expander("More settings"):
-            steps = st.slider("Steps", 1, 100, key=state.RELIGHT_STEPS)
-            guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.RELIGHT_GUIDANCE)
+            steps, guidance = sampling_inputs(state.RELIGHT_STEPS, state.RELIGHT_GUIDANCE)
             denoise = st.slider("Denoise", 0.05, 1.0, step=0.05, key=state.RELIGHT_DENOISE,
                                 help="How much of the light's start is regenerated; IC-Light uses 0.9.")
             highres = st.toggle("Second, high-resolution pass", key=state.RELIGHT_HIGHRES)
@@ -122,17 +114,15 @@ with controls_col:
             st.session_state[state.LIT_ENGINE] = fill_engines[0] if fill_engines else None
         engine_name = st.selectbox("Engine", fill_engines, key=state.LIT_ENGINE, disabled=not fill_engines,
                                    format_func=resources.engine_title)
-        prompt = st.text_area("Prompt", key=state.INPAINT_PROMPT, height=68,
-                              placeholder="What should be there, e.g. “a stone wall”")
-        negative = st.text_input("Negative prompt", key=state.INPAINT_NEGATIVE)
+        prompt, negative = prompt_inputs(state.INPAINT_PROMPT, state.INPAINT_NEGATIVE,
+                                         placeholder="What should be there, e.g. “a stone wall”")
         start = st.radio("Start from", list(FILL_STARTS), key=state.LIT_START, format_func=FILL_STARTS.get)
         strength = st.slider("Strength", 0.05, 0.95, step=0.05, key=state.LIT_STRENGTH,
                              help="Lower keeps more of the lit start (its lighting); higher invents more.")
         variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
         seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
         with st.expander("More settings"):
-            steps = st.slider("Steps", 1, 100, key=state.INPAINT_STEPS)
-            guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=state.INPAINT_GUIDANCE)
+            steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
             blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
         try:
             params = InpaintParams(

@@ -1,17 +1,12 @@
 """Batch: one recipe over many photos, with a live queue, cancel, and a zip of the results."""
-import io
-import shutil
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
 from core.batch import Services
-from core.batch_inputs import IMAGE_EXTENSIONS, BatchInputError, list_inputs, mask_files
+from core.batch_inputs import IMAGE_EXTENSIONS, BatchInputError
 from core.engines import ModelLoadError
 from core.images import ImageError, read_image
-from core.masks import MaskError, mask_from_image, overlay
-from core.recipe import Recipe, RecipeError, select_region
+from core.masks import MaskError, overlay
+from core.recipe import Recipe, RecipeError
 from ui import batch_job, resources, state
 from ui.page import setup_page
 
@@ -43,42 +38,23 @@ def load_models(recipe: Recipe) -> bool:
     return True
 
 
-def preview(recipe: Recipe, photos: list, masks: list) -> None:
+def show_preview(recipe: Recipe, photos: list, masks: list) -> None:
     """The recipe's selection on the first photo, over it."""
-    folder = Path(tempfile.mkdtemp(prefix=batch_job.WORKDIR_PREFIX))
     try:
-        items = [item for item in list_inputs(batch_job.save_uploads(photos, folder / "inputs")) if not item.skip]
-        if not items:
-            st.warning("None of the uploads is a photo.")
-            return
-        unreadable = []
-        for first in items:  # the first photo that can be read
-            try:
-                photo = read_image(io.BytesIO(first.read()), name=first.name)
-                break
-            except ImageError as error:
-                unreadable.append(str(error))
-        else:
-            st.error("Preview: none of the photos can be read. " + " ".join(unreadable[:3]))
-            return
-        for problem in unreadable:
-            st.caption(f"Skipped for the preview: {problem}")
-        mask = None
-        if masks:
-            found = mask_files(batch_job.save_uploads(masks, folder / "masks")).get(first.source_stem)
-            if found is not None:
-                mask_image = read_image(io.BytesIO(found.read()), name=found.name)
-                mask = mask_from_image(mask_image.rgb, photo.size, alpha=mask_image.alpha, name=found.name)
         with st.spinner("Selecting…"):
-            region, notes = select_region(recipe, photo.rgb, mask_file=mask, segmenter=resources.segmenter())
-        st.image(overlay(photo.rgb, region), caption=f"{first.name}: the region the recipe edits "
-                 f"({region.mean():.0%} of the photo)")
-        for note in notes:
-            st.caption(note)
+            shown = batch_job.preview(recipe, photos, masks, resources.segmenter())
     except (batch_job.UploadError, BatchInputError, ImageError, MaskError, RecipeError) as error:
         st.error(f"Preview: {error}")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        return
+    if shown is None:
+        st.warning("None of the uploads is a photo.")
+        return
+    for problem in shown.skipped:
+        st.caption(f"Skipped for the preview: {problem}")
+    st.image(overlay(shown.photo, shown.region),
+             caption=f"{shown.name}: the region the recipe edits ({shown.region.mean():.0%} of the photo)")
+    for note in shown.notes:
+        st.caption(note)
 
 
 # --- 1. the recipe -----------------------------------------------------------------------------------
@@ -118,7 +94,7 @@ job = st.session_state.get(state.BATCH_JOB)
 preview_col, run_col = st.columns(2)
 ready = recipe is not None and bool(photos) and not (job is not None and job.running)
 if preview_col.button("Preview the selection on the first photo", disabled=not ready, width="stretch"):
-    preview(recipe, photos, masks or [])
+    show_preview(recipe, photos, masks or [])
 if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
     try:
         new_job = batch_job.start(recipe, photos, masks or [], services())

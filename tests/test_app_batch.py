@@ -146,6 +146,33 @@ def test_a_zip_with_masks_by_name(app_without_models):
     assert rows["photos/p1.jpg"]["status"] == "failed" and "no mask file" in rows["photos/p1.jpg"]["error"]
 
 
+def test_the_preview_skips_unreadable_photos_and_uses_the_photos_own_mask(app_without_models):
+    recipe = Recipe(Selection(kind="mask_file"), Action("remove", InpaintParams(engine="telea")))
+    at = batch_page(recipe)
+    mask = np.zeros((PHOTO[1], PHOTO[0]), bool)
+    mask[20:40, 30:60] = True  # 600 of 6144 pixels: 10%
+    at.file_uploader(key="batch_photos").set_value(
+        [("a-broken.png", b"not a photo", "image/png"), ("b.png", photo_bytes(1), "image/png")])
+    at.file_uploader(key="batch_masks").set_value([("b.png", masks.encode_mask_png(mask), "image/png")]).run()
+    button(at, "Preview the selection on the first photo").click().run()
+    assert not at.exception and not at.error
+    assert any("Skipped for the preview" in c.value and "a-broken.png" in c.value for c in at.caption)
+    captions = [i.proto.imgs[0].caption for i in at.image if i.proto.imgs]
+    assert any(c.startswith("b.png: the region the recipe edits (10% of the photo)") for c in captions), captions
+
+
+def test_the_preview_says_when_no_photo_can_be_read(app_without_models):
+    at = batch_page(REMOVE)
+    at.file_uploader(key="batch_photos").set_value(
+        [("one.png", b"not a photo", "image/png"), ("two.jpg", b"nor this", "image/jpeg")]).run()
+    button(at, "Preview the selection on the first photo").click().run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("Preview: None of the photos can be read.") and "one.png" in error.value
+    assert "two.jpg" in error.value
+    assert not button(at, "Run the batch").disabled  # the uploads are kept: a batch can still be tried
+
+
 def test_save_a_result_as_a_recipe_and_use_it_for_a_batch(app_without_models):
     at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     upload(at, "photo.png", png_bytes(Image.new("RGB", (160, 120), (128, 128, 128))))

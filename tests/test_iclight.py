@@ -201,3 +201,34 @@ def test_invalid_inputs_are_explained(engine):
         _relight(engine, [0], denoise=0)
     with pytest.raises(InpaintError, match="seed"):
         _relight(engine, [])
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["CUDA out of memory. Tried to allocate 2.00 GiB", "MPS backend out of memory (MPS allocated: 8 GB)"],
+)
+def test_out_of_memory_gives_advice_and_the_engine_recovers(engine, monkeypatch, error):
+    import torch
+
+    (expected,) = _relight(engine, [5])
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(error) if error.startswith("CUDA") else RuntimeError(error)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.pipe.unet, "forward", out_of_memory)
+        with pytest.raises(InpaintError, match="Out of memory on cpu while relighting a 64x64 image") as raised:
+            _relight(engine, [5])
+    assert error.split(".")[0] in str(raised.value) and "CPU offload" in str(raised.value)
+
+    (again,) = _relight(engine, [5])
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(expected))
+
+
+def test_other_failures_are_not_disguised_as_out_of_memory(engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(engine.pipe.unet, "forward", broken)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        _relight(engine, [5])

@@ -221,11 +221,13 @@ def _build_once(path: Path, write: Callable[[Path], None]) -> Path:
 # --- one builder per role --------------------------------------------------------------------------
 
 
-def _write_sd15_inpaint(path: Path) -> None:
-    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
+def _write_sd15(path: Path, *, inpainting: bool) -> None:
+    """A tiny SD 1.5 pipeline: the inpainting one (9-channel UNet) or text-to-image (4 channels)."""
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-    pipe = StableDiffusionInpaintPipeline(
-        unet=_inpaint_unet(),
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipe = pipeline_class(
+        unet=_inpaint_unet() if inpainting else _inpaint_unet(in_channels=4),
         vae=_vae(),
         scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
         **_text_towers(),
@@ -240,7 +242,7 @@ def build_sd15_inpaint(outdir: Path) -> Path:
     """Build a tiny SD1.5 inpainting pipeline as ``outdir/sd15_inpaint/`` (a ``save_pretrained``
     directory loadable by ``AutoPipelineForInpainting``) unless it exists; return its path.
     """
-    return _build_once(Path(outdir) / OUTPUT_NAMES["sd15_inpaint"], _write_sd15_inpaint)
+    return _build_once(Path(outdir) / OUTPUT_NAMES["sd15_inpaint"], lambda path: _write_sd15(path, inpainting=True))
 
 
 def _write_sdxl_inpaint(path: Path) -> None:
@@ -407,26 +409,11 @@ def build_sam(outdir: Path) -> Path:
     return _build_once(Path(outdir) / OUTPUT_NAMES["sam"], _write_sam)
 
 
-def _write_iclight_base(path: Path) -> None:
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        unet=_inpaint_unet(in_channels=4),
-        vae=_vae(),
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        **_text_towers(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path)
-
-
 def build_iclight_base(outdir: Path) -> Path:
     """Build a tiny SD1.5 text-to-image pipeline (4-channel UNet), IC-Light's base model, as
     ``outdir/iclight_base/`` (a ``save_pretrained`` directory) unless it exists; return its path.
     """
-    return _build_once(Path(outdir) / OUTPUT_NAMES["iclight_base"], _write_iclight_base)
+    return _build_once(Path(outdir) / OUTPUT_NAMES["iclight_base"], lambda path: _write_sd15(path, inpainting=False))
 
 
 def iclight_offsets(in_channels: int = 8) -> dict:

@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import io
+
+from PIL import Image
+
 from core.batch import BatchProgress, BatchSummary, Services, run, zip_results
-from core.batch_inputs import BatchInputError, list_inputs
-from core.recipe import Recipe
+from core.batch_inputs import BatchInputError, list_inputs, mask_files
+from core.images import ImageError, read_image
+from core.masks import mask_from_image
+from core.recipe import Recipe, select_region
 
 WORKDIR_PREFIX = "inpaint-studio-batch-"
 
@@ -76,6 +82,50 @@ def save_uploads(files: list, folder: Path) -> Path:
         seen.add(name)
         (folder / name).write_bytes(upload.getvalue())
     return folder
+
+
+@dataclass
+class Preview:
+    """The region a recipe selects on the first readable photo of a batch."""
+
+    name: str
+    photo: Image.Image
+    region: Any  # bool array, the photo's size
+    notes: list[str]
+    skipped: list[str]  # photos before it that could not be read, and why
+
+
+def preview(recipe: Recipe, photos: list, masks: list, segmenter: Any) -> Preview | None:
+    """Select with ``recipe`` on the first photo that can be read (with its mask upload, when the
+    recipe uses each photo's own mask); None when no upload is a photo. ``segmenter``: as for
+    ``core.recipe.select_region``.
+
+    Raises UploadError, BatchInputError, ImageError (no photo can be read), MaskError, RecipeError.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    try:
+        items = [item for item in list_inputs(save_uploads(photos, folder / "inputs")) if not item.skip]
+        if not items:
+            return None
+        skipped = []
+        for first in items:
+            try:
+                photo = read_image(io.BytesIO(first.read()), name=first.name)
+                break
+            except ImageError as error:
+                skipped.append(str(error))
+        else:
+            raise ImageError("None of the photos can be read. " + " ".join(skipped[:3]))
+        mask = None
+        if masks:
+            found = mask_files(save_uploads(masks, folder / "masks")).get(first.source_stem)
+            if found is not None:
+                mask_image = read_image(io.BytesIO(found.read()), name=found.name)
+                mask = mask_from_image(mask_image.rgb, photo.size, alpha=mask_image.alpha, name=found.name)
+        region, notes = select_region(recipe, photo.rgb, mask_file=mask, segmenter=segmenter)
+        return Preview(first.name, photo.rgb, region, list(notes), skipped)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def start(recipe: Recipe, photos: list, masks: list, services: Services) -> BatchJob:

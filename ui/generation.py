@@ -45,3 +45,28 @@ def show_cancelled(what: str = "Generation") -> None:
     """On the run that a Cancel click started, say so (the generation it interrupted is gone)."""
     if st.session_state.get(CANCEL):
         st.warning(f"{what} cancelled; earlier results are kept.", icon=":material/info:")
+
+
+# --- The settings every generation asks for, the same on each page --------------------------------------
+def prompt_inputs(prompt_key: str, negative_key: str, *, label: str = "Prompt", placeholder: str = "",
+                  prompt_disabled: bool = False, negative_disabled: bool = False) -> tuple[str, str]:
+    """The prompt and the negative prompt."""
+    prompt = st.text_area(label, key=prompt_key, height=80, disabled=prompt_disabled, placeholder=placeholder)
+    negative = st.text_input("Negative prompt", key=negative_key, disabled=negative_disabled)
+    return prompt, negative
+
+
+def seed_inputs(seed_key: str, random_key: str) -> int | None:
+    """The seed, or None when "Random seed" is on."""
+    seed_col, random_col = st.columns(2)
+    random_seed = random_col.toggle("Random seed", key=random_key)
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, key=seed_key, disabled=random_seed)
+    return None if random_seed else int(seed)
+
+
+def sampling_inputs(steps_key: str, guidance_key: str) -> tuple[int, float]:
+    """Steps and guidance (classifier-free guidance scale)."""
+    steps = st.slider("Steps", 1, 100, key=steps_key)
+    guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=guidance_key,
+                         help="How closely to follow the prompt; higher follows it more literally.")
+    return steps, guidance

@@ -19,6 +19,13 @@ class InpaintError(ValueError):
     """An edit that cannot be made as asked; the message says why and what to do instead."""
 
 
+def require_all(checks: list[tuple[bool, str]]) -> None:
+    """Raise InpaintError with the message of the first ``(ok, message)`` check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise InpaintError(message)
+
+
 class Cancelled(RuntimeError):
     """The person cancelled the generation; nothing was produced."""
 

@@ -19,7 +19,7 @@ import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ from core.engines.base import (
     EngineRequest,
     InpaintError,
     ProgressCallback,
+    require_all,
 )
 from core.models import ROLES
 
@@ -287,9 +288,8 @@ class DiffusionEngine:
             return report_step(pipe, step, timestep, callback_kwargs)
 
         started = time.perf_counter()
-        out_of_memory = None
-        try:
-            result = self.pipe(
+        result = call_within_memory(
+            lambda: self.pipe(
                 **self._prompt_embeddings(request.prompt, request.negative_prompt, request.guidance_scale),
                 image=request.image,
                 mask_image=request.mask,
@@ -301,19 +301,11 @@ class DiffusionEngine:
                 generator=torch.Generator(self.generator_device).manual_seed(seed),
                 output_type="np",
                 callback_on_step_end=on_step_end,
-            )
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            out_of_memory = str(error).splitlines()[0]
-        if out_of_memory is not None:
-            # Only now: until its except block ended, the error's traceback held the call's tensors.
-            free_memory(self.pipe, self.options.device)
-            raise InpaintError(
-                f"Out of memory on {self.options.device} while inpainting a {request.image.width}x"
-                f"{request.image.height} crop ({out_of_memory}). Use a smaller crop size or less padding, "
-                "or turn on CPU offload."
-            )
+            ),
+            self.pipe, self.options.device,
+            doing=f"inpainting a {request.image.width}x{request.image.height} crop",
+            advice="Use a smaller crop size or less padding, or turn on CPU offload.",
+        )
         finished = time.perf_counter()
         if self.pipe.interrupt:
             raise Cancelled("Inpainting was cancelled.")
@@ -433,9 +425,22 @@ def _check_request(request: EngineRequest) -> None:
         (image.width % 8 == 0 and image.height % 8 == 0,
          f"The crop's width and height must be multiples of 8 (got {image.width}x{image.height})."),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise InpaintError(message)
+    require_all(checks)
+
+
+def call_within_memory(call: Callable[[], Any], pipe, device: str, *, doing: str, advice: str) -> Any:
+    """``call()``; when it runs out of memory, free what it left and raise an InpaintError that says
+    what was being done and what to try instead."""
+    out_of_memory = None
+    try:
+        return call()
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = str(error).splitlines()[0]
+    # Only now: until its except block ended, the error's traceback held the call's tensors.
+    free_memory(pipe, device)
+    raise InpaintError(f"Out of memory on {device} while {doing} ({out_of_memory}). {advice}")
 
 
 def is_out_of_memory(error: Exception) -> bool:

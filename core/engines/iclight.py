@@ -33,11 +33,10 @@ from typing import ClassVar
 from PIL import Image
 
 from core.engines import ModelLoadError
-from core.engines.base import CancelCheck, Cancelled, InpaintError, ProgressCallback
+from core.engines.base import CancelCheck, Cancelled, InpaintError, ProgressCallback, require_all
 from core.engines.diffusion import (
     DiffusionOptions,
-    free_memory,
-    is_out_of_memory,
+    call_within_memory,
     load_vae,
     place_pipeline,
     step_callback,
@@ -363,11 +362,12 @@ class ICLightEngine:
         for index, seed in enumerate(seeds):  # one call per variant: each replays alone bit for bit
             # A fresh scheduler per call: it keeps state between steps.
             self.pipe.scheduler = type(self.default_scheduler).from_config(self.default_scheduler.config)
-            out_of_memory = None
-            try:
-                if condition is None:
-                    condition = self.encode_foreground(foreground)
-                result = self.pipe(
+            if condition is None:
+                condition = call_within_memory(
+                    lambda: self.encode_foreground(foreground), self.pipe, self.options.device,
+                    doing=f"encoding a {width}x{height} subject", advice="Use a smaller size or turn on CPU offload.")
+            result = call_within_memory(
+                lambda: self.pipe(
                     prompt=prompt,
                     negative_prompt=negative_prompt or None,
                     image=light,
@@ -378,17 +378,10 @@ class ICLightEngine:
                     output_type="np",
                     cross_attention_kwargs={CONCAT_KEY: condition},
                     callback_on_step_end=step_callback(variant_progress(progress, index, count), should_cancel),
-                )
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
-                out_of_memory = str(error).splitlines()[0]
-            if out_of_memory is not None:
-                free_memory(self.pipe, self.options.device)
-                raise InpaintError(
-                    f"Out of memory on {self.options.device} while relighting a {width}x{height} image "
-                    f"({out_of_memory}). Use a smaller size or turn on CPU offload."
-                )
+                ),
+                self.pipe, self.options.device,
+                doing=f"relighting a {width}x{height} image", advice="Use a smaller size or turn on CPU offload.",
+            )
             if self.pipe.interrupt:
                 raise Cancelled("Relighting was cancelled.")
             pixels = result.images[0]  # (height, width, 3) floats in [0, 1]
@@ -438,6 +431,4 @@ def _check_inputs(foreground, light, seeds, steps, guidance, denoise) -> None:
         (foreground.width % 8 == 0 and foreground.height % 8 == 0,
          f"The width and height must be multiples of 8 (got {foreground.width}x{foreground.height})."),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise InpaintError(message)
+    require_all(checks)
