@@ -20,11 +20,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-dis
 
 ## Set up (first time) and start the app on http://$(ADDRESS):$(PORT)
 run: $(VENV)/.installed
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 ## Like run, reloading when a source file changes
 dev: $(VENV)/.installed
-	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.fileWatcherType auto --server.runOnSave true
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.fileWatcherType auto --server.runOnSave true
 
 ## Set up (first time, with Chromium when root) and run every test: unit, AppTest, browser
 test: $(VENV)/.installed-dev browser

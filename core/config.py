@@ -54,6 +54,7 @@ class Settings:
     allowed_users: tuple[str, ...] = ()  # OIDC: e-mail addresses or "@domain" allowed in; () = anyone
     memory_check: bool = True  # leave out diffusion engines whose model does not fit in memory
     download_on_start: tuple[str, ...] = ()  # roles to fetch in the background when the server starts
+    memory_trim_seconds: float = 60.0  # how often an idle server hands freed memory back; 0 = never
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -133,7 +134,18 @@ def load_settings(
         allowed_users=allowed,
         memory_check=bool(_parse_bool(PREFIX + "MEMORY_CHECK", get("MEMORY_CHECK") or "1")),
         download_on_start=_roles_to_fetch(get("DOWNLOAD_ON_START") or ""),
+        memory_trim_seconds=_seconds(PREFIX + "MEMORY_TRIM_SECONDS", get("MEMORY_TRIM_SECONDS") or "60"),
     )
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise SettingsError(f"{name}={value!r}: give a number of seconds (0 turns it off).")
+    return seconds
 
 
 def _roles_to_fetch(value: str) -> tuple[str, ...]:

@@ -4,6 +4,9 @@
 # path prefix behind a reverse proxy, e.g. /inpaint; default none), PYTHON (default python).
 set -eu
 cd "$(dirname "$0")/.."
+# Two malloc arenas instead of one per thread (Streamlit runs each session in a thread of its own):
+# memory freed when sessions end can then be handed back instead of staying scattered.
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "${PYTHON:-python}" -m streamlit run streamlit_app.py \
     --server.port "${PORT:-8501}" \
     --server.address "${ADDRESS:-0.0.0.0}" \

@@ -28,6 +28,8 @@ def test_defaults_without_any_setting(tmp_path):
     settings = load_settings({}, tmp_path / "missing.toml")
     assert settings.max_pixels == config.DEFAULT_MAX_PIXELS == 50_000_000
     assert settings.device == "auto" and settings.offline is None and settings.models == {}
+    assert settings.memory_trim_seconds == 60
+    assert load_settings({"INPAINT_STUDIO_MEMORY_TRIM_SECONDS": "0"}, tmp_path / "x.toml").memory_trim_seconds == 0
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,8 @@ def test_defaults_without_any_setting(tmp_path):
         ("INPAINT_STUDIO_MAX_PIXELS", "-5", "positive"),
         ("INPAINT_STUDIO_DEVICE", "tpu", "cuda, mps, cpu"),
         ("INPAINT_STUDIO_OFFLINE", "maybe", "true/false"),
+        ("INPAINT_STUDIO_MEMORY_TRIM_SECONDS", "often", "MEMORY_TRIM_SECONDS='often': give a number of seconds"),
+        ("INPAINT_STUDIO_MEMORY_TRIM_SECONDS", "-1", "0 turns it off"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path, name, value, words):

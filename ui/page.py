@@ -30,6 +30,7 @@ def setup_page(title: str, icon: str) -> Settings:
     except SettingsError as error:
         st.error(f"The app's configuration has a problem: {error}")
         st.stop()
+    resources.memory_janitor()  # started by the first page drawn in this server process
     access.require_access(settings)
     state.init_session()
     _sidebar(settings)

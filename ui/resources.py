@@ -105,30 +105,57 @@ def relight_engine() -> tuple[Any, threading.Lock]:
     return load_relight_engine(settings()[0], device()), threading.Lock()
 
 
+_generating = 0  # generations running now, in all sessions (under _generating_lock)
+_generating_lock = threading.Lock()
+
+
+def _count_generation(step: int) -> None:
+    global _generating
+    with _generating_lock:
+        _generating += step
+
+
 @contextlib.contextmanager
 def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
     """``engine`` with ``lock`` held until the block ends; a spinner while another session has it."""
     if not lock.acquire(blocking=False):
         with st.spinner("Waiting for another generation on this server to finish…"):
             lock.acquire()
+    _count_generation(+1)
     try:
         yield engine
     finally:
+        _count_generation(-1)
         lock.release()
         release_memory()
 
 
 def release_memory() -> None:
-    """Hand memory freed by a generation back to the system (glibc keeps freed blocks in per-thread
-    arenas otherwise, so a server's memory would only ever grow with its sessions)."""
-    import ctypes
-    import gc
+    """Hand memory freed by a generation back to the system (see ``core.memory``)."""
+    from core.memory import release_memory as release
 
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc (macOS, musl): nothing to trim
+    release()
+
+
+@st.cache_resource(show_spinner=False)
+def memory_janitor():
+    """The thread that, every ``memory_trim_seconds`` while no generation runs, ends the sessions of
+    people who have left and hands the memory freed back; one per server process, None when off."""
+    from core.memory import MemoryJanitor
+
+    interval = settings()[0].memory_trim_seconds
+    if interval <= 0:
+        return None
+    return MemoryJanitor(interval, busy=lambda: _generating > 0, release=_tidy).start()
+
+
+def _tidy() -> None:
+    """End the sessions of people who have left, then hand the memory freed back."""
+    from core.memory import release_memory as release
+    from ui.sessions import end_expired_sessions
+
+    end_expired_sessions()
+    release()
 
 
 def engine_in_use(name: str) -> contextlib.AbstractContextManager[Any]:

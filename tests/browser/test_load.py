@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import threading
 import time
 
@@ -44,6 +45,55 @@ async def go_to(page, name: str) -> None:
     await idle(page)
 
 
+async def result_caption(page) -> str | None:
+    """The result's footer ("… · crop 6 ms · … · total 8909 ms"), None before any result. Its
+    timings tell one round's result from the last one's (the seed, and so the pixels, are the same)."""
+    captions = page.get_by_text(re.compile(r" · total \d+ ms$"))
+    return await captions.first.inner_text() if await captions.count() else None
+
+
+async def one_round(page, example: str, where: tuple[float, float], round_number: int, log: list) -> None:
+    """Select the object at ``where``, add it to the mask, inpaint it; wait for the new result."""
+    started = time.perf_counter()
+    await go_to(page, "Segment")
+    await page.locator(CANVAS).wait_for()
+    if round_number > 1:  # start from no selection, as a person selecting something new does
+        await page.get_by_role("button", name="Clear selection").click()
+        await page.get_by_text("Click on the object to select it.").wait_for()
+        await idle(page)
+    for attempt in range(3):
+        box = await page.locator(CANVAS).bounding_box()
+        await page.mouse.click(box["x"] + where[0] * box["width"], box["y"] + where[1] * box["height"])
+        await page.wait_for_timeout(600)
+        await idle(page)
+        try:
+            await page.get_by_text("Selected").first.wait_for(timeout=60_000)
+            break
+        except Exception:
+            # The click reached a canvas that was being drawn again: click again, as a person
+            # would, and count it (printed with the figures).
+            if attempt == 2:
+                raise
+            log.append((example, round_number, "click repeated"))
+    await page.get_by_role("button", name="Add to mask").click()
+    # Wait for the page to confirm it: leaving before the click's rerun has started would
+    # carry the click to the next page, where no such button exists.
+    await page.get_by_text("See it on the Mask page").wait_for()
+    await idle(page)
+    await go_to(page, "Inpaint")
+    if round_number == 1:
+        await page.get_by_test_id("stButtonGroup").get_by_text("Fast", exact=True).click()
+        await idle(page)
+    previous = await result_caption(page)
+    await page.get_by_role("button", name="Generate").click()
+    deadline = time.monotonic() + 300
+    while (caption := await result_caption(page)) in (None, previous):
+        assert time.monotonic() < deadline, f"no new result after 300 s (the last one: {previous})"
+        await page.wait_for_timeout(1000)
+    await idle(page, 300_000)
+    log.append((example, round_number, time.perf_counter() - started))
+
+
 async def person(browser, url: str, example: str, where: tuple[float, float], log: list,
                  rounds: int = ROUNDS) -> np.ndarray:
     """One person's session: their example, five rounds of click → add → inpaint; the last PNG."""
@@ -60,29 +110,11 @@ async def person(browser, url: str, example: str, where: tuple[float, float], lo
         await page.get_by_test_id("stSidebar").get_by_text(PEOPLE[example]).wait_for()
         await idle(page)
         for round_number in range(1, rounds + 1):
-            started = time.perf_counter()
-            await go_to(page, "Segment")
             try:
-                await page.locator(CANVAS).wait_for()
-            except Exception:
-                await page.screenshot(path=f"/tmp/load-{example}-{round_number}.png")
+                await one_round(page, example, where, round_number, log)
+            except Exception as error:
                 text = await page.get_by_test_id("stMain").inner_text()
-                raise AssertionError(f"{example}, round {round_number}: no canvas; the page says: {text[:1500]}")
-            box = await page.locator(CANVAS).bounding_box()
-            await page.mouse.click(box["x"] + where[0] * box["width"], box["y"] + where[1] * box["height"])
-            await page.wait_for_timeout(600)
-            await idle(page)
-            await page.get_by_text("Selected").first.wait_for(timeout=180_000)
-            await page.get_by_role("button", name="Add to mask").click()
-            await idle(page)
-            await go_to(page, "Inpaint")
-            if round_number == 1:
-                await page.get_by_test_id("stButtonGroup").get_by_text("Fast", exact=True).click()
-                await idle(page)
-            await page.get_by_role("button", name="Generate").click()
-            await page.get_by_role("button", name="Download PNG").wait_for(timeout=300_000)
-            await idle(page, 300_000)
-            log.append((example, round_number, time.perf_counter() - started))
+                raise AssertionError(f"{example}, round {round_number}: {error}\nThe page says: {text[:1500]}") from error
         async with page.expect_download() as download_info:
             await page.get_by_role("button", name="Download PNG").click()
         download = await download_info.value
@@ -103,6 +135,8 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
 
     spots = {name: spot(tiny_models, file) for name, file in PEOPLE.items()}
     settings = {f"INPAINT_STUDIO_MODEL_{role.upper()}": str(path) for role, path in tiny_models.items()}
+    settings["INPAINT_STUDIO_MEMORY_TRIM_SECONDS"] = "5"  # ended sessions freed soon after their 20 s
+    settings["MALLOC_ARENA_MAX"] = "2"  # as scripts/serve.sh, the Dockerfile and `make run` serve the app
     process: list = []
     with serve_app(settings, tmp_path / "streamlit.log", "--server.disconnectedSessionTTL", "20",
                    process=process) as url:
@@ -116,7 +150,7 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
                 warm: list = []
                 for name in PEOPLE:
                     await person(browser, url, name, spots[name], warm, rounds=1)
-                await asyncio.sleep(25)  # the warm-up sessions are cleaned up (20 s after they left)
+                await asyncio.sleep(35)  # the warm-up sessions end 20 s after they left; the janitor runs every 5 s
                 baseline = rss_mb(pid)
                 peak, done = [baseline], threading.Event()
 
@@ -132,7 +166,7 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
                     *(person(browser, url, name, spots[name], log) for name in PEOPLE), return_exceptions=True)
                 elapsed = time.perf_counter() - started
                 await browser.close()
-                await asyncio.sleep(25)  # the sessions are cleaned up (20 s after they left)
+                await asyncio.sleep(35)  # the sessions end 20 s after they left; the janitor runs every 5 s
                 done.set()
                 sampler.join()
                 return baseline, max(peak), rss_mb(pid), results, log, elapsed
@@ -154,8 +188,10 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
         baseline, peak, after, results, log, elapsed = outcome["value"]
 
     errors = [result for result in results if isinstance(result, BaseException)]
-    assert not errors, errors
-    assert len(log) == len(PEOPLE) * ROUNDS  # every request completed
+    assert not errors, "\n\n".join(map(str, errors))
+    rounds = [entry for entry in log if not isinstance(entry[2], str)]
+    repeated = len(log) - len(rounds)
+    assert len(rounds) == len(PEOPLE) * ROUNDS  # every request completed
     for (name, file), result in zip(PEOPLE.items(), results):
         original = np.asarray(load_image(EXAMPLES / file))
         assert result.shape == original.shape, f"{name} got someone else's photo"
@@ -165,9 +201,8 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
         ys, xs = np.nonzero(changed)
         fx, fy = spots[name]
         assert xs.min() <= fx * original.shape[1] <= xs.max() and ys.min() <= fy * original.shape[0] <= ys.max()
-    print(f"\nload: {len(PEOPLE)} sessions x {ROUNDS} rounds = {len(log)} segment+inpaint rounds in {elapsed:.0f} s "
-          f"(slowest round {max(t for *_, t in log):.1f} s); 0 errors; server memory baseline {baseline:.0f} MB, "
-          f"peak {peak:.0f} MB, after the sessions closed {after:.0f} MB")
-    # Most of what the sessions added is given back once they are gone. (Not all of it yet: about a
-    # third stayed in the last measurement, see the README's load figures.)
-    assert after <= baseline + 0.5 * (peak - baseline) + 50, (baseline, peak, after)
+    print(f"\nload: {len(PEOPLE)} sessions x {ROUNDS} rounds = {len(rounds)} segment+inpaint rounds in {elapsed:.0f} s "
+          f"(slowest round {max(t for *_, t in rounds):.1f} s; {repeated} clicks on the photo repeated); 0 errors; "
+          f"server memory baseline {baseline:.0f} MB, peak {peak:.0f} MB, after the sessions closed {after:.0f} MB")
+    # What the sessions added is given back once they are gone: the memory returns to its baseline.
+    assert after <= baseline + 0.1 * (peak - baseline) + 30, (baseline, peak, after)
