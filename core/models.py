@@ -227,24 +227,28 @@ def available_engines(settings: Settings, device: DeviceInfo | None = None) -> l
 MEMORY_OVERHEAD = 1.3  # activations, the VAE's decode and the library's own copies, over the weights
 
 
+def _weight_files(folder: Path) -> tuple[list[Path], bool]:
+    """The safetensors files a diffusers pipeline folder loads, and whether they are the fp16
+    variant (used only when no plain files are there)."""
+    files = list(Path(folder).rglob("*.safetensors"))
+    plain = [f for f in files if ".fp16." not in f.name]
+    return (plain, False) if plain else (files, bool(files))
+
+
 def weights_bytes(folder: Path) -> int:
     """The bytes of the weights a diffusers pipeline folder loads (the fp16 variant when only it
     is there, else the plain safetensors files)."""
-    files = list(Path(folder).rglob("*.safetensors"))
-    fp16 = [f for f in files if ".fp16." in f.name]
-    plain = [f for f in files if ".fp16." not in f.name]
-    return sum(f.stat().st_size for f in (plain or fp16))
+    return sum(f.stat().st_size for f in _weight_files(folder)[0])
 
 
 def memory_needed_gb(status: ModelStatus, device: DeviceInfo) -> float:
     """About how much memory ``status``'s pipeline takes on ``device``: its weights converted to the
     device's dtype (fp16 files hold 2 bytes per weight, plain ones 4), plus working memory."""
-    folder = Path(status.path)
-    files = list(folder.rglob("*.safetensors"))
-    only_fp16 = files and all(".fp16." in f.name for f in files)
-    stored_bytes_per_weight = 2 if only_fp16 else 4
+    files, fp16 = _weight_files(Path(status.path))
+    stored_bytes_per_weight = 2 if fp16 else 4
     target_bytes_per_weight = 4 if device.dtype == "float32" else 2
-    return weights_bytes(folder) * target_bytes_per_weight / stored_bytes_per_weight * MEMORY_OVERHEAD / 2**30
+    stored = sum(f.stat().st_size for f in files)
+    return stored * target_bytes_per_weight / stored_bytes_per_weight * MEMORY_OVERHEAD / 2**30
 
 
 def memory_available_gb(settings: Settings, device: DeviceInfo) -> float | None:

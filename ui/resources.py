@@ -15,6 +15,7 @@ import streamlit as st
 
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo, detect_device
+from core.memory import release_memory
 from core.models import ModelStatus, available_engines, build_segmenter, load_inpaint_engine, load_relight_engine, model_statuses
 from core.segmenter import Segmenter
 
@@ -130,13 +131,6 @@ def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
         release_memory()
 
 
-def release_memory() -> None:
-    """Hand memory freed by a generation back to the system (see ``core.memory``)."""
-    from core.memory import release_memory as release
-
-    release()
-
-
 @st.cache_resource(show_spinner=False)
 def memory_janitor():
     """The thread that, every ``memory_trim_seconds`` while no generation runs, ends the sessions of
@@ -151,11 +145,10 @@ def memory_janitor():
 
 def _tidy() -> None:
     """End the sessions of people who have left, then hand the memory freed back."""
-    from core.memory import release_memory as release
     from ui.sessions import end_expired_sessions
 
     end_expired_sessions()
-    release()
+    release_memory()
 
 
 def engine_in_use(name: str) -> contextlib.AbstractContextManager[Any]:
