@@ -30,9 +30,9 @@ dev: $(VENV)/.installed
 test: $(VENV)/.installed-dev browser
 	$(PY) -m pytest
 
-## Everything but the real-browser tests
+## Everything but the slow tests (real browsers, Ray, benchmarks)
 test-fast: $(VENV)/.installed-dev
-	$(PY) -m pytest -m "not browser"
+	$(PY) -m pytest -m "not slow"
 
 browser:
 	@sh scripts/ensure-chromium.sh

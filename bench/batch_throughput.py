@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import numpy as np
 from PIL import Image
 
 from core import batch
-from core.batch import Services
-from core.inpaint import InpaintParams
+from core.batch import BatchModels
+from core.operations.inpaint import InpaintParams
 from core.recipe import Action, Recipe, Selection
+from tests.helpers import SD15, manager_with
 
 COUNT = 32
 SIZE = (512, 384)
@@ -39,12 +39,12 @@ def _photos(folder: Path, count: int) -> None:
 def _recipe() -> Recipe:
     yy, xx = np.mgrid[0 : SIZE[1], 0 : SIZE[0]]
     mask = (xx - 256) ** 2 + (yy - 192) ** 2 <= 100**2
-    params = InpaintParams(prompt="a stone", steps=STEPS, seed=0, padding=32)
+    params = InpaintParams(prompt="a stone", negative_prompt="", steps=STEPS, seed=0, padding=32)
     return Recipe(Selection.from_mask(mask), Action("inpaint", params), name="bench")
 
 
 def run(quick: bool = False) -> list[dict]:
-    from core.engines.diffusion import SD15Inpaint
+    from core.engines.diffusion import DiffusionEngine
     from tests.tiny_models import build_sd15_inpaint
 
     count = 8 if quick else COUNT
@@ -52,16 +52,16 @@ def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         model = build_sd15_inpaint(folder / "model")
-        engine = SD15Inpaint.load(model)
+        engine = DiffusionEngine.load(SD15, model)
         inputs = folder / "inputs"
         inputs.mkdir()
         _photos(inputs, count)
         recipe = _recipe()
-        services = Services(factories={"inpaint": lambda name: (engine, threading.Lock())})
-        batch.run(recipe, inputs, folder / "warm-up", services=services)  # first-call costs out of the figures
+        models = BatchModels(manager_with(sd15=engine))
+        batch.run(recipe, inputs, folder / "warm-up", models=models)  # first-call costs out of the figures
 
         started = time.perf_counter()
-        local = batch.run(recipe, inputs, folder / "local", services=services)
+        local = batch.run(recipe, inputs, folder / "local", models=models)
         local_s = time.perf_counter() - started
         if local.counts["done"] != count:
             raise RuntimeError(f"the local batch failed: {local.counts}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.timing import best_of
-from core import relight
+from core import light as relight
 
 IMAGE_SIZE = (1152, 864)
 MAX_SIDE = 1024

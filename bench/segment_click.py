@@ -74,12 +74,13 @@ def _click_rows(label: str, segmenter: Segmenter, image: Image.Image, candidates
 
 
 def run(quick: bool = False) -> list[dict]:
+    from tests.helpers import manager_with
     from tests.tiny_models import build_fastsam
 
     repeat = 5 if quick else 30
     with tempfile.TemporaryDirectory() as folder:
         engine = FastSAMEngine.load(build_fastsam(Path(folder)))
-    segmenter = Segmenter({"fastsam": lambda: engine})
+    segmenter = Segmenter(manager_with(fastsam=engine))
     segmenter.engine("fastsam")
     settings = FastSAMSettings(imgsz=1024)
     image = _photo()

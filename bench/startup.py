@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE_MODULES = ("core.config", "core.images", "core.masks", "core.segment", "core.segmenter", "core.inpaint",
-                "core.blend", "core.relight", "core.light_inpaint", "core.recipe", "core.batch", "core.models",
-                "core.engines.diffusion", "core.engines.iclight", "core.cli")
+CORE_MODULES = ("core.config", "core.images", "core.masks", "core.segment", "core.segmenter", "core.operations.inpaint",
+                "core.blend", "core.light", "core.operations.relight", "core.operations.lit_fill", "core.recipe",
+                "core.batch", "core.catalog", "core.manager", "core.model_files", "core.engines.diffusion",
+                "core.engines.iclight", "core.cli")
 PAGES = ("streamlit_app.py", "pages/1_Segment.py", "pages/2_Mask.py", "pages/3_Inpaint.py",
          "pages/4_Relight.py", "pages/5_Batch.py")
 
@@ -87,12 +88,12 @@ import numpy as np
 from PIL import Image
 from core.config import load_settings
 from core.device import detect_device
-from core.inpaint import InpaintParams, inpaint
-from core.models import load_inpaint_engine
-engine = load_inpaint_engine("sd15", load_settings(), detect_device("cpu"))
+from core.operations.inpaint import InpaintParams, inpaint
+from core.manager import ModelManager
+engine = ModelManager(load_settings(), detect_device("cpu")).load("sd15")
 photo = Image.new("RGB", (512, 512), (90, 120, 150))
 mask = np.zeros((512, 512), bool); mask[128:384, 128:384] = True
-inpaint(photo, mask, InpaintParams(prompt="a bench", steps=4, seed=0), engine)
+inpaint(photo, mask, InpaintParams(prompt="a bench", steps=4, seed=0, padding=32, negative_prompt=""), engine)
 print(json.dumps({{"mb": peak_mb()}}))
 """
     baseline = PEAK + "import json, torch, diffusers\nprint(json.dumps({'mb': peak_mb()}))"

@@ -7,26 +7,30 @@ seed, timings and, for a failure, the reason. A photo that cannot be read or edi
 failed row; the others go on. ``resume`` skips photos the manifest lists as done whose outputs
 are still there. Cancelling stops after the current photo and keeps everything finished.
 
-Models load once per batch (:class:`Services`) and each engine encodes a prompt once, not per
-photo. :func:`process_item` is the whole per-photo step; the Ray runner (``core.batch_ray``) calls
+Models load once per batch (one :class:`core.manager.ModelManager`, or the server's) and each
+engine encodes a prompt once, not per photo. :func:`process_item` is the whole per-photo step; the Ray runner (``core.batch_ray``) calls
 the same function in its workers.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
-from core.recipe import Recipe
+from core.config import apply_offline_mode, load_settings, quiet_library_progress
+from core.errors import StudioError, one_line
+from core.images import encode_image, read_image
+from core.manager import ModelManager
+from core.masks import mask_from_image
+from core.recipe import Recipe, RecipeError, apply_recipe
+from core.segmenter import Segmenter
 
 MANIFEST = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
@@ -37,66 +41,27 @@ CSV_COLUMNS = ("index", "name", "status", "outputs", "seeds", "total_ms", "error
 # --- models for a batch -------------------------------------------------------------------------
 
 
-class Services:
-    """The models a recipe needs, each loaded on first use and kept for the whole batch.
+@dataclass
+class BatchModels:
+    """The models a batch uses: a model manager (the server's, shared with the pages, or one of
+    its own) and the selection service built on it when a recipe selects by text, clicks or box."""
 
-    ``inpaint_engine(name)`` and ``relight_engine()`` are context managers that hold the engine's
-    lock for one call. The app passes ``factories`` returning its process-wide ``(engine, lock)``
-    pairs, so a batch shares the models (and their locks, per call) with people using the pages;
-    the command line and the Ray workers load their own from the settings.
-    """
+    manager: ModelManager
+    segmenter: Segmenter | None = None
 
-    def __init__(self, settings=None, device=None, *, factories: dict[str, Callable[..., Any]] | None = None) -> None:
-        self._settings, self._device = settings, device
-        self._factories = factories or {}
-        self._loaded: dict[Any, tuple[Any, threading.Lock]] = {}
-        self._guard = threading.Lock()
+    @classmethod
+    def own(cls) -> BatchModels:
+        """A manager of this process's own, from the environment's settings (the command line, a
+        Ray worker)."""
+        settings = load_settings()
+        apply_offline_mode(settings)
+        quiet_library_progress()
+        return cls(ModelManager(settings))
 
-    def _context(self):
-        from core.config import apply_offline_mode, load_settings, quiet_library_progress
-        from core.device import detect_device
-
-        if self._settings is None:
-            self._settings = load_settings()
-            apply_offline_mode(self._settings)
-            quiet_library_progress()
-        if self._device is None:
-            self._device = detect_device(self._settings.device)
-        return self._settings, self._device
-
-    def _get(self, key: Any, load: Callable[[], Any], with_lock: bool = True) -> tuple[Any, threading.Lock]:
-        with self._guard:
-            if key not in self._loaded:
-                loaded = load()
-                self._loaded[key] = loaded if not with_lock else (loaded, threading.Lock())
-            return self._loaded[key]
-
-    def segmenter(self):
-        if "segmenter" in self._factories:
-            return self._factories["segmenter"]()
-        from core.models import build_segmenter
-
-        return self._get("segmenter", lambda: build_segmenter(*self._context()), with_lock=False)
-
-    def inpaint_engine(self, name: str) -> contextlib.AbstractContextManager[Any]:
-        if "inpaint" in self._factories:
-            return _held(*self._factories["inpaint"](name))
-        from core.models import load_inpaint_engine
-
-        return _held(*self._get(("inpaint", name), lambda: load_inpaint_engine(name, *self._context())))
-
-    def relight_engine(self) -> contextlib.AbstractContextManager[Any]:
-        if "relight" in self._factories:
-            return _held(*self._factories["relight"]())
-        from core.models import load_relight_engine
-
-        return _held(*self._get("relight", lambda: load_relight_engine(*self._context())))
-
-
-@contextlib.contextmanager
-def _held(engine: Any, lock: threading.Lock) -> Iterator[Any]:
-    with lock:
-        yield engine
+    def segmenter_for(self, recipe: Recipe) -> Segmenter | None:
+        if recipe.needs_segmenter and self.segmenter is None:
+            self.segmenter = Segmenter(self.manager)
+        return self.segmenter
 
 
 # --- one photo ------------------------------------------------------------------------------------
@@ -112,20 +77,14 @@ def process_item(
     item: InputItem,
     index: int,
     output: Path,
-    services: Services,
+    models: BatchModels,
     mask_item: InputItem | None = None,
 ) -> dict[str, Any]:
     """Apply ``recipe`` to one photo and write its outputs into ``output``; its manifest row.
 
-    Never raises for a problem with the photo, its mask or the edit: that becomes a failed row
-    whose ``error`` says what went wrong. (Programming errors still raise.)
+    Never raises: any failure of the photo, its mask, the models or the edit becomes a failed row
+    whose ``error`` says what went wrong, and the batch goes on.
     """
-    from core.engines import ModelLoadError
-    from core.engines.base import InpaintError
-    from core.images import ImageError, encode_image, read_image
-    from core.masks import MaskError, mask_from_image
-    from core.recipe import RecipeError, apply_recipe
-    from core.segment import SegmentError
 
     row: dict[str, Any] = {"index": index, "name": item.name, "stem": item.stem, "status": "failed",
                            "outputs": [], "seeds": [], "timings": {}, "error": "", "notes": []}
@@ -143,7 +102,8 @@ def process_item(
         elif recipe.needs_mask_file:
             raise RecipeError(f"no mask file named {item.source_stem}.* in the masks folder.")
         timings["read"] = (time.perf_counter() - started) * 1000
-        applied = apply_recipe(recipe, photo.rgb, stem=item.stem, services=services, mask_file=mask)
+        applied = apply_recipe(recipe, photo.rgb, stem=item.stem, manager=models.manager,
+                               segmenter=models.segmenter_for(recipe), mask_file=mask)
         for stage, ms in applied.timings.items():
             timings[f"edit.{stage}"] = ms
         stage = time.perf_counter()
@@ -154,16 +114,12 @@ def process_item(
             _write_atomic(output / name, data)
         timings["write"] = (time.perf_counter() - stage) * 1000
         row.update(status="done", outputs=names, seeds=applied.seeds, notes=applied.notes)
-    except (ImageError, MaskError, RecipeError, InpaintError, ModelLoadError, SegmentError, BatchInputError,
-            OSError) as error:
-        row["error"] = _one_line(error)
+    except (StudioError, OSError) as error:
+        row["error"] = one_line(error)
+    except Exception as error:  # noqa: BLE001 (one photo's failure is one failed row; the batch goes on)
+        row["error"] = f"{type(error).__name__}: {one_line(error)}"
     timings["total"] = (time.perf_counter() - started) * 1000
     return row
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -292,7 +248,7 @@ def run(
     output: str | Path,
     *,
     masks: str | Path | None = None,
-    services: Services | None = None,
+    models: BatchModels | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     resume: bool = False,
@@ -306,7 +262,7 @@ def run(
     """
     started = time.perf_counter()
     items, masks_by_stem, output = prepare(inputs, output, masks)
-    services = services or Services()
+    models = models or BatchModels.own()
     manifest = Manifest(output, recipe, items)
     earlier = Manifest.previous(output, recipe) if resume else {}
     resumed = 0
@@ -321,7 +277,8 @@ def run(
             row = {"index": index, "name": item.name, "stem": item.stem, "status": "cancelled", "outputs": [],
                    "seeds": [], "timings": {}, "error": "cancelled before it started", "notes": []}
         else:
-            row = process_item(recipe, item, index, output, services, masks_by_stem.get(item.source_stem))
+            with models.manager.running():  # between photos too: the memory janitor waits
+                row = process_item(recipe, item, index, output, models, masks_by_stem.get(item.source_stem))
         manifest.record(row)
         if on_progress is not None:
             on_progress(BatchProgress(len(manifest.rows), len(items), row))

@@ -15,15 +15,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.errors import UserError
+from core.operations.fields import MAX_VARIANTS
+
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .png .webp .tif .tiff .bmp .gif .heic .heif .avif".split()
 )
 MAX_ENTRIES = 10_000
 MAX_TOTAL_BYTES = 4 * 1024**3  # uncompressed
-MAX_VARIANTS = 8  # core.inpaint.MAX_VARIANTS (not imported: listing inputs needs no image libraries)
 
 
-class BatchInputError(ValueError):
+class BatchInputError(UserError):
     """The input as a whole cannot be used (missing, not a folder or zip, unsafe, too large)."""
 
 

@@ -28,11 +28,11 @@ class ItemWorker:
     """A Ray Data actor: the recipe, the output folder and the models, for many photos."""
 
     def __init__(self, recipe_json: str, output: str) -> None:
-        from core.batch import Services
+        from core.batch import BatchModels
 
         self.recipe = Recipe.from_json(recipe_json)
         self.output = Path(output)
-        self.services = Services()
+        self.models = BatchModels.own()
 
     def __call__(self, batch: dict) -> dict:
         from core.batch import process_item
@@ -43,7 +43,7 @@ class ItemWorker:
             task = json.loads(task)
             item = InputItem.from_dict(task["item"])
             mask = InputItem.from_dict(task["mask"]) if task["mask"] else None
-            row = process_item(self.recipe, item, task["index"], self.output, self.services, mask)
+            row = process_item(self.recipe, item, task["index"], self.output, self.models, mask)
             rows.append(json.dumps(row))
         return {"row": rows}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 Value = TypeVar("Value")
@@ -44,15 +44,3 @@ class LRUCache(Generic[Value]):
             self._values.move_to_end(key)
             while len(self._values) > self.maxsize:
                 self._values.popitem(last=False)
-
-    def get_or_create(self, key: Hashable, create: Callable[[], Value]) -> tuple[Value, bool]:
-        """The cached value, or ``create()`` stored and returned; the flag says whether it was created.
-
-        ``create`` runs outside the cache's lock (callers serialise model calls with their own).
-        """
-        value = self.get(key)
-        if value is not None:
-            return value, False
-        value = create()
-        self.put(key, value)
-        return value, True

@@ -1,28 +1,59 @@
 """The command line: ``python -m core <command>``.
 
-Commands build the same params objects and call the same core functions as the app. Problems with
-the input (a file, a mask, an argument) exit with code 2, a failed generation with 1; either way
-with one clear line on stderr and no traceback.
+Commands build the same params objects and call the same operations as the app; the inpaint
+command's options are InpaintParams' fields, with their defaults and help, and its engines the
+catalog's. Problems with the input (a file, a mask, an argument, a recipe) exit with code 2, a
+missing model or a failed generation with 1; either way with one clear line on stderr and no
+traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from core.config import SettingsError, apply_offline_mode, load_settings, quiet_library_progress
-from core.images import ImageError, read_image
-from core.masks import MaskError, mask_from_image
+from core import catalog as catalogs
+from core import operations
+from core.config import apply_offline_mode, load_settings, quiet_library_progress
+from core.errors import StudioError, UserError
+from core.images import read_image
+from core.manager import ModelManager
+from core.masks import mask_from_image
+from core.operations.inpaint import InpaintParams
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-class BadInput(Exception):
+class BadInput(UserError):
     """An argument or input file that cannot be used (exit code 2)."""
 
 
+def _add_params_options(command: argparse.ArgumentParser, params: type, engines: list[str], titles: str) -> None:
+    """One option per field of ``params``, with its default and help (``--<name>``, or its ``flag``)."""
+    for field in dataclasses.fields(params):
+        info = field.metadata
+        flag = info.get("flag") or "--" + field.name.replace("_", "-")
+        help_text = info.get("help", "")
+        if field.name == "engine":
+            command.add_argument(flag, dest=field.name, default=field.default, metavar="ENGINE",
+                                 help=f"{help_text}, one of {', '.join(engines)} ({titles}; default {field.default})")
+        elif field.type in (bool, "bool"):
+            command.add_argument(flag, dest=field.name, action="store_false" if field.default else "store_true",
+                                 help=f"do not {help_text}" if field.default else help_text)
+        else:
+            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
+            choices = info.get("choices") or None
+            default_text = "" if field.default in (None, "") else f" (default {field.default})"
+            command.add_argument(flag, dest=field.name, type=kind, default=field.default, choices=choices,
+                                 help=help_text + default_text)
+
+
 def _parser() -> argparse.ArgumentParser:
+    catalog = catalogs.current()
+    inpaint_engines = catalog.engine_names(operations.OPERATIONS["inpaint"].engine_kinds)
+    titles = "; ".join(f"{name} = {catalog.title(name)}" for name in inpaint_engines if "+" not in name)
     parser = argparse.ArgumentParser(prog="python -m core", description="Inpaint Studio from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -31,20 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--mask", type=Path, required=True, help="mask image: white = regenerate (or transparency)")
     edit.add_argument("--out", type=Path, required=True,
                       help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
-    edit.add_argument("--prompt", default="", help="what should be in the region")
-    edit.add_argument("--negative", default="", help="what should not")
-    edit.add_argument("--engine", default="sd15", help="sd15, sdxl, telea or navier_stokes (default sd15)")
-    edit.add_argument("--steps", type=int, default=30)
-    edit.add_argument("--guidance", type=float, default=7.5)
-    edit.add_argument("--strength", type=float, default=1.0)
-    edit.add_argument("--seed", type=int, default=None, help="first variant's seed (default: random)")
-    edit.add_argument("--variants", type=int, default=1)
-    edit.add_argument("--scheduler", default=None)
-    edit.add_argument("--padding", type=int, default=32, help="context around the mask, px")
-    edit.add_argument("--mask-blur", type=int, default=8, help="soft edge outside the mask, px")
-    edit.add_argument("--blend", choices=("feather", "poisson"), default="feather")
-    edit.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
-    edit.add_argument("--invert-mask", action="store_true", help="regenerate everything except the mask")
+    _add_params_options(edit, InpaintParams, inpaint_engines, titles)
     edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
 
     batch = commands.add_parser("batch", help="apply a recipe to every photo of a folder or zip")
@@ -66,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     models_commands.add_parser("list", help="every model role: configured id or path, present or not, size, fallback")
     fetch = models_commands.add_parser("download", help="fetch models (run on a machine with internet)")
     fetch.add_argument("roles", nargs="*", metavar="ROLE",
-                       help="roles to fetch (default: the app's main models; `models list` names them all)")
+                       help=f"roles to fetch (default: {', '.join(catalog.main_models())}; all: {', '.join(catalog.models)})")
     fetch.add_argument("--dir", type=Path, default=None,
                        help="put the models here (to copy to another machine) instead of the Hugging Face cache")
     return parser
@@ -81,44 +99,22 @@ def _progress(done: int, total: int) -> None:
 
 
 def inpaint_command(args: argparse.Namespace) -> int:
-    from core.device import detect_device
-    from core.engines import ModelLoadError
-    from core.engines.base import InpaintError
     from core.images import encode_image
-    from core.inpaint import InpaintParams, inpaint
-    from core.models import load_inpaint_engine
 
     output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
     if output_format is None:
         raise BadInput(f"{args.out}: the output must end in .png, .jpg or .webp.")
-    try:
-        photo = read_image(args.image, name=str(args.image))
-        mask_file = read_image(args.mask, name=str(args.mask))
-        mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
-                               name=str(args.mask))
-        params = InpaintParams(
-            prompt=args.prompt, negative_prompt=args.negative, guidance_scale=args.guidance, steps=args.steps,
-            strength=args.strength, seed=args.seed, variants=args.variants, scheduler=args.scheduler,
-            padding=args.padding, mask_blur=args.mask_blur, blend=args.blend, color_match=not args.no_color_match,
-            invert_mask=args.invert_mask, engine=args.engine,
-        )
-    except (ImageError, MaskError, InpaintError) as error:
-        raise BadInput(str(error)) from error
+    photo = read_image(args.image, name=str(args.image))
+    mask_file = read_image(args.mask, name=str(args.mask))
+    mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
+                           name=str(args.mask))
+    catalogs.current().engine(args.engine)  # an unknown engine: one line naming the known ones
+    params = InpaintParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InpaintParams)})
+    edit = operations.Edit("inpaint", params)
     settings = load_settings()
     apply_offline_mode(settings)
     quiet_library_progress()
-    try:
-        engine = load_inpaint_engine(args.engine, settings, detect_device(settings.device))
-    except KeyError as error:
-        raise BadInput(f"Unknown engine {args.engine!r}: use sd15, sdxl, telea or navier_stokes.") from error
-    except ModelLoadError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        result = inpaint(photo.rgb, mask, params, engine, progress=_progress)
-    except InpaintError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    result = operations.run(edit, photo.rgb, mask, ModelManager(settings), progress=_progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
@@ -132,13 +128,9 @@ def inpaint_command(args: argparse.Namespace) -> int:
 
 def batch_command(args: argparse.Namespace) -> int:
     from core.batch import BatchProgress, run
-    from core.batch_inputs import BatchInputError
-    from core.recipe import Recipe, RecipeError
+    from core.recipe import Recipe
 
-    try:
-        recipe = Recipe.load(args.recipe)
-    except RecipeError as error:
-        raise BadInput(str(error)) from error
+    recipe = Recipe.load(args.recipe)
     if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
         raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
     if args.workers < 1 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
@@ -159,8 +151,6 @@ def batch_command(args: argparse.Namespace) -> int:
                               cpus_per_worker=args.cpus_per_worker, on_progress=report)
         else:
             summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report)
-    except BatchInputError as error:
-        raise BadInput(str(error)) from error
     except ImportError as error:
         raise BadInput(f"--engine ray needs Ray: pip install -r requirements-distributed.txt ({error}).") from error
     print(summary.describe())
@@ -168,47 +158,40 @@ def batch_command(args: argparse.Namespace) -> int:
 
 
 def models_command(args: argparse.Namespace) -> int:
-    from core.model_files import (
-        DEFAULT_ROLES,
-        DownloadError,
-        check_online,
-        download,
-        human_size,
-        local_models,
-        setting_line,
-    )
-    from core.models import ROLES
+    from core.model_files import check_online, download, human_size, local_models, setting_line
 
     settings = load_settings()
+    catalog = catalogs.current(settings)
     if args.models_command == "list":
+        found = local_models(settings, catalog)
         rows = [(m.role.name, m.status.configured, "present" if m.status.available else "missing",
-                 human_size(m.size) if m.status.available else "", "" if m.status.available else m.role.fallback)
-                for m in local_models(settings)]
-        header = ("role", "configured", "here", "size", "fallback in use")
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
+                 human_size(m.size) if m.status.available else "", m.role.licence,
+                 "" if m.status.available else m.role.fallback) for m in found]
+        header = ("role", "configured", "here", "size", "licence", "fallback in use")
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(5)]
         for row in [header, *rows]:
-            print("  ".join(str(value).ljust(width) for value, width in zip(row, widths)) + "  " + row[4])
-        missing = [m.role.name for m in local_models(settings) if not m.status.available]
+            print("  ".join(str(value).ljust(width) for value, width in zip(row, widths)) + "  " + row[5])
+        print("\nEngines: " + "; ".join(f"{name} ({entry.title}, {entry.kind}"
+                                         + (f", needs {', '.join(entry.roles)}" if entry.roles else "") + ")"
+                                         for name, entry in catalog.engines.items()))
+        missing = [m.role.name for m in found if not m.status.available]
         if missing:
             print(f"\nFetch them on a machine with internet: python -m core models download {' '.join(missing)}")
         return EXIT_OK
-    unknown = [role for role in args.roles if role not in ROLES]
-    if unknown:
-        raise BadInput(f"Unknown model role(s) {', '.join(unknown)}: use {', '.join(ROLES)}.")
-    try:
-        check_online(settings)
-    except DownloadError as error:
-        raise BadInput(str(error)) from error
+    for role in args.roles:
+        catalog.model(role)  # UnknownName lists the roles
+    check_online(settings)
     lines, failed = [], []
-    for role in args.roles or DEFAULT_ROLES:
+    for role in args.roles or catalog.main_models():
         try:
-            path = download(role, settings, args.dir, log=lambda text: print(text, file=sys.stderr, flush=True))
+            path = download(role, settings, args.dir, log=lambda text: print(text, file=sys.stderr, flush=True),
+                            catalog=catalog)
         except Exception as error:  # noqa: BLE001 (the hub, the network and the disk raise many types)
             print(f"error: {role}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                   file=sys.stderr)
             failed.append(role)
             continue
-        lines.append(setting_line(role, path))
+        lines.append(setting_line(catalog.model(role), path))
     if lines:
         print("# Point the app at the models (environment or .streamlit/secrets.toml):")
         print("\n".join(lines))
@@ -219,13 +202,20 @@ COMMANDS = {"inpaint": inpaint_command, "batch": batch_command, "models": models
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    try:
+        parser = _parser()
+    except UserError as error:  # a setting (the catalog's modules) that cannot be used
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (BadInput, SettingsError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
         return EXIT_FAILED

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import UserError
+
 PREFIX = "INPAINT_STUDIO_"
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
@@ -32,7 +34,7 @@ OFFLINE_ENV = {
 AUTH_MODES = ("none", "password", "oidc")
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """A setting with a value that cannot be used; the message names the variable."""
 
 
@@ -53,7 +55,9 @@ class Settings:
     auth_provider: str | None = None  # the [auth.<name>] provider st.login uses, when there are several
     allowed_users: tuple[str, ...] = ()  # OIDC: e-mail addresses or "@domain" allowed in; () = anyone
     memory_check: bool = True  # leave out diffusion engines whose model does not fit in memory
-    download_on_start: tuple[str, ...] = ()  # roles to fetch in the background when the server starts
+    # Roles to fetch in the background when the server starts; ("main",) = the catalog's main models.
+    download_on_start: tuple[str, ...] = ()
+    catalog_modules: tuple[str, ...] = ()  # importable modules whose entries extend the catalog
     memory_trim_seconds: float = 60.0  # how often an idle server hands freed memory back; 0 = never
 
     def model(self, role: str, default: str) -> str:
@@ -135,6 +139,7 @@ def load_settings(
         memory_check=bool(_parse_bool(PREFIX + "MEMORY_CHECK", get("MEMORY_CHECK") or "1")),
         download_on_start=_roles_to_fetch(get("DOWNLOAD_ON_START") or ""),
         memory_trim_seconds=_seconds(PREFIX + "MEMORY_TRIM_SECONDS", get("MEMORY_TRIM_SECONDS") or "60"),
+        catalog_modules=_names(get("CATALOG_MODULES") or ""),
     )
 
 
@@ -148,22 +153,22 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
-def _roles_to_fetch(value: str) -> tuple[str, ...]:
-    """``INPAINT_STUDIO_DOWNLOAD_ON_START``: empty/0 = nothing, 1 = the main models, or role names."""
-    from core.models import ROLES
+MAIN_MODELS = "main"  # DOWNLOAD_ON_START=1: the catalog's main models
 
+
+def _roles_to_fetch(value: str) -> tuple[str, ...]:
+    """``INPAINT_STUDIO_DOWNLOAD_ON_START``: empty/0 = nothing, 1 = the main models, or role names
+    (checked against the catalog where the fetch starts)."""
     lowered = value.strip().lower()
     if lowered in ("", "0", "false", "no", "off"):
         return ()
     if lowered in ("1", "true", "yes", "on"):
-        from core.model_files import DEFAULT_ROLES
+        return (MAIN_MODELS,)
+    return _names(lowered)
 
-        return DEFAULT_ROLES
-    roles = tuple(item.strip() for item in lowered.split(",") if item.strip())
-    unknown = [role for role in roles if role not in ROLES]
-    if unknown:
-        raise SettingsError(f"{PREFIX}DOWNLOAD_ON_START: unknown role(s) {', '.join(unknown)}; use 1 or role names.")
-    return roles
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from core.errors import UserError
+
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest photo accepted by default (width × height); a 50 MP photo is about 8200×6100."""
 
@@ -69,7 +71,7 @@ _ENCODINGS = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """A file that cannot be used as a photo; the message says what is wrong and what to do."""
 
 

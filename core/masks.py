@@ -18,10 +18,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from core.errors import UserError
+
 Box = tuple[int, int, int, int]
 
 
-class MaskError(ValueError):
+class MaskError(UserError):
     """A mask that cannot be used as given; the message says why and what to do."""
 
 
@@ -157,7 +159,7 @@ def _expand(box: Box, margin: int, shape: tuple[int, int]) -> Box:
     return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
 
 
-def _distance(region: np.ndarray) -> np.ndarray:
+def distance_inside(region: np.ndarray) -> np.ndarray:
     """Euclidean distance of every True pixel to the nearest False pixel (image edges don't count)."""
     return cv2.distanceTransform(region.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
@@ -173,7 +175,7 @@ def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     x0, y0, x1, y1 = _expand(box, pixels + 1, mask.shape)
     out = mask.copy()
     region = mask[y0:y1, x0:x1]
-    out[y0:y1, x0:x1] = _distance(~region) <= pixels
+    out[y0:y1, x0:x1] = distance_inside(~region) <= pixels
     return out
 
 
@@ -187,7 +189,7 @@ def shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
         return mask.copy()
     x0, y0, x1, y1 = _expand(box, 1, mask.shape)
     out = np.zeros_like(mask)
-    out[y0:y1, x0:x1] = _distance(mask[y0:y1, x0:x1]) > pixels
+    out[y0:y1, x0:x1] = distance_inside(mask[y0:y1, x0:x1]) > pixels
     return out
 
 
@@ -209,8 +211,8 @@ def feather(mask: np.ndarray, inner: float = 0.0, outer: float = 0.0) -> np.ndar
     x0, y0, x1, y1 = _expand(box, int(np.ceil(outer)) + 1, mask.shape)
     region = mask[y0:y1, x0:x1]
     # Signed distance from the edge, positive inside; pixel centres sit half a pixel off it.
-    outside = _distance(~region)
-    signed = np.where(region, _distance(region) - 0.5, 0.5 - outside)
+    outside = distance_inside(~region)
+    signed = np.where(region, distance_inside(region) - 0.5, 0.5 - outside)
     ramp = np.clip((signed + outer) / (inner + outer), 0.0, 1.0)
     ramp[outside > outer] = 0.0  # exactly grow(mask, outer), not half a pixel more
     alpha[y0:y1, x0:x1] = ramp * ramp * (3.0 - 2.0 * ramp)

@@ -1,33 +1,114 @@
-"""The models on disk: what each role has locally, and fetching the defaults on a machine with internet.
+"""The models on disk: where each role's model is, how large, and fetching it on a machine with internet.
 
 ``python -m core models list`` and ``python -m core models download`` are built on this module.
-Downloads take only the files the app loads: safetensors weights (the fp16 variant of the
-diffusion pipelines, which every device can load: the CPU upcasts it), configs and tokenizers;
-never ``.bin``/``.ckpt`` duplicates, EMA or ONNX/Flax exports. Hub models go through
-``huggingface_hub`` (into its cache, or into ``--dir``), FastSAM checkpoints through ultralytics'
-own asset downloader.
+Downloads take only the files the app loads (the catalog entry's ``download`` kind): safetensors
+weights (the fp16 variant of the diffusion pipelines, which every device can load: the CPU
+upcasts it), configs and tokenizers; never ``.bin``/``.ckpt`` duplicates, EMA or ONNX/Flax
+exports. Hub models go through ``huggingface_hub`` (into its cache, or into ``--dir``), FastSAM
+checkpoints through ultralytics' own asset downloader.
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import Settings, hub_reachable
-from core.models import ROLES, ModelRole, ModelStatus, locate
-
-# The roles fetched when none is named: what the app's pages use (the few-step LoRAs and FastSAM-x
-# are extras, fetched by name).
-DEFAULT_ROLES = ("fastsam", "clip", "sam", "sd15_inpaint", "sdxl_inpaint", "iclight", "iclight_base")
+from core import catalog as catalogs
+from core.catalog import Catalog, ModelEntry
+from core.config import MAIN_MODELS, Settings, SettingsError, hub_reachable
+from core.errors import ModelUnavailable, UserError
 
 PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.fp16.safetensors"]
 PIPELINE_CONFIGS = PIPELINE_FILES[:4]
-TRANSFORMERS_FILES = ["*.json", "*.txt", "model.safetensors"]
-LORA_FILES = ["pytorch_lora_weights.safetensors"]
+PATTERNS: dict[str, list[str] | None] = {
+    "pipeline": PIPELINE_FILES,
+    "transformers": ["*.json", "*.txt", "model.safetensors"],
+    "lora": ["pytorch_lora_weights.safetensors"],
+    "file": None,
+    "ultralytics": None,
+}
 
 
-class DownloadError(RuntimeError):
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where a role's model was looked for and whether it was found."""
+
+    role: ModelEntry
+    configured: str
+    path: Path | None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+    @property
+    def summary(self) -> str:
+        if self.available:
+            return f"{self.role.title}: available ({self.path})"
+        return (
+            f"{self.role.title}: missing ({self.configured}); fallback: {self.role.fallback}. "
+            f"Set {self.role.setting} to a local copy."
+        )
+
+    def require(self) -> Path:
+        """The model's path; ModelUnavailable saying how to provide it when it is not here."""
+        if self.path is None:
+            raise ModelUnavailable(
+                f"{self.role.title} ({self.configured}) is not on this machine. Download it on a machine with "
+                f"internet (python -m core models download {self.role.name}) and set {self.role.setting} to its "
+                "local path."
+            )
+        return self.path
+
+
+def _hub_cache_path(repo_id: str, probe: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, probe)
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def locate(role_name: str, settings: Settings, catalog: Catalog | None = None) -> ModelStatus:
+    """Find ``role_name``'s model: a configured local path, the models folder, then the hub cache."""
+    role = (catalog or catalogs.current(settings)).model(role_name)
+    configured = settings.model(role.name, role.default)
+    candidate = Path(configured).expanduser()
+    if candidate.exists():
+        return ModelStatus(role, configured, candidate)
+    in_models_dir = settings.models_dir / (candidate.name if role.kind == "file" else configured)
+    if in_models_dir.exists():
+        return ModelStatus(role, configured, in_models_dir)
+    if role.kind == "repo" and "/" in configured and not candidate.is_absolute():
+        return ModelStatus(role, configured, _hub_cache_path(configured, role.probe))
+    if role.kind == "file" and role.repo and configured == role.default:
+        folder = _hub_cache_path(role.repo, role.default)
+        return ModelStatus(role, configured, folder / role.default if folder else None)
+    return ModelStatus(role, configured, None)
+
+
+def model_statuses(settings: Settings, catalog: Catalog | None = None) -> list[ModelStatus]:
+    """Every role's status, in the catalog's order."""
+    catalog = catalog or catalogs.current(settings)
+    return [locate(name, settings, catalog) for name in catalog.models]
+
+
+def roles_to_fetch(names: tuple[str, ...], catalog: Catalog) -> tuple[str, ...]:
+    """``INPAINT_STUDIO_DOWNLOAD_ON_START``'s roles: the main models for "main", else the names,
+    each checked against the catalog (SettingsError naming the unknown ones)."""
+    if names == (MAIN_MODELS,):
+        return catalog.main_models()
+    unknown = [name for name in names if name not in catalog.models]
+    if unknown:
+        raise SettingsError(f"INPAINT_STUDIO_DOWNLOAD_ON_START: unknown role(s) {', '.join(unknown)}; use 1 or "
+                            f"role names ({', '.join(catalog.models)}).")
+    return names
+
+
+class DownloadError(UserError):
     """A download that cannot start or finish; the message says what to do."""
 
 
@@ -39,7 +120,7 @@ class LocalModel:
     size: int
 
     @property
-    def role(self) -> ModelRole:
+    def role(self) -> ModelEntry:
         return self.status.role
 
 
@@ -52,9 +133,9 @@ def disk_size(path: Path | None) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
-def local_models(settings: Settings) -> list[LocalModel]:
+def local_models(settings: Settings, catalog: Catalog | None = None) -> list[LocalModel]:
     """Every role, where its model was found and how large it is."""
-    return [LocalModel(status, disk_size(status.path)) for status in (locate(name, settings) for name in ROLES)]
+    return [LocalModel(status, disk_size(status.path)) for status in model_statuses(settings, catalog)]
 
 
 def human_size(size: int) -> str:
@@ -65,15 +146,9 @@ def human_size(size: int) -> str:
     return f"{size:.1f} GB"
 
 
-def patterns(role: ModelRole) -> list[str] | None:
+def patterns(role: ModelEntry) -> list[str] | None:
     """The files of ``role``'s hub repository the app needs (None: a single file, or FastSAM)."""
-    if role.kind == "file":
-        return None
-    if role.probe == "model_index.json":
-        return PIPELINE_FILES
-    if role.name.endswith(("_lora_sd15", "_lora_sdxl")):
-        return LORA_FILES
-    return TRANSFORMERS_FILES
+    return PATTERNS[role.download]
 
 
 def check_online(settings: Settings) -> None:
@@ -92,15 +167,15 @@ def check_online(settings: Settings) -> None:
 
 
 def download(role_name: str, settings: Settings, folder: Path | None = None,
-             log: Callable[[str], None] = print) -> Path:
+             log: Callable[[str], None] = print, catalog: Catalog | None = None) -> Path:
     """Fetch ``role_name``'s default model; its local path. Into ``folder`` when given (each hub
     repository in a subfolder named after it), else the Hugging Face cache (FastSAM: the models folder)."""
-    role = ROLES[role_name]
+    role = (catalog or catalogs.current(settings)).model(role_name)
     configured = settings.model(role.name, role.default)
     if configured != role.default and Path(configured).expanduser().exists():
         log(f"{role.name}: configured to a local copy ({configured}), nothing to fetch")
         return Path(configured).expanduser()
-    if role.name.startswith("fastsam"):
+    if role.download == "ultralytics":
         return _download_fastsam(role, folder or settings.models_dir, log)
     from huggingface_hub import hf_hub_download, snapshot_download
 
@@ -132,7 +207,7 @@ def pipeline_patterns(files: list[str]) -> list[str]:
     return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model.bin", "*/pytorch_model.bin"]
 
 
-def _download_fastsam(role: ModelRole, folder: Path, log: Callable[[str], None]) -> Path:
+def _download_fastsam(role: ModelEntry, folder: Path, log: Callable[[str], None]) -> Path:
     from ultralytics.utils.downloads import attempt_download_asset
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,8 +219,8 @@ def _download_fastsam(role: ModelRole, folder: Path, log: Callable[[str], None])
     return path
 
 
-def setting_line(role_name: str, path: Path) -> str:
-    return f"{ROLES[role_name].setting}={path}"
+def setting_line(role: ModelEntry, path: Path) -> str:
+    return f"{role.setting}={path}"
 
 
 class BackgroundFetch:
@@ -154,8 +229,6 @@ class BackgroundFetch:
     "fetching", "done", "present" or "failed: <reason>"."""
 
     def __init__(self, roles: tuple[str, ...], settings: Settings, fetch: Callable[..., Path] | None = None) -> None:
-        import threading
-
         self.roles, self.settings = roles, settings
         self._fetch = fetch or download
         self.state: dict[str, str] = {role: "waiting" for role in roles}

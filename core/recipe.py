@@ -17,10 +17,11 @@ JSON layout (``version`` 2)::
      "action": {"type": "inpaint", "params": {…InpaintParams…}},
      "seed": {"policy": "per_image", "seed": 42}}
 
-``action.type`` "relight" adds ``"light": {…LightParams…}`` and ``"method"`` ("iclight" or
-"shading"); "lit_fill" adds ``"light"`` and ``"start"`` ("current" or "removal"). Version 1
-files (a single edit's settings, as downloaded before recipes) are read with each photo's own
-mask file as the selection.
+``action`` is an edit of :mod:`core.operations` (``type`` names the operation in its registry):
+"relight" and "shade" add ``"light": {…LightParams…}``; "lit_fill" adds ``"light"`` and ``"start"``
+("current" or "removal"). Files that wrote the weight-free relight as ``"relight"`` with
+``"method": "shading"`` read as "shade". Version 1 files (a single edit's settings, as downloaded
+before recipes) are read with each photo's own mask file as the selection.
 """
 from __future__ import annotations
 
@@ -36,11 +37,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core import masks
-from core.engines import REMOVAL_ENGINES
-from core.engines.base import InpaintError
-from core.inpaint import MAX_SEED, MAX_VARIANTS, InpaintParams
-from core.relight import LightParams, RelightParams
+from core import masks, operations
+from core.errors import UserError
+from core.light import LightParams
+from core.operations import OPERATIONS, Edit
+from core.operations.fields import MAX_SEED, MAX_VARIANTS
+from core.operations.inpaint import InpaintParams
+from core.operations.relight import RelightParams
+from core.segment import SegmentError, SegmentPrompt
 
 RECIPE_VERSION = 2
 SELECTION_KINDS = {
@@ -52,11 +56,10 @@ SELECTION_KINDS = {
     "whole": "the whole photo",
 }
 MASK_OPS = ("grow", "shrink", "invert", "fill_holes", "remove_islands", "feather")
-ACTIONS = ("inpaint", "remove", "relight", "lit_fill")
 SEED_POLICIES = ("fixed", "per_image")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe that cannot be read or applied; the message says where and what to change."""
 
 
@@ -147,43 +150,29 @@ class MaskOp:
         return {"op": self.op, **{name: getattr(self, name) for name in keep}}
 
 
-@dataclass(frozen=True)
-class Action:
-    """What to do to the region. ``params`` is InpaintParams (inpaint, remove, lit_fill) or
-    RelightParams (relight); ``light`` is set for relight and lit_fill."""
+def action_to_dict(edit: Edit) -> dict[str, Any]:
+    """An edit as the recipe's ``action`` object."""
+    data: dict[str, Any] = {"type": edit.operation, "params": asdict(edit.params)}
+    if edit.light is not None:
+        data["light"] = edit.light.to_dict()
+    if edit.operation == "lit_fill":
+        data["start"] = edit.start
+    return data
 
-    type: str
-    params: Any
-    light: LightParams | None = None
-    method: str = "iclight"  # relight: "iclight" or "shading"
-    start: str = "current"  # lit_fill: "current" or "removal"
 
-    def __post_init__(self) -> None:
-        if self.type not in ACTIONS:
-            raise RecipeError(f"action.type: unknown {self.type!r}; use one of {', '.join(ACTIONS)}.")
-        expected = RelightParams if self.type == "relight" else InpaintParams
-        if not isinstance(self.params, expected):
-            raise RecipeError(f"action.params: {self.type} takes {expected.__name__}.")
-        if self.type in ("relight", "lit_fill") and self.light is None:
-            raise RecipeError(f"action.light: {self.type} needs the light (azimuth, elevation, …).")
-        if self.type == "relight" and self.method not in ("iclight", "shading"):
-            raise RecipeError(f"action.method: use \"iclight\" or \"shading\" (got {self.method!r}).")
-        if self.type == "lit_fill" and self.start not in ("current", "removal"):
-            raise RecipeError(f"action.start: use \"current\" or \"removal\" (got {self.start!r}).")
-        if self.type == "lit_fill" and self.params.strength >= 1:
-            raise RecipeError("action.params.strength: filling with light needs a strength below 1.")
-        if self.type == "remove" and self.params.engine not in REMOVAL_ENGINES:
-            raise RecipeError(f"action.params.engine: remove uses {' or '.join(REMOVAL_ENGINES)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type, "params": asdict(self.params)}
-        if self.light is not None:
-            data["light"] = self.light.to_dict()
-        if self.type == "relight":
-            data["method"] = self.method
-        if self.type == "lit_fill":
-            data["start"] = self.start
-        return data
+def Action(type: str, params: Any, light: LightParams | None = None, method: str = "iclight",  # noqa: N802
+           start: str = "current") -> Edit:
+    """The edit a recipe's action describes, as version 2 files wrote it (``method`` "shading"
+    of "relight" is the "shade" operation); RecipeError naming the field otherwise."""
+    if type == "relight" and method not in ("iclight", "shading"):
+        raise RecipeError(f"action.method: use \"iclight\" or \"shading\" (got {method!r}).")
+    operation = "shade" if type == "relight" and method == "shading" else type
+    try:
+        return Edit(operation, params, light=light, start=start)
+    except RecipeError:
+        raise
+    except UserError as error:
+        raise RecipeError(str(error)) from error
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ class SeedPolicy:
 @dataclass(frozen=True)
 class Recipe:
     selection: Selection
-    action: Action
+    action: Edit
     mask_ops: tuple[MaskOp, ...] = ()
     seed: SeedPolicy = field(default_factory=SeedPolicy)
     name: str = ""
@@ -226,7 +215,7 @@ class Recipe:
             "name": self.name,
             "selection": self.selection.to_dict(),
             "mask_ops": [op.to_dict() for op in self.mask_ops],
-            "action": self.action.to_dict(),
+            "action": action_to_dict(self.action),
             "seed": asdict(self.seed),
         }
 
@@ -281,15 +270,11 @@ class Recipe:
 
     def describe(self) -> str:
         """One line (Markdown) saying what the recipe does, for people."""
-        action = self.action
-        what = {"inpaint": f"inpaint “{action.params.prompt}” ({action.params.engine})",
-                "remove": f"remove ({action.params.engine})", "lit_fill": f"fill with light ({action.params.engine})",
-                "relight": f"relight ({action.method})"}[action.type]
         seeds = (f"seed {self.seed.seed}" if self.seed.policy == "fixed"
                  else f"a seed per photo from its name (base {self.seed.seed})")
         ops = ", ".join(op.op.replace("_", " ") for op in self.mask_ops)
         return (f"**{self.name or 'Unnamed recipe'}**: select {SELECTION_KINDS[self.selection.kind]}"
-                + (f", then {ops}" if ops else "") + f"; {what}; {seeds}.")
+                + (f", then {ops}" if ops else "") + f"; {self.action.describe()}; {seeds}.")
 
     @property
     def needs_mask_file(self) -> bool:
@@ -321,23 +306,22 @@ def _build(cls: type, data: Any, where: str):
         return cls(**data)
     except RecipeError:
         raise
-    except (InpaintError, TypeError, ValueError) as error:
+    except (TypeError, ValueError) as error:
         raise RecipeError(f"{where}: {error}") from error
 
 
-def _action(data: Any) -> Action:
+def _action(data: Any) -> Edit:
     if not isinstance(data, dict):
         raise RecipeError("action: an object ({…}) is expected.")
     _known(data, {"type", "params", "light", "method", "start"}, "action")
     kind = data.get("type")
-    params_class = RelightParams if kind == "relight" else InpaintParams
+    if kind not in OPERATIONS and kind != "relight":
+        raise RecipeError(f"action.type: unknown {kind!r}; use one of {', '.join(OPERATIONS)}.")
+    params_class = OPERATIONS["shade" if kind == "relight" else kind].params
     params = _build(params_class, data.get("params", {}), "action.params")
     light = _build(LightParams, data["light"], "action.light") if data.get("light") is not None else None
     extra = {key: data[key] for key in ("method", "start") if key in data}
-    try:
-        return Action(type=kind, params=params, light=light, **extra)
-    except InpaintError as error:
-        raise RecipeError(f"action: {error}") from error
+    return Action(kind, params, light=light, **extra)
 
 
 def _from_version_1(data: dict) -> Recipe:
@@ -350,32 +334,36 @@ def _from_version_1(data: dict) -> Recipe:
         light = _build(LightParams, data["light"], "light")
         action = Action("lit_fill", action_params, light=light, start=data.get("start", "current"))
     else:
-        action = Action("remove" if action_params.engine in REMOVAL_ENGINES else "inpaint", action_params)
+        action = Action("remove" if _is_removal(action_params.engine) else "inpaint", action_params)
     return Recipe(Selection(kind="mask_file"), action, seed=SeedPolicy("fixed", action_params.seed or 0))
 
 
 # --- from an interactive edit ------------------------------------------------------------------------
 
 
+def _is_removal(engine: str) -> bool:
+    from core import catalog
+
+    return engine in catalog.current().engine_names(("removal",))
+
+
 def recipe_from_result(result: Any, index: int, selection: Selection, mask_ops: tuple[MaskOp, ...] = (),
                        name: str = "") -> Recipe:
     """The recipe that replays variant ``index`` of an Inpaint or Relight page result.
 
-    ``result`` is a ``core.inpaint.InpaintResult`` (inpaint, remove, or fill with light when it
-    carries a light) or a ``core.relight.RelightResult`` (IC-Light or shading). The seed policy is
-    fixed at the variant's seed, with one variant.
+    ``result`` is an inpaint result (inpaint, remove, or fill with light when it carries a light)
+    or a relight result (IC-Light or shading). The seed policy is fixed at the variant's seed,
+    with one variant.
     """
     seed = SeedPolicy("fixed", int(result.seeds[index]))
     params = replace(result.params, seed=seed.seed, variants=1)
     if isinstance(params, RelightParams):
-        action = Action("relight", params, light=result.light, method="shading" if result.engine == "shading" else "iclight")
+        action = Edit("shade" if result.engine == "shading" else "relight", params, light=result.light)
     elif "light" in getattr(result, "extra", {}):
-        action = Action("lit_fill", params, light=LightParams.from_dict(result.extra["light"]),
-                        start=result.extra.get("start", "current"))
-    elif params.engine in REMOVAL_ENGINES:
-        action = Action("remove", params)
+        action = Edit("lit_fill", params, light=LightParams.from_dict(result.extra["light"]),
+                      start=result.extra.get("start", "current"))
     else:
-        action = Action("inpaint", params)
+        action = Edit("remove" if _is_removal(params.engine) else "inpaint", params)
     return Recipe(selection, action, tuple(mask_ops), seed, name)
 
 
@@ -405,8 +393,6 @@ def select_region(
     ``core.segmenter.Segmenter`` (kinds "text", "points", "box"). Raises RecipeError when nothing
     is selected or what the selection needs is missing.
     """
-    from core.segment import SegmentError, SegmentPrompt
-
     selection, (width, height) = recipe.selection, image.size
     notes: list[str] = []
     if selection.kind == "whole":
@@ -480,7 +466,8 @@ def apply_recipe(
     image: Image.Image,
     *,
     stem: str,
-    services: Any,
+    manager: Any,
+    segmenter: Any = None,
     mask_file: np.ndarray | None = None,
     image_id: str = "",
     progress: Callable[[int, int], None] | None = None,
@@ -488,38 +475,19 @@ def apply_recipe(
 ) -> Applied:
     """Apply ``recipe`` to ``image`` (RGB, full size), the photo named ``stem``.
 
-    ``services`` provides the models (see ``core.batch.Services``): ``segmenter()``,
-    ``inpaint_engine(name)`` and ``relight_engine()``, the last two context managers holding the
-    engine's lock for the call. Raises RecipeError / InpaintError / ModelLoadError with a message
-    for a person.
+    ``manager`` (a ``core.manager.ModelManager``) holds the models; ``segmenter`` (a
+    ``core.segmenter.Segmenter``) answers text, click and box selections. Raises the errors of
+    ``core.errors`` with a message for a person.
     """
-    from core.inpaint import inpaint
-    from core.light_inpaint import light_aware_inpaint
-    from core.relight import relight, relight_by_shading
+    import time
 
     if image.mode != "RGB":
         raise RecipeError(f"The photo must be RGB (got {image.mode}).")
-    import time
-
     started = time.perf_counter()
-    segmenter = services.segmenter() if recipe.needs_segmenter else None
     mask, notes = select_region(recipe, image, mask_file=mask_file, segmenter=segmenter, image_id=image_id)
     select_ms = (time.perf_counter() - started) * 1000
-    params = _action_params(recipe, recipe.seed.seed_for(stem))
-    action = recipe.action
-    if action.type == "relight" and action.method == "shading":
-        result = relight_by_shading(np.asarray(image), mask, action.light)
-    elif action.type == "relight":
-        with services.relight_engine() as engine:
-            result = relight(np.asarray(image), mask, action.light, params, engine, progress=progress,
-                             should_cancel=should_cancel)
-    elif action.type == "lit_fill":
-        with services.inpaint_engine(params.engine) as engine:
-            result = light_aware_inpaint(image, mask, action.light, params, engine, start=action.start,
-                                         progress=progress, should_cancel=should_cancel)
-    else:
-        with services.inpaint_engine(params.engine) as engine:
-            result = inpaint(image, mask, params, engine, progress=progress, should_cancel=should_cancel)
+    edit = replace(recipe.action, params=_action_params(recipe, recipe.seed.seed_for(stem)))
+    result = operations.run(edit, image, mask, manager, progress=progress, should_cancel=should_cancel)
     metadata = [{**result.metadata(i), "recipe": recipe.name or None} for i in range(len(result.images))]
     return Applied(list(result.images), list(result.seeds), mask, metadata, notes + list(result.notes),
                    {"select": select_ms, **result.timings})

@@ -19,13 +19,16 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from PIL import Image
+
+from core.errors import UserError
 from core.masks import Box, bounding_box
 
 Backend = Literal["fastsam", "sam", "grabcut"]
 BACKENDS: tuple[Backend, ...] = ("fastsam", "sam", "grabcut")
 
 
-class SegmentError(ValueError):
+class SegmentError(UserError):
     """A prompt that cannot be answered as given; the message says why and what to do."""
 
 
@@ -308,21 +311,6 @@ def exclude_points(
     return mask, stuck
 
 
-def select_points(
-    candidates: CandidateSet, positive: Sequence[tuple[int, int]], negative: Sequence[tuple[int, int]], step: int = 0
-) -> tuple[np.ndarray, list[int], int, str]:
-    """Positive points select (see :func:`select_positive`), negative points then exclude (see
-    :func:`exclude_points`, protecting every candidate that contains a positive point).
-
-    Returns the work-resolution mask, the chosen candidate indices, the number of step levels and
-    a message for the person (empty when all went well).
-    """
-    mask, chosen, levels, missed = select_positive(candidates, positive, step)
-    protected = {int(i) for x, y in positive for i in candidates.containing(x, y)}
-    mask, stuck = exclude_points(candidates, mask, negative, protected)
-    return mask, chosen, levels, points_message(missed, len(positive), stuck)
-
-
 def points_message(missed: int, clicks: int, stuck: int) -> str:
     messages = []
     if missed:
@@ -387,3 +375,29 @@ class _Timer:
 
     def __exit__(self, *exc) -> None:
         self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter() - self.start) * 1000
+
+
+@dataclass(frozen=True)
+class FastSAMSettings:
+    """The "everything" pass's settings (FastSAM's own defaults).
+
+    ``model``: which checkpoint (its engine in the catalog). ``imgsz``: the long side the photo is scaled to for the model (and the work resolution of the
+    candidates). ``conf``/``iou``: detection confidence and NMS thresholds. ``retina_masks``:
+    masks computed at the work resolution rather than the model's coarser output.
+    """
+
+    model: str = "fastsam"  # the model role: "fastsam" (FastSAM-s) or "fastsam_x"
+    imgsz: int = 1024
+    conf: float = 0.4
+    iou: float = 0.9
+    retina_masks: bool = True
+    max_det: int = 300
+
+
+def work_copy(image: Image.Image, long_side: int) -> Image.Image:
+    """``image`` scaled down so its long side is at most ``long_side`` (never scaled up)."""
+    scale = long_side / max(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.BILINEAR, reducing_gap=2.0)

@@ -1,25 +1,25 @@
 """The selection service: answers :class:`SegmentPrompt`s for photos, running each model at most
 once per photo.
 
-Engines are loaded on first use; per-photo results (FastSAM candidates, CLIP embeddings of the
-candidates, SAM image embeddings) live in bounded LRU caches keyed by the photo's content hash and
-the settings that produced them, shared by every session of the server. One lock per model
-serialises calls into it (a model keeps state between calls and is not thread-safe).
+The models come from the model manager (loaded on first use, one lock per model held around every
+call); per-photo results (FastSAM candidates, CLIP embeddings of the candidates, SAM image
+embeddings) live here, in bounded LRU caches keyed by the photo's content hash and the settings
+that produced them, shared by every session of the server.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from core.cache import LRUCache
-from core.engines import ModelLoadError
-from core.engines.fastsam import FastSAMSettings, work_copy
+from core.engines.grabcut import grabcut_select
+from core.errors import ModelUnavailable
 from core.segment import (
     CandidateSet,
+    FastSAMSettings,
     SegmentError,
     SegmentPrompt,
     SegmentResult,
@@ -29,6 +29,7 @@ from core.segment import (
     select_positive,
     timed,
     top_k_by_text,
+    work_copy,
 )
 
 # CLIP ViT-B/32 cosine similarity below which a text "matches nothing well" (good matches of a
@@ -37,15 +38,12 @@ WEAK_TEXT_MATCH = 0.22
 
 
 class Segmenter:
-    """Loads engines lazily through ``loaders`` (role → callable returning the engine or raising
-    :class:`ModelLoadError`) and answers prompts from per-photo caches of ``cache_size`` photos."""
+    """Answers prompts with the models of ``manager`` (a ``core.manager.ModelManager``), from
+    per-photo caches of ``cache_size`` photos."""
 
-    def __init__(self, loaders: Mapping[str, Callable[[], Any]], *, cache_size: int = 8) -> None:
-        self._loaders = dict(loaders)
-        self._engines: dict[str, Any] = {}
+    def __init__(self, manager: Any, *, cache_size: int = 8) -> None:
+        self.manager = manager
         self._errors: dict[str, str] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
         self.candidate_cache: LRUCache[CandidateSet] = LRUCache(cache_size)
         self._clip_cache: LRUCache[np.ndarray] = LRUCache(cache_size)
         self._sam_cache: LRUCache[Any] = LRUCache(cache_size)
@@ -53,44 +51,30 @@ class Segmenter:
     # --- engines ---------------------------------------------------------------------------
 
     def lock(self, role: str) -> threading.Lock:
-        """The lock serialising calls into ``role``'s model."""
-        with self._locks_lock:
-            return self._locks.setdefault(role, threading.Lock())
+        """The lock serialising calls into ``role``'s model (the manager's)."""
+        return self.manager.lock(role)
 
     def engine(self, role: str) -> Any | None:
-        """The loaded engine for ``role``, loading it on first use; None when it cannot be had.
-
-        A failed load is remembered (see :meth:`error`) and not retried.
-        """
-        if role in self._engines:
-            return self._engines[role]
-        if role in self._errors:
+        """The loaded engine for ``role``, loading it on first use; None when it cannot be had
+        (:meth:`error` says why)."""
+        try:
+            engine = self.manager.load(role)
+        except ModelUnavailable as error:
+            self._errors[role] = str(error)
             return None
-        with self.lock(role):
-            if role not in self._engines and role not in self._errors:
-                loader = self._loaders.get(role)
-                if loader is None:
-                    self._errors[role] = f"No {role} model is configured."
-                else:
-                    try:
-                        self._engines[role] = loader()
-                    except ModelLoadError as error:
-                        self._errors[role] = str(error)
-        return self._engines.get(role)
+        self._errors.pop(role, None)
+        return engine
 
     def error(self, role: str) -> str | None:
         """Why ``role``'s engine could not be loaded, if it could not."""
         return self._errors.get(role)
-
-    def is_loaded(self, role: str) -> bool:
-        return role in self._engines
 
     def has_candidates(self, image_id: str, settings: FastSAMSettings = FastSAMSettings()) -> bool:
         """Whether the photo's everything pass with these settings is already cached."""
         return (image_id, settings) in self.candidate_cache
 
     def model_id(self, role: str) -> str:
-        engine = self._engines.get(role)
+        engine = self.manager.load(role) if self.manager.is_loaded(role) else None
         return getattr(engine, "model_id", "") if engine is not None else ""
 
     # --- per-photo caches ------------------------------------------------------------------
@@ -101,11 +85,11 @@ class Segmenter:
         """FastSAM's candidates for the photo, from the cache or from one everything pass.
 
         Returns the candidates and the milliseconds the pass took (None on a cache hit). Raises
-        ModelLoadError when FastSAM is not available.
+        ModelUnavailable when FastSAM is not available.
         """
         engine = self.engine(settings.model)
         if engine is None:
-            raise ModelLoadError(self.error(settings.model) or "FastSAM is not available.")
+            raise ModelUnavailable(self.error(settings.model) or "FastSAM is not available.")
         key = (image_id, settings)
         cached = self.candidate_cache.get(key)
         if cached is not None:
@@ -255,8 +239,6 @@ class Segmenter:
         return result
 
     def _grabcut(self, image: Image.Image, prompt: SegmentPrompt) -> SegmentResult:
-        from core.engines.grabcut import grabcut_select
-
         timings: dict[str, float] = {}
         with timed(timings, "grabcut"):
             mask, message = grabcut_select(image, prompt)

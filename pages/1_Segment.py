@@ -3,9 +3,9 @@ import numpy as np
 import streamlit as st
 
 from core import masks
-from core.engines import ModelLoadError
-from core.engines.fastsam import FastSAMSettings
-from core.segment import SegmentError, SegmentPrompt
+from core.errors import ModelUnavailable
+
+from core.segment import FastSAMSettings, SegmentError, SegmentPrompt
 from ui import resources, state
 from ui.canvas import canvas_size, prompt_canvas
 from ui.page import require_photo, setup_page
@@ -59,7 +59,7 @@ if fastsam_status.available and BACKENDS[backend] != "grabcut" and not segmenter
     try:
         with banner, st.spinner(f"Finding every object with {model} (once per photo)…"):
             segmenter.candidates(loaded.rgb, photo_id, settings)
-    except ModelLoadError:
+    except ModelUnavailable:
         pass  # remembered by the segmenter and explained below
 fastsam_ready = fastsam_status.available and segmenter.error(settings.model) is None
 with banner:

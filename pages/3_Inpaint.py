@@ -3,12 +3,12 @@ from dataclasses import replace
 
 import streamlit as st
 
-from core.engines import REMOVAL_ENGINES, inpaint_engine_class
-from core.engines.base import InpaintError
-from core.inpaint import InpaintParams, inpaint
-from core.engines.fast import split_engine_name
+from core.catalog import SCHEDULERS
+from core.errors import UserError
+from core.operations import Edit
+from core.operations.inpaint import InpaintParams
 from ui import resources, state
-from ui.generation import prompt_inputs, run_generation, sampling_inputs, seed_inputs, show_cancelled
+from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -28,16 +28,19 @@ def apply_preset() -> None:
         st.session_state[key] = value
 
 
-diffusion = resources.diffusion_engines()
-engines = diffusion + list(REMOVAL_ENGINES)
+catalog = resources.catalog()
+diffusion = resources.engines("diffusion")
+removal = resources.engines("removal")
+engines = diffusion + removal
 
 
 def apply_engine_preset() -> None:
     """A few-step engine comes with its step count and guidance."""
-    preset = split_engine_name(st.session_state[state.INPAINT_ENGINE])[1]
-    if preset is not None:
-        st.session_state[state.INPAINT_STEPS] = preset.steps
-        st.session_state[state.INPAINT_GUIDANCE] = preset.guidance
+    name = st.session_state[state.INPAINT_ENGINE]
+    if "+" in name:
+        steps, guidance = catalog.defaults(name)
+        st.session_state[state.INPAINT_STEPS] = steps
+        st.session_state[state.INPAINT_GUIDANCE] = guidance
         st.session_state[state.INPAINT_PRESET] = "Custom"
 
 
@@ -59,11 +62,12 @@ settings_col, result_col = st.columns([2, 3], gap="large")
 with settings_col:
     name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE, format_func=resources.engine_title,
                         on_change=apply_engine_preset)
-    engine_class = inpaint_engine_class(name)
+    entry = catalog.engine(name)[0]
+    st.caption(" · ".join(part for part in (entry.speed, f"licence: {entry.licence}" if entry.licence else "") if part))
     prompt, negative = prompt_inputs(
         state.INPAINT_PROMPT, state.INPAINT_NEGATIVE,
         placeholder="What should be there, e.g. “a wooden bench in the sun”",
-        prompt_disabled=not engine_class.supports_prompt, negative_disabled=not engine_class.supports_negative_prompt)
+        prompt_disabled=not entry.can("prompt"), negative_disabled=not entry.can("negative_prompt"))
     st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
                          on_change=apply_preset, required=True)
     variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
@@ -73,11 +77,11 @@ with settings_col:
         steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
         strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=state.INPAINT_STRENGTH,
                              help="1 ignores what is under the mask; lower keeps more of it.")
-        schedulers = list(engine_class.schedulers) or ["default"]
+        schedulers = list(SCHEDULERS) if entry.can("scheduler") else ["default"]
         if st.session_state[state.INPAINT_SCHEDULER] not in schedulers:
             st.session_state[state.INPAINT_SCHEDULER] = schedulers[0]
         scheduler = st.selectbox("Scheduler", schedulers, key=state.INPAINT_SCHEDULER,
-                                 disabled=not engine_class.schedulers)
+                                 disabled=not entry.can("scheduler"))
         padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=state.INPAINT_PADDING)
         blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
         blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=state.FEATHER_INNER)
@@ -94,24 +98,22 @@ with settings_col:
             mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
             engine=name,
         )
-    except InpaintError as error:
+    except UserError as error:
         problem = str(error)
         st.error(problem)
 
     generate_col, remove_col = st.columns(2)
     generate = generate_col.button("Generate", type="primary", width="stretch",
                                    disabled=params is None or not document.mask.any())
+    remover = removal[0]
     remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
-                               help="Fill the region from its surroundings (OpenCV), no model needed.")
+                               help=f"Fill the region from its surroundings ({resources.engine_title(remover)}), "
+                                    "no prompt needed.")
 
     if generate or remove:
-        run = params if generate else replace(params or InpaintParams(), engine="telea", variants=1, prompt="")
-
-        def work(progress):
-            with resources.engine_in_use(run.engine) as engine:
-                return inpaint(loaded.rgb, document.mask, run, engine, progress=progress)
-
-        result = run_generation(work)
+        edit = (Edit("inpaint", params) if generate else
+                Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="")))
+        result = run_edit(edit, loaded.rgb, document.mask)
         if result is not None:
             st.session_state[state.INPAINT_RESULT] = result
             st.session_state[state.INPAINT_CHOICE] = 0

@@ -1,14 +1,15 @@
 """Relight: light the subject from any direction (IC-Light, or shading without it), previewed live,
 or fill the mask so that its lighting follows that direction."""
-import numpy as np
 import streamlit as st
 
-from core.engines.base import InpaintError
-from core.inpaint import InpaintParams
-from core.light_inpaint import FILL_STARTS, light_aware_inpaint
-from core.relight import PRESETS, LightParams, RelightParams, color_from_temperature, relight, relight_by_shading
+from core.errors import UserError
+from core.light import PRESETS, LightParams, color_from_temperature
+from core.operations import Edit
+from core.operations.inpaint import InpaintParams
+from core.operations.lit_fill import FILL_STARTS
+from core.operations.relight import RelightParams
 from ui import resources, state
-from ui.generation import prompt_inputs, run_generation, sampling_inputs, seed_inputs, show_cancelled
+from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -23,7 +24,7 @@ document = state.mask_document()
 statuses = {status.role.name: status for status in resources.statuses()}
 has_subject = document.mask.any()
 missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
-fill_engines = resources.diffusion_engines()
+fill_engines = [name for name in resources.engines("diffusion") if resources.catalog().engine(name)[0].can("strength")]
 
 
 def apply_preset() -> None:
@@ -69,7 +70,7 @@ with controls_col:
     st.divider()
     action = st.segmented_control("Action", list(ACTIONS), key=state.RELIGHT_ACTION, required=True,
                                   format_func=ACTIONS.get)
-    work, problem = None, None
+    edit, problem = None, None
     if action == "relight":
         prompt, negative = prompt_inputs(
             state.RELIGHT_PROMPT, state.RELIGHT_NEGATIVE, label="Lighting prompt",
@@ -91,12 +92,9 @@ with controls_col:
             params = RelightParams(prompt=prompt, negative_prompt=negative, steps=steps, guidance=guidance,
                                    denoise=denoise, seed=seed, variants=variants, mode=mode, detail_transfer=detail,
                                    highres_scale=scale if highres else 1.0, highres_denoise=highres_denoise)
-        except InpaintError as error:
+            edit = Edit("relight", params, light=light)
+        except UserError as error:
             problem = str(error)
-
-        def work(progress):
-            with resources.relight_engine_in_use() as engine:
-                return relight(np.asarray(loaded.rgb), document.mask, light, params, engine, progress=progress)
 
         generate_col, shade_col = st.columns(2)
         generate = generate_col.button("Generate", type="primary", width="stretch",
@@ -121,24 +119,21 @@ with controls_col:
                              help="Lower keeps more of the lit start (its lighting); higher invents more.")
         variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
         seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
-        with st.expander("More settings"):
+        with st.expander("More settings (shared with the Inpaint page)"):
             steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
+            padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=state.INPAINT_PADDING)
             blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
+            blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=state.FEATHER_INNER)
+            color_match = st.toggle("Match colours to the surroundings", key=state.INPAINT_COLOR_MATCH)
         try:
             params = InpaintParams(
                 prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
-                seed=seed, variants=variants, padding=st.session_state[state.INPAINT_PADDING],
-                mask_blur=blur_outside, mask_blur_inside=st.session_state[state.FEATHER_INNER],
-                blend=st.session_state[state.INPAINT_BLEND], color_match=st.session_state[state.INPAINT_COLOR_MATCH],
-                engine=engine_name or "sd15",
+                seed=seed, variants=variants, padding=padding, mask_blur=blur_outside, mask_blur_inside=blur_inside,
+                color_match=color_match, engine=engine_name or "sd15",
             )
-        except InpaintError as error:
+            edit = Edit("lit_fill", params, light=light, start=start) if engine_name else None
+        except UserError as error:
             problem = str(error)
-
-        def work(progress):
-            with resources.engine_in_use(params.engine) as engine:
-                return light_aware_inpaint(loaded.rgb, document.mask, light, params, engine, start=start,
-                                           progress=progress)
 
         generate = st.button("Fill with this light", type="primary", width="stretch",
                              disabled=not fill_engines or not has_subject or problem is not None)
@@ -146,16 +141,18 @@ with controls_col:
     if problem:
         st.error(problem)
 
-    if generate:
-        result = run_generation(work, "Relighting" if action == "relight" else "Filling")
+    if generate and edit is not None:
+        result = run_edit(edit, loaded.rgb, document.mask, "Relighting" if action == "relight" else "Filling")
         if result is not None:
             st.session_state[state.RELIGHT_RESULT] = result
             st.session_state[state.RELIGHT_CHOICE] = 0
     else:
         show_cancelled()
     if apply:
-        st.session_state[state.RELIGHT_RESULT] = relight_by_shading(np.asarray(loaded.rgb), document.mask, light)
-        st.session_state[state.RELIGHT_CHOICE] = 0
+        result = run_edit(Edit("shade", RelightParams(variants=1), light=light), loaded.rgb, document.mask, "Shading")
+        if result is not None:
+            st.session_state[state.RELIGHT_RESULT] = result
+            st.session_state[state.RELIGHT_CHOICE] = 0
 
 with preview_col:
     st.image(state.relight_preview_cache().render(light), caption="Live preview of the light")

@@ -1,12 +1,12 @@
 """Batch: one recipe over many photos, with a live queue, cancel, and a zip of the results."""
 import streamlit as st
 
-from core.batch import Services
-from core.batch_inputs import IMAGE_EXTENSIONS, BatchInputError
-from core.engines import ModelLoadError
-from core.images import ImageError, read_image
-from core.masks import MaskError, overlay
-from core.recipe import Recipe, RecipeError
+from core.batch import BatchModels
+from core.batch_inputs import IMAGE_EXTENSIONS
+from core.errors import StudioError
+from core.images import read_image
+from core.masks import overlay
+from core.recipe import Recipe
 from ui import batch_job, resources, state
 from ui.page import setup_page
 
@@ -19,20 +19,20 @@ st.caption("Apply a saved edit (a recipe) to many photos. Save a recipe from a r
            "Relight page (**Save this edit as a recipe**), or upload one.")
 
 
-def services() -> Services:
-    return Services(factories={"segmenter": resources.segmenter, "inpaint": resources.inpaint_engine,
-                               "relight": resources.relight_engine})
+def models() -> BatchModels:
+    """The server's models: a batch shares them (and their locks, per photo) with the pages."""
+    return BatchModels(resources.manager(), resources.segmenter())
 
 
 def load_models(recipe: Recipe) -> bool:
     """Load the recipe's model here, with a spinner, so the batch thread finds it loaded."""
-    action = recipe.action
+    name = recipe.action.engine
+    if name is None:
+        return True
     try:
-        if action.type == "relight" and action.method == "iclight":
-            resources.relight_engine()
-        elif action.type != "relight":
-            resources.inpaint_engine(action.params.engine)
-    except ModelLoadError as error:
+        with resources.loading(name):
+            resources.manager().load(name)
+    except StudioError as error:
         st.error(str(error))
         return False
     return True
@@ -43,7 +43,7 @@ def show_preview(recipe: Recipe, photos: list, masks: list) -> None:
     try:
         with st.spinner("Selecting…"):
             shown = batch_job.preview(recipe, photos, masks, resources.segmenter())
-    except (batch_job.UploadError, BatchInputError, ImageError, MaskError, RecipeError) as error:
+    except StudioError as error:
         st.error(f"Preview: {error}")
         return
     if shown is None:
@@ -72,7 +72,7 @@ else:
     if upload is not None:
         try:
             recipe = Recipe.from_json(upload.getvalue(), upload.name)
-        except RecipeError as error:
+        except StudioError as error:
             st.error(f"{error} Save the recipe again from the Inpaint or Relight page, or fix the file.")
 if recipe is not None:
     st.markdown(recipe.describe())
@@ -97,8 +97,8 @@ if preview_col.button("Preview the selection on the first photo", disabled=not r
     show_preview(recipe, photos, masks or [])
 if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
     try:
-        new_job = batch_job.start(recipe, photos, masks or [], services())
-    except (batch_job.UploadError, BatchInputError) as error:
+        new_job = batch_job.start(recipe, photos, masks or [], models())
+    except StudioError as error:
         st.error(str(error))
     else:
         if job is not None:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import masks
 from core.images import read_params
-from core.inpaint import InpaintParams
+from core.operations.inpaint import InpaintParams
 from core.recipe import Action, Recipe, Selection
 from tests.test_app import TIMEOUT, png_bytes, upload
 from ui import state
@@ -186,7 +186,7 @@ def test_save_a_result_as_a_recipe_and_use_it_for_a_batch(app_without_models):
     button(at, "Use for a batch").click().run()
     assert not at.exception
     recipe = at.session_state[state.BATCH_RECIPE]
-    assert recipe.name == "clean-up" and recipe.selection.kind == "mask" and recipe.action.type == "remove"
+    assert recipe.name == "clean-up" and recipe.selection.kind == "mask" and recipe.action.operation == "remove"
     assert np.array_equal(recipe.selection.mask_at((160, 120)), result.mask)
     assert any("clean-up" in m.value for m in at.markdown)  # now on the Batch page
 
@@ -194,7 +194,8 @@ def test_save_a_result_as_a_recipe_and_use_it_for_a_batch(app_without_models):
 def test_a_jobs_files_go_when_the_session_lets_go_of_it(tmp_path):
     import gc
 
-    from core.batch import Services
+    from core.batch import BatchModels
+    from tests.helpers import manager_with
     from ui import batch_job
 
     class Upload:
@@ -204,7 +205,7 @@ def test_a_jobs_files_go_when_the_session_lets_go_of_it(tmp_path):
         def getvalue(self):
             return self.data
 
-    job = batch_job.start(REMOVE, [Upload("p.png", photo_bytes(0))], [], Services())
+    job = batch_job.start(REMOVE, [Upload("p.png", photo_bytes(0))], [], BatchModels(manager_with()))
     job.thread.join(60)
     workdir = job.workdir
     assert (workdir / "results" / "p.png").exists()

@@ -7,11 +7,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import masks
-from core.engines import REMOVAL_ENGINES
+from core.catalog import BUILTIN
 from tests.test_app import TIMEOUT, png_bytes, upload
 from ui import state
 
 PHOTO_SIZE = (300, 200)
+REMOVAL_ENGINES = BUILTIN.engine_names(("removal",))  # ["telea", "navier_stokes"]
 
 
 def make_photo() -> Image.Image:

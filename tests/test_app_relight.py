@@ -35,7 +35,7 @@ def downloaded_png(at: AppTest, result) -> bytes:
 
 def preview(at: AppTest) -> np.ndarray:
     cache = at.session_state[state.RELIGHT_PREVIEW][2]
-    from core.relight import LightParams
+    from core.light import LightParams
 
     params = LightParams(azimuth=at.slider(key=state.LIGHT_AZIMUTH).value,
                          elevation=at.slider(key=state.LIGHT_ELEVATION).value)

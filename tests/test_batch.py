@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import struct
-import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +18,12 @@ import pytest
 from PIL import Image
 
 import core.batch
-from core.batch import MANIFEST, MANIFEST_CSV, Services, process_item, run, zip_results
+from core.catalog import BUILTIN
+from tests.helpers import SD15, manager_with
+from core.batch import MANIFEST, MANIFEST_CSV, BatchModels, process_item, run, zip_results
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
 from core.images import read_image, read_params
-from core.inpaint import InpaintParams
+from core.operations.inpaint import InpaintParams
 from core.recipe import Action, Recipe, SeedPolicy, Selection
 from tests.test_inpaint import FakeEngine, disk
 
@@ -77,18 +78,17 @@ def region_mask(size=(80, 64)) -> np.ndarray:
     return mask
 
 
-def fast() -> Services:
-    """Telea behind a Services, at a small working size (Telea scales every crop to its native
+def fast() -> BatchModels:
+    """Telea behind a BatchModels, at a small working size (Telea scales every crop to its native
     1024 px, and its time grows with the hole's area: at 128 px a photo takes milliseconds)."""
-    from core.engines.opencv_inpaint import TeleaInpaint
+    from core.engines.opencv_inpaint import OpenCVInpaint
 
-    engine = TeleaInpaint()
-    engine.native_resolution = 128
-    return Services(factories={"inpaint": lambda name: (engine, threading.Lock())})
+    engine = OpenCVInpaint(replace(BUILTIN.engines["telea"], native_size=128))
+    return BatchModels(manager_with(telea=engine))
 
 
 def run_fast(recipe, inputs, output, **options):
-    return run(recipe, inputs, output, services=options.pop("services", None) or fast(), **options)
+    return run(recipe, inputs, output, models=options.pop("models", None) or fast(), **options)
 
 
 def remove_recipe(policy: SeedPolicy = SeedPolicy("per_image", 7)) -> Recipe:
@@ -506,21 +506,22 @@ def test_each_photo_uses_its_own_mask_file_and_a_missing_one_is_a_failed_row(tmp
 
 
 def test_the_engine_loads_once_per_batch(five, tmp_path, monkeypatch):
-    import core.models
     from core.config import Settings
     from core.device import detect_device
+    from core.engines.opencv_inpaint import OpenCVInpaint
+    from core.manager import ModelManager
 
     folder, full = five
     loads = []
-    original = core.models.load_inpaint_engine
+    original = OpenCVInpaint.from_catalog.__func__
 
-    def counting(name, *args, **kwargs):
-        loads.append(name)
-        return original(name, *args, **kwargs)
+    def counting(cls, request):
+        loads.append(request.name)
+        return original(cls, request)
 
-    monkeypatch.setattr(core.models, "load_inpaint_engine", counting)
+    monkeypatch.setattr(OpenCVInpaint, "from_catalog", classmethod(counting))
     summary = run(remove_recipe(), folder, tmp_path / "out",
-                  services=Services(Settings(device="cpu"), detect_device("cpu")))
+                  models=BatchModels(ModelManager(Settings(device="cpu"), detect_device("cpu"))))
     assert summary.counts["done"] == 5
     assert loads == ["telea"]
     assert sorted(outputs_of(tmp_path / "out")) == sorted(outputs_of(full))
@@ -528,10 +529,10 @@ def test_the_engine_loads_once_per_batch(five, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def sd15(tiny_models):
-    from core.engines.diffusion import SD15Inpaint
+    from core.engines.diffusion import DiffusionEngine
 
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"])
-    engine.native_resolution = 128  # noise at any size; small crops keep the CPU time down
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
+    engine.entry = replace(engine.entry, native_size=128)  # noise at any size; small crops keep the CPU time down
     return engine
 
 
@@ -540,8 +541,8 @@ def inpaint_recipe(policy: SeedPolicy, prompt: str = "a wooden bench") -> Recipe
     return Recipe(Selection.from_mask(region_mask()), Action("inpaint", params), seed=policy)
 
 
-def shared(engine) -> Services:
-    return Services(factories={"inpaint": lambda name: (engine, threading.Lock())})
+def shared(engine) -> BatchModels:
+    return BatchModels(manager_with(sd15=engine))
 
 
 def test_the_prompt_is_encoded_once_per_batch(sd15, tmp_path):
@@ -552,7 +553,7 @@ def test_the_prompt_is_encoded_once_per_batch(sd15, tmp_path):
     try:
         after_each = []
         summary = run(inpaint_recipe(SeedPolicy("per_image", 1), prompt="a prompt only this test uses"), folder,
-                      tmp_path / "out", services=shared(sd15), on_progress=lambda p: after_each.append(len(calls)))
+                      tmp_path / "out", models=shared(sd15), on_progress=lambda p: after_each.append(len(calls)))
     finally:
         hook.remove()
     assert summary.counts["done"] == 3
@@ -561,7 +562,7 @@ def test_the_prompt_is_encoded_once_per_batch(sd15, tmp_path):
 
 
 def test_encoding_the_prompt_once_gives_the_same_pixels(sd15, monkeypatch):
-    from core.inpaint import inpaint
+    from core.operations.inpaint import inpaint
 
     photo = Image.fromarray(photo_pixels((96, 72), 2), "RGB")
     mask = disk((96, 72), (48, 36), 16)
@@ -581,14 +582,14 @@ def test_per_image_seeds_give_the_same_files_on_every_run(sd15, tmp_path):
     folder = tmp_path / "photos"
     write_photos(folder, 2)
     recipe = inpaint_recipe(SeedPolicy("per_image", 5))
-    first = run(recipe, folder, tmp_path / "first", services=shared(sd15))
-    second = run(recipe, folder, tmp_path / "second", services=shared(sd15))
+    first = run(recipe, folder, tmp_path / "first", models=shared(sd15))
+    second = run(recipe, folder, tmp_path / "second", models=shared(sd15))
     assert first.counts["done"] == second.counts["done"] == 2
     assert outputs_of(tmp_path / "first") == outputs_of(tmp_path / "second")
     seeds = [row["seeds"] for row in first.rows]
     assert seeds == [row["seeds"] for row in second.rows] and seeds[0] != seeds[1]
     other = run(replace(recipe, seed=SeedPolicy("per_image", 6)), folder, tmp_path / "other",
-                services=shared(sd15))
+                models=shared(sd15))
     assert [row["seeds"] for row in other.rows] != seeds
     first_pixels = {name: np.asarray(Image.open(io.BytesIO(data)))
                     for name, data in outputs_of(tmp_path / "first").items()}
@@ -600,8 +601,7 @@ def test_per_image_seeds_give_the_same_files_on_every_run(sd15, tmp_path):
 
 
 def test_process_item_turns_every_problem_with_a_photo_into_a_failed_row(tmp_path):
-    from core.engines import ModelLoadError
-    from core.engines.base import InpaintError
+    from core.errors import GenerationFailed
 
     folder = tmp_path / "photos"
     write_photo(folder / "fine.png", (64, 48), 1)
@@ -623,15 +623,12 @@ def test_process_item_turns_every_problem_with_a_photo_into_a_failed_row(tmp_pat
 
     class Failing(FakeEngine):
         def generate(self, request, progress=None, should_cancel=None):
-            raise InpaintError("Out of memory on cpu while inpainting.")
-
-    def no_model(name):
-        raise ModelLoadError("Stable Diffusion 1.5 inpainting (x) is not on this machine.")
+            raise GenerationFailed("Out of memory on cpu while inpainting.")
 
     inpainting = inpaint_recipe(SeedPolicy("fixed", 1))
     row = process_item(inpainting, items["fine.png"], 0, output, shared(Failing()))
     assert row["status"] == "failed" and "Out of memory" in row["error"]
-    row = process_item(inpainting, items["fine.png"], 0, output, Services(factories={"inpaint": no_model}))
+    row = process_item(inpainting, items["fine.png"], 0, output, BatchModels(manager_with()))  # sd15 not on disk
     assert row["status"] == "failed" and "not on this machine" in row["error"]
     mask_item = InputItem("masks/fine.jpg", "fine", "fine", folder / "broken.jpg")  # a damaged mask file
     row = process_item(Recipe(Selection("mask_file"), remove_recipe().action), items["fine.png"], 0, output,

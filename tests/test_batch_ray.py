@@ -17,12 +17,12 @@ ray = pytest.importorskip(
     reason="Ray is not installed: pip install -r requirements-distributed.txt (part of requirements-dev.txt)",
 )
 
-from core.batch import MANIFEST, Services, run  # noqa: E402 (after the import check)
+from core.batch import MANIFEST, BatchModels, run  # noqa: E402 (after the import check)
 from core.batch_ray import run_ray  # noqa: E402
 from core.recipe import SeedPolicy  # noqa: E402
 from tests.test_batch import inpaint_recipe, remove_recipe, truncated_jpeg, write_photos  # noqa: E402
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # One actor of one CPU on a two-CPU instance (two one-CPU actors there would leave Ray Data nothing).
 RAY_OPTIONS = dict(num_cpus=2, workers=1, cpus_per_worker=1)
@@ -55,7 +55,7 @@ def runs(tmp_path_factory, tiny_models):
                 on_ray = run_ray(recipe, folder, root / f"{name}-ray", on_progress=progress.append, **RAY_OPTIONS)
                 assert not ray.is_initialized()  # run_ray stopped the instance it started
                 torch.set_num_threads(1)
-                local = run(recipe, folder, root / f"{name}-local", services=Services())
+                local = run(recipe, folder, root / f"{name}-local", models=BatchModels.own())
                 torch.set_num_threads(threads)
                 results[name] = (on_ray, local, progress)
         finally:

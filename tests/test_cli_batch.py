@@ -113,6 +113,7 @@ def test_bad_inputs_and_arguments_exit_2(tmp_path, recipe):
     assert no_output.returncode == EXIT_BAD_INPUT and "--output" in no_output.stderr  # argparse's usage error
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_ray_engine_runs_the_same_command(tmp_path, recipe):
     pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-distributed.txt")

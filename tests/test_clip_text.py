@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.engines import ModelLoadError
+from core.engines.base import ModelLoadError
 from core.engines.clip_text import ClipScorer
 from core.segment import CandidateSet, top_k_by_text
 

@@ -8,7 +8,8 @@ import pytest
 from core import config
 from core.config import Settings, SettingsError, load_settings
 from core.device import detect_device
-from core.models import ROLES, locate, model_statuses
+from core.catalog import BUILTIN
+from core.model_files import locate, model_statuses
 
 
 def test_environment_overrides_the_secrets_file(tmp_path):
@@ -82,7 +83,7 @@ def test_locate_finds_configured_paths_and_the_models_folder(tmp_path):
 
 def test_missing_models_report_their_fallback_and_setting(tmp_path):
     statuses = model_statuses(Settings(models_dir=tmp_path, models={"clip": str(tmp_path / "nope")}))
-    assert [status.role.name for status in statuses] == list(ROLES)
+    assert [status.role.name for status in statuses] == list(BUILTIN.models)
     clip = next(status for status in statuses if status.role.name == "clip")
     assert not clip.available
     assert "INPAINT_STUDIO_MODEL_CLIP" in clip.summary and "text selection" in clip.summary
@@ -106,17 +107,18 @@ def test_cpu_is_detected_without_a_gpu(monkeypatch):
 
 def test_diffusion_settings_reach_the_engine_options(tiny_models, monkeypatch):
     from core.device import DeviceInfo
-    from core.models import load_inpaint_engine
+    from core.manager import ModelManager
 
     settings = load_settings(
         {"INPAINT_STUDIO_MODEL_SDXL_INPAINT": str(tiny_models["sdxl_inpaint"]), "INPAINT_STUDIO_CPU_OFFLOAD": "1",
          "INPAINT_STUDIO_SDXL_FP16_VAE": "madebyollin/sdxl-vae-fp16-fix"},
     )
     assert settings.cpu_offload and not settings.compile
-    engine = load_inpaint_engine("sdxl", settings, DeviceInfo("cpu", "test", "float32"))
+    manager = ModelManager(settings, DeviceInfo("cpu", "test", "float32"))
+    engine = manager.load("sdxl")
     assert engine.options.cpu_offload and engine.options.device == "cpu"
     assert engine.options.fp16_safe_vae is None  # only used in float16
-    telea = load_inpaint_engine("telea", settings, DeviceInfo("cpu", "test", "float32"))
+    telea = manager.load("telea")
     assert telea.name == "telea"
 
 

@@ -14,16 +14,22 @@ import pytest
 import torch
 from PIL import Image
 
-from core.engines import INPAINT_ENGINES, REMOVAL_ENGINES, ModelLoadError, inpaint_engine_class
-from core.engines.base import Cancelled, EngineRequest, InpaintError
-from core.engines.diffusion import DiffusionOptions, SD15Inpaint, SDXLInpaint
-from core.engines.opencv_inpaint import NavierStokesInpaint, TeleaInpaint
+from tests.helpers import SD15, SDXL
+from tests.helpers import manager_with
+from core.catalog import BUILTIN, UnknownName
+from core.engines.base import Cancelled, EngineRequest, InpaintError, ModelLoadError
+from core.errors import GenerationFailed
+from core.manager import engine_class as class_of
+from core.engines.diffusion import DiffusionEngine, DiffusionOptions
+from core.engines.opencv_inpaint import OpenCVInpaint
 from tests.conftest import ROOT
 
 WIDTH, HEIGHT = 96, 64  # not square, so swapped axes would show
 STEPS = 3
 
-ENGINES = {"sd15": (SD15Inpaint, "sd15_inpaint"), "sdxl": (SDXLInpaint, "sdxl_inpaint")}
+ENGINES = {"sd15": (SD15, "sd15_inpaint"), "sdxl": (SDXL, "sdxl_inpaint")}
+INPAINT_ENGINES = BUILTIN.engine_names(("diffusion", "removal"), variants=False)
+REMOVAL_ENGINES = BUILTIN.engine_names(("removal",))
 
 
 def photo(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> Image.Image:
@@ -59,13 +65,13 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module", params=sorted(ENGINES))
 def engine(request, tiny_models):
-    engine_class, role = ENGINES[request.param]
-    return engine_class.load(tiny_models[role])
+    entry, role = ENGINES[request.param]
+    return DiffusionEngine.load(entry, tiny_models[role])
 
 
 @pytest.fixture(scope="module")
 def sd15(tiny_models):
-    return SD15Inpaint.load(tiny_models["sd15_inpaint"])
+    return DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -73,11 +79,11 @@ def sd15(tiny_models):
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_each_engine_loads_its_inpainting_pipeline_with_torch_attention(tiny_models, name):
-    engine_class, role = ENGINES[name]
+    entry, role = ENGINES[name]
 
-    engine = engine_class.load(tiny_models[role])
+    engine = DiffusionEngine.load(entry, tiny_models[role])
 
-    assert type(engine.pipe).__name__ == engine_class.pipeline_class
+    assert type(engine.pipe).__name__ == entry.options["pipeline_class"]
     assert engine.pipe.unet.config.in_channels == 9
     assert engine.model_id == str(tiny_models[role])
     processors = {type(processor).__name__ for processor in engine.pipe.unet.attn_processors.values()}
@@ -104,20 +110,20 @@ def test_a_text_to_image_model_is_refused_as_not_an_inpainting_model(tmp_path):
     ).save_pretrained(tmp_path / "sd15_text2image")
 
     with pytest.raises(ModelLoadError, match="not an inpainting model") as error:
-        SD15Inpaint.load(tmp_path / "sd15_text2image")
+        DiffusionEngine.load(SD15, tmp_path / "sd15_text2image")
     assert "takes 4 input channels" in str(error.value)
     assert "INPAINT_STUDIO_MODEL_SD15_INPAINT" in str(error.value)
 
 
 def test_an_sdxl_model_loaded_as_sd15_names_the_engine_that_fits(tiny_models):
     with pytest.raises(ModelLoadError, match="StableDiffusionXLInpaintPipeline") as error:
-        SD15Inpaint.load(tiny_models["sdxl_inpaint"])
+        DiffusionEngine.load(SD15, tiny_models["sdxl_inpaint"])
     assert "'sdxl' engine" in str(error.value)
 
 
 def test_a_missing_folder_is_named_with_the_setting_to_fix(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist") as error:
-        SDXLInpaint.load(tmp_path / "missing")
+        DiffusionEngine.load(SDXL, tmp_path / "missing")
     assert str(tmp_path / "missing") in str(error.value)
     assert "INPAINT_STUDIO_MODEL_SDXL_INPAINT" in str(error.value)
 
@@ -127,7 +133,7 @@ def test_something_that_is_not_a_pipeline_cannot_be_loaded(tiny_models, what):
     path = str(tiny_models["clip"]) if what == "clip folder" else "nobody/no-such-inpainting-model"
 
     with pytest.raises(ModelLoadError, match="could not be loaded") as error:
-        SD15Inpaint.load(path)
+        DiffusionEngine.load(SD15, path)
     assert path in str(error.value) and "model_index.json" in str(error.value)
 
 
@@ -135,23 +141,23 @@ def test_a_missing_fp16_safe_vae_is_named(tiny_models, tmp_path):
     options = DiffusionOptions(fp16_safe_vae=str(tmp_path / "no-vae"))
 
     with pytest.raises(ModelLoadError, match="The VAE .*no-vae could not be loaded"):
-        SDXLInpaint.load(tiny_models["sdxl_inpaint"], options)
+        DiffusionEngine.load(SDXL, tiny_models["sdxl_inpaint"], options)
 
 
 def test_the_fp16_safe_vae_replaces_the_models_own(tiny_models):
     vae = tiny_models["sd15_inpaint"] / "vae"
 
-    engine = SDXLInpaint.load(tiny_models["sdxl_inpaint"], DiffusionOptions(fp16_safe_vae=str(vae)))
+    engine = DiffusionEngine.load(SDXL, tiny_models["sdxl_inpaint"], DiffusionOptions(fp16_safe_vae=str(vae)))
 
     assert engine.pipe.vae.config._name_or_path == str(vae)
-    own = SDXLInpaint.load(tiny_models["sdxl_inpaint"]).pipe.vae
+    own = DiffusionEngine.load(SDXL, tiny_models["sdxl_inpaint"]).pipe.vae
     assert engine.pipe.vae.config.force_upcast != own.config.force_upcast
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_device_that_is_not_there_is_a_load_error(tiny_models):
     with pytest.raises(ModelLoadError, match="could not be moved to cuda"):
-        SD15Inpaint.load(tiny_models["sd15_inpaint"], DiffusionOptions(device="cuda", dtype="float16"))
+        DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"], DiffusionOptions(device="cuda", dtype="float16"))
 
 
 def test_options_refuse_unknown_devices_and_dtypes():
@@ -316,13 +322,16 @@ def _decode_to(value: float):
     return decode
 
 
-@pytest.mark.parametrize("value", [float("nan"), -1.0])
-def test_a_black_or_nan_output_is_reported_with_the_fix(engine, monkeypatch, value):
+@pytest.mark.parametrize(("value", "message", "seeds"), [
+    (float("nan"), r"invalid \(NaN\) image for seed 8\b", "seed 8,"),  # the first NaN variant stops the run
+    (-1.0, "black or invalid", "seed(s) 8, 9"),
+])
+def test_a_black_or_nan_output_is_reported_with_the_fix(engine, monkeypatch, value, message, seeds):
     monkeypatch.setattr(engine.pipe.vae, "decode", _decode_to(value))
 
-    with pytest.raises(InpaintError, match="black or invalid") as error:
+    with pytest.raises(GenerationFailed, match=message) as error:
         engine.generate(request(seeds=(8, 9)))
-    assert "seed(s) 8, 9" in str(error.value)
+    assert seeds in str(error.value)
     assert "fp16-safe VAE" in str(error.value) and "float32" in str(error.value)
 
 
@@ -348,7 +357,7 @@ def test_out_of_memory_gives_advice_and_the_engine_recovers(engine, monkeypatch,
 
     with monkeypatch.context() as patch:
         patch.setattr(engine.pipe.unet, "forward", out_of_memory)
-        with pytest.raises(InpaintError, match="Out of memory") as raised:
+        with pytest.raises(GenerationFailed, match="Out of memory") as raised:
             engine.generate(request(seeds=(6,)))
     for advice in ("smaller crop size", "CPU offload"):  # variants run one at a time: no more memory
         assert advice in str(raised.value)
@@ -372,7 +381,7 @@ def test_other_pipeline_failures_are_not_disguised_as_out_of_memory(sd15, monkey
 @pytest.mark.parametrize("cpu_offload", [False, True])
 def test_float16_on_cuda_is_reproducible_per_seed(tiny_models, cpu_offload):
     options = DiffusionOptions(device="cuda", dtype="float16", cpu_offload=cpu_offload)
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"], options)
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"], options)
 
     first = engine.generate(request(seeds=(1, 2)))
     second = engine.generate(request(seeds=(1, 2)))
@@ -394,8 +403,8 @@ def gradient(width: int = 64, height: int = 48) -> Image.Image:
     return Image.fromarray(rgb.round().astype(np.uint8), "RGB")
 
 
-@pytest.mark.parametrize("engine_class", [TeleaInpaint, NavierStokesInpaint])
-def test_opencv_fills_a_hole_from_the_surrounding_gradient(engine_class):
+@pytest.mark.parametrize("method", ["telea", "navier_stokes"])
+def test_opencv_fills_a_hole_from_the_surrounding_gradient(method):
     image = gradient()
     mask = np.zeros((48, 64), np.uint8)
     mask[18:30, 26:38] = 255
@@ -403,7 +412,7 @@ def test_opencv_fills_a_hole_from_the_surrounding_gradient(engine_class):
     scribbled[mask > 0] = (255, 0, 255)  # the object to remove
     calls = []
 
-    output = engine_class().generate(
+    output = OpenCVInpaint(method).generate(
         EngineRequest(Image.fromarray(scribbled), Image.fromarray(mask, "L"), seeds=(1, 2, 3)),
         progress=lambda *call: calls.append(call),
     )
@@ -419,7 +428,7 @@ def test_opencv_fills_a_hole_from_the_surrounding_gradient(engine_class):
 
 
 def test_opencv_honours_cancel_and_checks_sizes():
-    engine = TeleaInpaint(radius=5)
+    engine = OpenCVInpaint("telea", radius=5)
     crop = EngineRequest(gradient(), Image.new("L", (64, 48)), seeds=(1,))
 
     with pytest.raises(Cancelled):
@@ -427,7 +436,7 @@ def test_opencv_honours_cancel_and_checks_sizes():
     with pytest.raises(InpaintError, match="same size"):
         engine.generate(EngineRequest(gradient(), Image.new("L", (64, 40)), seeds=(1,)))
     with pytest.raises(ValueError, match="radius"):
-        TeleaInpaint(radius=0)
+        OpenCVInpaint("telea", radius=0)
 
 
 # --- the registry ----------------------------------------------------------------------------------
@@ -435,28 +444,36 @@ def test_opencv_honours_cancel_and_checks_sizes():
 
 @pytest.mark.parametrize("name", sorted(INPAINT_ENGINES))
 def test_every_registered_engine_declares_what_it_can_do(name):
-    engine_class = inpaint_engine_class(name)
+    entry, preset = BUILTIN.engine(name)
+    engine_class = class_of(entry)
+    engine = engine_class.__new__(engine_class)  # what an engine says of itself comes from its entry
+    engine.entry = entry
 
-    assert engine_class.name == name
-    assert isinstance(engine_class.title, str) and engine_class.title
-    assert engine_class.native_resolution in (512, 1024)
+    assert preset is None and engine.name == entry.name == name
+    assert isinstance(engine.title, str) and engine.title
+    assert engine.native_resolution in (512, 1024)
     for flag in ("supports_prompt", "supports_negative_prompt", "supports_strength"):
-        assert getattr(engine_class, flag) is (name not in REMOVAL_ENGINES)
+        assert getattr(engine, flag) is (name not in REMOVAL_ENGINES)
     assert isinstance(engine_class.schedulers, tuple)
     assert bool(engine_class.schedulers) is (name not in REMOVAL_ENGINES)
     assert callable(engine_class.generate)
 
 
 def test_removal_engines_need_no_weights_and_unknown_names_are_refused():
+    assert REMOVAL_ENGINES == ["telea", "navier_stokes"]
     assert set(REMOVAL_ENGINES) <= set(INPAINT_ENGINES)
-    assert all(inpaint_engine_class(name)().model_id == "opencv" for name in REMOVAL_ENGINES)
-    with pytest.raises(KeyError, match="sd15, sdxl, telea, navier_stokes"):
-        inpaint_engine_class("lama")
+    manager = manager_with()  # no model on disk
+    assert all(manager.load(name).model_id == "opencv" for name in REMOVAL_ENGINES)
+    with pytest.raises(UnknownName, match="Unknown engine 'lama'") as error:
+        manager.load("lama")
+    assert all(f"{name}, " in str(error.value) for name in ("sd15", "sdxl", "telea"))
+    assert "navier_stokes" in str(error.value)
 
 
 def test_importing_the_engines_loads_no_heavy_library():
     code = (
-        "import sys, core.engines, core.engines.diffusion; core.engines.inpaint_engine_class('sdxl'); "
+        "import sys, core.engines, core.engines.diffusion, core.manager, core.catalog; "
+        "core.manager.engine_class(core.catalog.BUILTIN.engines['sdxl']); "
         "print(sorted({'torch', 'diffusers', 'transformers', 'streamlit'} & set(sys.modules)))"
     )
     result = subprocess.run(

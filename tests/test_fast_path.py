@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import SD15, SDXL
 from core.config import load_settings
 from core.device import DeviceInfo, dtype_for
-from core.engines import ModelLoadError, inpaint_engine_class
-from core.engines.base import EngineRequest
-from core.engines.diffusion import DiffusionOptions, SD15Inpaint
-from core.engines.fast import FEW_STEP_PRESETS, bucket_size, size_buckets, split_engine_name
-from core.inpaint import InpaintParams, inpaint
-from core.models import available_engines, diffusion_options, load_inpaint_engine
+from core.catalog import BUILTIN, UnknownName
+from core.engines.base import EngineRequest, ModelLoadError
+from core.engines.diffusion import DiffusionEngine, DiffusionOptions
+from core.engines.fast import bucket_size, size_buckets
+from core.engines.pipelines import diffusion_options
+from core.errors import ModelUnavailable
+from core.manager import ModelManager, engine_class
+from core.operations.inpaint import InpaintParams, inpaint
 from tests.tiny_models import LORA_RANK
 
 CPU = DeviceInfo("cpu", "test CPU", "float32")
@@ -38,13 +41,13 @@ def test_cuda_defaults_turn_on_the_fast_path_and_cpu_leaves_it_off(monkeypatch, 
 
 
 def test_engine_names_carry_a_few_step_preset():
-    assert split_engine_name("sd15") == ("sd15", None)
-    assert split_engine_name("sdxl+hyper") == ("sdxl", FEW_STEP_PRESETS["hyper"])
-    assert inpaint_engine_class("sd15+lcm") is SD15Inpaint
-    with pytest.raises(KeyError, match="few-step preset 'turbo'"):
-        split_engine_name("sd15+turbo")
+    assert BUILTIN.engine("sd15") == (SD15, None)
+    assert BUILTIN.engine("sdxl+hyper") == (SDXL, BUILTIN.few_step["hyper"])
+    assert engine_class(BUILTIN.engine("sd15+lcm")[0]) is DiffusionEngine
+    with pytest.raises(UnknownName, match=r"few-step variant 'sd15\+turbo'"):
+        BUILTIN.engine("sd15+turbo")
     with pytest.raises(ValueError, match="few_step"):
-        DiffusionOptions(few_step="lcm")  # a preset needs its LoRA
+        DiffusionOptions(few_step=BUILTIN.few_step["lcm"])  # a preset needs its LoRA
 
 
 def test_compile_sizes_are_few_fixed_and_near_the_native_area():
@@ -61,12 +64,12 @@ def test_compile_sizes_are_few_fixed_and_near_the_native_area():
 
 @pytest.fixture(scope="module")
 def lcm_engine(tiny_models):
-    return SD15Inpaint.load(tiny_models["sd15_inpaint"], DiffusionOptions(
-        few_step="lcm", few_step_lora=str(tiny_models["lcm_lora_sd15"])))
+    return DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"], DiffusionOptions(
+        few_step=BUILTIN.few_step["lcm"], few_step_lora=str(tiny_models["lcm_lora_sd15"])))
 
 
 def test_the_few_step_lora_is_fused_with_its_scheduler(lcm_engine, tiny_models):
-    base = SD15Inpaint.load(tiny_models["sd15_inpaint"])
+    base = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
     fused = dict(lcm_engine.pipe.unet.named_parameters())
     original = dict(base.pipe.unet.named_parameters())
     assert set(fused) == set(original)  # fused into the weights: no adapter layers left behind
@@ -101,27 +104,27 @@ def test_the_preset_loads_by_its_role_setting_and_is_offered_when_present(tiny_m
     for role in ("sd15_inpaint", "sdxl_inpaint", "lcm_lora_sd15", "lcm_lora_sdxl"):
         monkeypatch.delenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", raising=False)
     monkeypatch.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
-    assert available_engines(load_settings()) == ["sd15"]
-    with pytest.raises(ModelLoadError, match="INPAINT_STUDIO_MODEL_LCM_LORA_SD15"):
-        load_inpaint_engine("sd15+lcm", load_settings(), CPU)
+    assert ModelManager(load_settings(), CPU).engines("diffusion") == ["sd15"]
+    with pytest.raises(ModelUnavailable, match="INPAINT_STUDIO_MODEL_LCM_LORA_SD15"):
+        ModelManager(load_settings(), CPU).load("sd15+lcm")
     monkeypatch.setenv("INPAINT_STUDIO_MODEL_LCM_LORA_SD15", str(tiny_models["lcm_lora_sd15"]))
-    assert available_engines(load_settings()) == ["sd15", "sd15+lcm"]
-    engine = load_inpaint_engine("sd15+lcm", load_settings(), CPU)
+    assert ModelManager(load_settings(), CPU).engines("diffusion") == ["sd15", "sd15+lcm"]
+    engine = ModelManager(load_settings(), CPU).load("sd15+lcm")
     assert engine.name == "sd15+lcm" and type(engine.pipe.scheduler).__name__ == "LCMScheduler"
 
 
 def test_a_lora_of_another_family_is_a_clear_error(tiny_models):
     with pytest.raises(ModelLoadError) as error:
-        SD15Inpaint.load(tiny_models["sd15_inpaint"], DiffusionOptions(
-            few_step="lcm", few_step_lora=str(tiny_models["lcm_lora_sdxl"])))
+        DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"], DiffusionOptions(
+            few_step=BUILTIN.few_step["lcm"], few_step_lora=str(tiny_models["lcm_lora_sdxl"])))
     assert str(tiny_models["lcm_lora_sdxl"]) in str(error.value) and "LCM LoRA" in str(error.value)
 
 
 def test_sdxl_takes_its_few_step_lora_too(tiny_models):
-    from core.engines.diffusion import SDXLInpaint
+    from core.engines.diffusion import DiffusionEngine
 
-    engine = SDXLInpaint.load(tiny_models["sdxl_inpaint"], DiffusionOptions(
-        few_step="lcm", few_step_lora=str(tiny_models["lcm_lora_sdxl"])))
+    engine = DiffusionEngine.load(SDXL, tiny_models["sdxl_inpaint"], DiffusionOptions(
+        few_step=BUILTIN.few_step["lcm"], few_step_lora=str(tiny_models["lcm_lora_sdxl"])))
     output = engine.generate(EngineRequest(image=Image.new("RGB", (64, 64), (90, 90, 90)),
                                            mask=Image.new("L", (64, 64), 255), seeds=(1,), prompt="x", steps=4,
                                            guidance_scale=1.0))
@@ -129,7 +132,7 @@ def test_sdxl_takes_its_few_step_lora_too(tiny_models):
 
 
 def test_compile_is_accepted_and_skipped_cleanly_on_cpu_with_a_note(tiny_models):
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"], DiffusionOptions(compile=True, channels_last=True))
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"], DiffusionOptions(compile=True, channels_last=True))
     import torch
 
     assert engine.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
@@ -137,20 +140,20 @@ def test_compile_is_accepted_and_skipped_cleanly_on_cpu_with_a_note(tiny_models)
     output = engine.generate(EngineRequest(image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64), 255),
                                            seeds=(1,), prompt="x", steps=2))
     assert any("skipped on cpu" in note for note in output.notes)
-    from core.inpaint import engine_size
+    from core.region import engine_size
 
     assert engine.work_size((800, 600)) == engine_size((800, 600), 512)  # no buckets without a compiled UNet
 
 
 def test_with_a_compiled_unet_on_cuda_crops_use_the_buckets(tiny_models):
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"])
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
     engine.options = DiffusionOptions(device="cuda", compile=True)  # what work_size looks at
     assert engine.work_size((1000, 700)) == bucket_size((1000, 700), engine.native_resolution)
     assert engine.work_size((1000, 701)) == engine.work_size((1000, 700))
 
 
 def test_warm_up_runs_a_short_generation(tiny_models, monkeypatch):
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"])
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
     calls = []
     original = engine.pipe.__call__
     monkeypatch.setattr(type(engine.pipe), "__call__", lambda self, **kw: calls.append(kw) or original(**kw))

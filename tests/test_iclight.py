@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.engines import ModelLoadError
+from core.engines.base import ModelLoadError
 from core.engines.base import Cancelled, InpaintError
+from core.errors import GenerationFailed
 from core.engines.iclight import ICLightEngine, load_iclight_unet
 from tests.tiny_models import ICLIGHT_OFFSET_KEYS, iclight_offsets
 
@@ -217,7 +218,7 @@ def test_out_of_memory_gives_advice_and_the_engine_recovers(engine, monkeypatch,
 
     with monkeypatch.context() as patch:
         patch.setattr(engine.pipe.unet, "forward", out_of_memory)
-        with pytest.raises(InpaintError, match="Out of memory on cpu while relighting a 64x64 image") as raised:
+        with pytest.raises(GenerationFailed, match="Out of memory on cpu while relighting a 64x64 image") as raised:
             _relight(engine, [5])
     assert error.split(".")[0] in str(raised.value) and "CPU offload" in str(raised.value)
 

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import SD15, SDXL
 from core import masks
 from core.engines.base import Cancelled, EngineOutput, EngineRequest, InpaintError
 from core.images import encode_image, read_image
-from core.inpaint import InpaintParams, engine_size, inpaint, plan_crops, resolve_seeds
+from core.operations.inpaint import InpaintParams, inpaint
+from core.region import engine_size, plan_crops
+from core.operations.fields import resolve_seeds
 
 PHOTO_SIZE = (1500, 1000)
 
@@ -92,8 +95,8 @@ def test_engine_size_keeps_the_aspect_near_the_native_area():
 
 
 def test_seeds_count_up_from_the_first_and_random_is_reported():
-    assert resolve_seeds(InpaintParams(seed=7, variants=3)) == [7, 8, 9]
-    random = resolve_seeds(InpaintParams(seed=None, variants=2))
+    assert resolve_seeds(7, 3) == [7, 8, 9]
+    random = resolve_seeds(None, 2)
     assert random[1] == random[0] + 1 and 0 <= random[0] < 2**31
 
 
@@ -231,9 +234,9 @@ def test_two_threads_sharing_an_engine_behind_a_lock_get_their_own_results():
 
 @pytest.fixture(scope="module")
 def engines(tiny_models):
-    from core.engines.diffusion import SD15Inpaint, SDXLInpaint
+    from core.engines.diffusion import DiffusionEngine
 
-    return {"sd15": SD15Inpaint.load(tiny_models["sd15_inpaint"]), "sdxl": SDXLInpaint.load(tiny_models["sdxl_inpaint"])}
+    return {"sd15": DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"]), "sdxl": DiffusionEngine.load(SDXL, tiny_models["sdxl_inpaint"])}
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl"])
@@ -278,23 +281,23 @@ def test_two_sessions_generating_at_once_get_the_same_as_one_after_the_other(eng
 
 
 def test_opencv_removal_through_the_core(tiny_models):
-    from core.engines.opencv_inpaint import TeleaInpaint
+    from core.engines.opencv_inpaint import OpenCVInpaint
 
     yy, xx = np.mgrid[0:200, 0:300]
     gradient = Image.fromarray(np.stack([xx % 256, yy % 256, np.full_like(xx, 90)], -1).astype(np.uint8))
     mask = disk((300, 200), (150, 100), 20)
-    result = inpaint(gradient, mask, InpaintParams(seed=0, mask_blur=0, color_match=False), TeleaInpaint())
+    result = inpaint(gradient, mask, InpaintParams(seed=0, mask_blur=0, color_match=False), OpenCVInpaint("telea"))
     out, original = np.asarray(result.images[0]).astype(int), np.asarray(gradient).astype(int)
     assert np.array_equal(out[~mask], original[~mask])
     assert np.abs(out[mask] - original[mask]).mean() < 12  # filled close to the surrounding gradient
 
 
 def test_opencv_fills_a_small_crop_at_its_own_size_and_diffusion_at_native():
-    from core.engines.opencv_inpaint import TeleaInpaint
+    from core.engines.opencv_inpaint import OpenCVInpaint
 
     photo = noise_photo((400, 300))
     mask = disk((400, 300), (200, 150), 30)
-    engine, seen = TeleaInpaint(), []
+    engine, seen = OpenCVInpaint("telea"), []
     generate = engine.generate
     engine.generate = lambda request, *args: seen.append(request.image.size) or generate(request, *args)
     result = inpaint(photo, mask, InpaintParams(engine="telea", padding=16, seed=0), engine)

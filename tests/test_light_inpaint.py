@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import SD15, SDXL
 from core import masks
 from core.engines.base import InpaintError
-from core.engines.opencv_inpaint import TeleaInpaint
-from core.inpaint import InpaintParams
-from core.light_inpaint import light_aware_inpaint, light_gain, lit_start
-from core.relight import LightParams
+from core.engines.opencv_inpaint import OpenCVInpaint
+from core.operations.inpaint import InpaintParams
+from core.operations.lit_fill import light_aware_inpaint, light_gain, lit_start
+from core.light import LightParams
 from tests.test_inpaint import FakeEngine, disk, noise_photo
 
 SIZE = (400, 300)
@@ -86,13 +87,13 @@ def test_strength_one_and_engines_without_strength_are_refused():
     with pytest.raises(InpaintError, match="strength below 1"):
         light_aware_inpaint(photo, region(), LightParams(), InpaintParams(strength=1.0), FakeEngine())
     with pytest.raises(InpaintError, match="diffusion engine"):
-        light_aware_inpaint(photo, region(), LightParams(), InpaintParams(strength=0.5), TeleaInpaint())
+        light_aware_inpaint(photo, region(), LightParams(), InpaintParams(strength=0.5), OpenCVInpaint("telea"))
 
 
 def test_inverted_mask_lights_the_background(tiny_models):
-    from core.engines.diffusion import SD15Inpaint
+    from core.engines.diffusion import DiffusionEngine
 
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"])
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
     photo = noise_photo(SIZE, seed=4)
     params = InpaintParams(prompt="a wall", strength=0.6, steps=3, seed=1, variants=2, mask_blur=4, invert_mask=True)
     result = light_aware_inpaint(photo, region(), LightParams.from_preset("top"), params, engine)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-import core.models
+import core.memory
 from core.config import load_settings
 from core.device import DeviceInfo
-from core.models import available_engines, locate, memory_needed_gb, memory_shortfall, weights_bytes
+from core.manager import ModelManager
+from core.memory import memory_needed_gb, memory_shortfall, weights_bytes
+from core.model_files import locate
 from tests.test_app_inpaint import inpaint_page
 from ui import state
 
@@ -33,19 +35,19 @@ def test_the_estimate_follows_the_weights_and_the_dtype(settings, tiny_models):
 
 
 def test_a_model_too_large_for_the_machine_is_left_out_with_a_reason(settings, monkeypatch):
-    assert available_engines(settings, CPU)[:1] == ["sd15"]
-    monkeypatch.setattr(core.models, "memory_available_gb", lambda settings, device: 1e-6)
-    assert available_engines(settings, CPU) == []
-    unchecked = available_engines(settings)  # no device: no check
-    assert "sd15" in unchecked and "sdxl" in unchecked
+    assert ModelManager(settings, CPU).engines("diffusion")[:1] == ["sd15"]
+    monkeypatch.setattr(core.memory, "memory_available_gb", lambda settings, device: 1e-6)
+    assert ModelManager(settings, CPU).engines("diffusion") == []
+    assert ModelManager(settings).engines("diffusion") == []  # checked on the manager's own (detected) device too
     reason = memory_shortfall(locate("sdxl_inpaint", settings), settings, CPU)
     assert "SDXL inpainting 0.1 needs about" in reason and "no GPU" in reason and "INPAINT_STUDIO_MEMORY_CHECK=0" in reason
     monkeypatch.setenv("INPAINT_STUDIO_MEMORY_CHECK", "0")
-    assert "sd15" in available_engines(load_settings(), CPU)
+    unchecked = ModelManager(load_settings(), CPU).engines("diffusion")
+    assert "sd15" in unchecked and "sdxl" in unchecked
 
 
 def test_the_inpaint_page_says_why_and_offers_removal(app_with_tiny_models, monkeypatch):
-    monkeypatch.setattr(core.models, "memory_available_gb", lambda settings, device: 1e-6)
+    monkeypatch.setattr(core.memory, "memory_available_gb", lambda settings, device: 1e-6)
     at = inpaint_page()
     assert not at.exception
     assert at.selectbox(key=state.INPAINT_ENGINE).value == "telea"

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SD15, SDXL
 from core import cli, model_files
 from core.config import load_settings
-from core.models import ROLES
+from core.catalog import BUILTIN
+
+ROLES = BUILTIN.models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +108,7 @@ def test_download_puts_each_model_in_dir_and_prints_the_settings(no_models, monk
 def test_a_failed_download_is_reported_and_the_others_go_on(no_models, monkeypatch, capsys):
     no_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
 
-    def download(role, settings, folder, log):
+    def download(role, settings, folder, log, catalog=None):
         if role == "clip":
             raise OSError("disk full")
         return Path("/models") / role
@@ -119,13 +122,13 @@ def test_a_failed_download_is_reported_and_the_others_go_on(no_models, monkeypat
 def test_a_pipeline_saved_as_the_fp16_variant_loads(tiny_models, tmp_path):
     from diffusers import AutoPipelineForInpainting
 
-    from core.engines.diffusion import SD15Inpaint, weights_variant
+    from core.engines.diffusion import DiffusionEngine, weights_variant
 
     folder = tmp_path / "fp16-only"
     AutoPipelineForInpainting.from_pretrained(tiny_models["sd15_inpaint"]).save_pretrained(folder, variant="fp16")
     assert not (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
     assert weights_variant(str(folder)) == "fp16" and weights_variant(str(tiny_models["sd15_inpaint"])) is None
-    engine = SD15Inpaint.load(folder)
+    engine = DiffusionEngine.load(SD15, folder)
     assert engine.pipe.unet.config.in_channels == 9
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import SD15, manager_with
 from core import masks
-from core.batch import Services
-from core.inpaint import MAX_SEED, MAX_VARIANTS, InpaintParams, inpaint
+from core.operations.inpaint import MAX_SEED, MAX_VARIANTS, InpaintParams, inpaint
 from core.recipe import (
     RECIPE_VERSION,
     Action,
@@ -28,7 +27,8 @@ from core.recipe import (
     recipe_from_result,
     select_region,
 )
-from core.relight import LightParams, RelightParams
+from core.light import LightParams
+from core.operations.relight import RelightParams
 from tests.test_inpaint import FakeEngine, disk, noise_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,8 @@ def test_every_action_survives_json(name):
     assert [op.op for op in back.mask_ops] == [op.op for op in ops]
     # What belongs to other action types is not written.
     assert ("light" in data["action"]) == (name.startswith("relight") or name == "lit_fill")
-    assert ("method" in data["action"]) == name.startswith("relight")
+    assert "method" not in data["action"]  # the weight-free relight is its own type, "shade"
+    assert data["action"]["type"] == {"relight_iclight": "relight", "relight_shading": "shade"}.get(name, name)
     assert ("start" in data["action"]) == (name == "lit_fill")
 
 
@@ -186,7 +187,7 @@ DELETE = object()
         (relight, "action.method", "magic", "action.method"),
         (relight, "action.params.denoise", 0, "action.params: Denoise"),
         (relight, "action.params.strength", 0.5, "action.params: unknown field strength"),
-        (valid, "action.type", "remove", "action.params.engine: remove uses"),
+        (valid, "action.type", "remove", "action.params.engine: remove cannot use 'sdxl'; use one of telea"),
     ],
 )
 def test_bad_recipes_name_the_field(base, path, value, words):
@@ -213,19 +214,19 @@ def test_a_version_1_file_from_the_result_page_reads_with_each_photos_mask_file(
     text = json.dumps({"version": 1, "app": "inpaint-studio", **result.metadata(1)})
     recipe = Recipe.from_json(text)
     assert recipe.selection.kind == "mask_file" and recipe.needs_mask_file
-    assert recipe.action.type == "inpaint"
+    assert recipe.action.operation == "inpaint"
     assert recipe.action.params == replace(result.params, seed=41, variants=1)
     assert recipe.seed == SeedPolicy("fixed", 41)
 
     removal = inpaint(photo, region, InpaintParams(engine="telea", seed=0), FakeEngine())
     old = {"version": 1, "app": "inpaint-studio", **removal.metadata(0)}
-    assert Recipe.from_dict(old).action.type == "remove"
+    assert Recipe.from_dict(old).action.operation == "remove"
 
     lit = {"version": 1, "app": "inpaint-studio", **result.metadata(0),
            "light": LIGHT.to_dict(), "start": "removal"}  # a fill with light saved its light too
     lit["params"]["strength"] = 0.6
     recipe = Recipe.from_dict(lit)
-    assert recipe.action.type == "lit_fill" and recipe.action.light == LIGHT and recipe.action.start == "removal"
+    assert recipe.action.operation == "lit_fill" and recipe.action.light == LIGHT and recipe.action.start == "removal"
 
     with pytest.raises(RecipeError, match="version 1: only inpainting"):
         Recipe.from_dict({"version": 1, "action": "relight", "light": LIGHT.to_dict()})
@@ -318,11 +319,12 @@ def no_models(tmp_path):
     """The selection service as the command line builds it, on a machine without any model."""
     from core.config import Settings
     from core.device import detect_device
-    from core.models import build_segmenter
+    from core.manager import ModelManager
+    from core.segmenter import Segmenter
 
     missing = {role: str(tmp_path / f"no-{role}") for role in ("fastsam", "fastsam_x", "clip", "sam")}
-    return build_segmenter(Settings(device="cpu", models_dir=tmp_path / "no-models", models=missing),
-                           detect_device("cpu"))
+    return Segmenter(ModelManager(Settings(device="cpu", models_dir=tmp_path / "no-models", models=missing),
+                                  detect_device("cpu")))
 
 
 def test_box_and_clicks_fall_back_to_grabcut_without_models(no_models):
@@ -348,7 +350,7 @@ def test_text_needs_its_models_and_says_so(no_models):
     recipe = Recipe(Selection(kind="text", text="the red ball"), ACTIONS["remove"])
     with pytest.raises(RecipeError, match="needs the selection models"):
         select_region(recipe, disk_photo())
-    for segmenter in (no_models, Segmenter({})):
+    for segmenter in (no_models, Segmenter(manager_with())):  # nothing adopted, nothing on disk
         with pytest.raises(RecipeError, match="Selecting by text needs CLIP"):
             select_region(recipe, disk_photo(), segmenter=segmenter)
 
@@ -394,11 +396,11 @@ def test_feather_sets_the_soft_edge_of_the_edit():
     photo = noise_photo((120, 90))
     region = disk((120, 90), (60, 45), 15)
     engine = RecordingEngine()
-    services = Services(factories={"inpaint": lambda name: (engine, threading.Lock())})
+    manager = manager_with(sd15=engine)
     base = Recipe(Selection.from_mask(region), Action("inpaint", InpaintParams(mask_blur=0, color_match=False)))
-    hard = apply_recipe(base, photo, stem="p", services=services)
+    hard = apply_recipe(base, photo, stem="p", manager=manager)
     soft = apply_recipe(replace(base, mask_ops=(MaskOp("feather", inner=2, outer=7),)), photo, stem="p",
-                        services=services)
+                        manager=manager)
     assert soft.metadata[0]["params"]["mask_blur"] == 7 and soft.metadata[0]["params"]["mask_blur_inside"] == 2
     assert hard.metadata[0]["params"]["mask_blur"] == 0
     original, hard_px, soft_px = (np.asarray(image).astype(int)
@@ -420,7 +422,7 @@ def test_feather_sets_the_soft_edge_of_the_edit():
 def test_a_photo_that_is_not_rgb_is_refused():
     recipe = Recipe(Selection("whole"), ACTIONS["remove"])
     with pytest.raises(RecipeError, match="must be RGB"):
-        apply_recipe(recipe, Image.new("L", (10, 10)), stem="g", services=Services())
+        apply_recipe(recipe, Image.new("L", (10, 10)), stem="g", manager=manager_with())
 
 
 # --- replay: a recipe saved from an edit gives the edit's pixels back ------------------------------
@@ -428,10 +430,10 @@ def test_a_photo_that_is_not_rgb_is_refused():
 
 @pytest.fixture(scope="module")
 def sd15(tiny_models):
-    from core.engines.diffusion import SD15Inpaint
+    from core.engines.diffusion import DiffusionEngine
 
-    engine = SD15Inpaint.load(tiny_models["sd15_inpaint"])
-    engine.native_resolution = TEST_RESOLUTION
+    engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
+    engine.entry = replace(engine.entry, native_size=TEST_RESOLUTION)
     return engine
 
 
@@ -440,20 +442,20 @@ def iclight(tiny_models):
     from core.engines.iclight import ICLightEngine
 
     engine = ICLightEngine.load(tiny_models["iclight_base"], tiny_models["iclight"])
-    engine.native_resolution = TEST_RESOLUTION
+    engine.entry = replace(engine.entry, native_size=TEST_RESOLUTION)
     return engine
 
 
 REPLAY_SIZE = (128, 96)
 
 
-def replay(result, index: int, mask: np.ndarray, photo: Image.Image, services: Services, tmp_path: Path, stem="p"):
+def replay(result, index: int, mask: np.ndarray, photo: Image.Image, manager, tmp_path: Path, stem="p"):
     """Save variant ``index`` of ``result`` as a recipe file, load it, apply it to ``photo``."""
     path = tmp_path / f"recipe-{index}.json"
     path.write_text(recipe_from_result(result, index, Selection.from_mask(mask), name="replay").to_json())
     recipe = Recipe.load(path)
     assert recipe.seed == SeedPolicy("fixed", result.seeds[index])
-    return recipe, apply_recipe(recipe, photo, stem=stem, services=services)
+    return recipe, apply_recipe(recipe, photo, stem=stem, manager=manager)
 
 
 def assert_replayed(applied, result, index: int, photo: Image.Image, mask: np.ndarray, edge: int):
@@ -472,84 +474,88 @@ def assert_replayed(applied, result, index: int, photo: Image.Image, mask: np.nd
 def test_replaying_an_inpaint_gives_its_pixels(sd15, tmp_path):
     photo = noise_photo(REPLAY_SIZE, seed=3)
     region = disk(REPLAY_SIZE, (60, 50), 18)
-    services = Services(factories={"inpaint": lambda name: (sd15, threading.Lock())})
+    manager = manager_with(sd15=sd15)
     params = InpaintParams(prompt="a bench", negative_prompt="blurry", steps=2, seed=21, variants=2, mask_blur=4,
                            padding=8)
     result = inpaint(photo, region, params, sd15)
     for index in (0, 1):
-        recipe, applied = replay(result, index, region, photo, services, tmp_path)
-        assert recipe.action.type == "inpaint" and recipe.action.params.variants == 1
+        recipe, applied = replay(result, index, region, photo, manager, tmp_path)
+        assert recipe.action.operation == "inpaint" and recipe.action.params.variants == 1
         assert_replayed(applied, result, index, photo, region, edge=4)
         assert applied.metadata[0]["recipe"] == "replay"
     # One variant, as the page makes by default: every pixel the same.
     single = inpaint(photo, region, replace(params, seed=99, variants=1), sd15)
-    _, applied = replay(single, 0, region, photo, services, tmp_path)
+    _, applied = replay(single, 0, region, photo, manager, tmp_path)
     assert np.array_equal(np.asarray(applied.images[0]), np.asarray(single.images[0]))
 
 
 def test_replaying_an_inverted_removal_gives_its_pixels(tmp_path):
-    from core.engines.opencv_inpaint import TeleaInpaint
+    from core.engines.opencv_inpaint import OpenCVInpaint
 
     photo = noise_photo(REPLAY_SIZE, seed=5)
     subject = disk(REPLAY_SIZE, (64, 48), 30)
     result = inpaint(photo, subject, InpaintParams(engine="telea", seed=0, invert_mask=True, mask_blur=3),
-                     TeleaInpaint())
-    recipe, applied = replay(result, 0, subject, photo, Services(), tmp_path)
-    assert recipe.action.type == "remove" and recipe.action.params.invert_mask
+                     OpenCVInpaint("telea"))
+    recipe, applied = replay(result, 0, subject, photo, manager_with(), tmp_path)
+    assert recipe.action.operation == "remove" and recipe.action.params.invert_mask
     assert np.array_equal(np.asarray(applied.images[0]), np.asarray(result.images[0]))
     kept = masks.shrink(subject, 3)  # the soft edge of the inverted mask reaches 3 px into the subject
     assert np.array_equal(np.asarray(applied.images[0])[kept], np.asarray(photo)[kept])
 
 
 def test_replaying_a_fill_with_light_gives_its_pixels(sd15, tmp_path):
-    from core.light_inpaint import light_aware_inpaint
+    from core.operations.lit_fill import light_aware_inpaint
 
     photo = noise_photo(REPLAY_SIZE, seed=4)
     region = disk(REPLAY_SIZE, (70, 40), 16)
-    services = Services(factories={"inpaint": lambda name: (sd15, threading.Lock())})
+    manager = manager_with(sd15=sd15)
     params = InpaintParams(prompt="a lamp", steps=3, seed=8, variants=2, strength=0.6, mask_blur=3, padding=8)
     result = light_aware_inpaint(photo, region, LIGHT, params, sd15, start="removal")
     for index in (0, 1):
-        recipe, applied = replay(result, index, region, photo, services, tmp_path)
-        assert recipe.action.type == "lit_fill" and recipe.action.start == "removal"
+        recipe, applied = replay(result, index, region, photo, manager, tmp_path)
+        assert recipe.action.operation == "lit_fill" and recipe.action.start == "removal"
         assert recipe.action.light == LIGHT
         assert_replayed(applied, result, index, photo, region, edge=3)
         assert applied.metadata[0]["light"] == LIGHT.to_dict() and applied.metadata[0]["start"] == "removal"
     single = light_aware_inpaint(photo, region, LIGHT, replace(params, seed=50, variants=1), sd15, start="current")
-    recipe, applied = replay(single, 0, region, photo, services, tmp_path)
+    recipe, applied = replay(single, 0, region, photo, manager, tmp_path)
     assert recipe.action.start == "current"
     assert_replayed(applied, single, 0, photo, region, edge=3)
 
 
 def test_replaying_a_shading_relight_gives_its_pixels(tmp_path):
-    from core.relight import relight_by_shading
+    from core.operations.shade import relight_by_shading
 
     photo = noise_photo(REPLAY_SIZE, seed=6)
     subject = disk(REPLAY_SIZE, (64, 48), 25)
     result = relight_by_shading(np.asarray(photo), subject, LIGHT)
-    services = Services(factories={})  # no model is needed: none may be loaded
-    services.relight_engine = services.inpaint_engine = None  # type: ignore[assignment]
-    recipe, applied = replay(result, 0, subject, photo, services, tmp_path)
-    assert recipe.action.type == "relight" and recipe.action.method == "shading"
+    manager = manager_with()  # no model is needed: none may be loaded
+
+    def no_load(name):
+        raise AssertionError(f"shading loaded a model: {name}")
+
+    manager.load = no_load  # type: ignore[method-assign]
+    recipe, applied = replay(result, 0, subject, photo, manager, tmp_path)
+    assert recipe.action.operation == "shade" and recipe.action.engine is None
     assert np.array_equal(np.asarray(applied.images[0]), np.asarray(result.images[0]))
     assert not np.array_equal(np.asarray(applied.images[0]), np.asarray(photo))
 
 
 def test_replaying_an_iclight_relight_gives_its_pixels(iclight, tmp_path):
-    from core.relight import relight
+    from core.operations.relight import relight
 
     photo = noise_photo(REPLAY_SIZE, seed=7)
     subject = disk(REPLAY_SIZE, (64, 48), 25)
-    services = Services(factories={"relight": lambda: (iclight, threading.Lock())})
+    manager = manager_with(iclight=iclight)
     params = RelightParams(prompt="warm sunlight", steps=3, seed=5, variants=2, mask_blur=4, padding=8)
     result = relight(np.asarray(photo), subject, LIGHT, params, iclight)
     for index in (0, 1):
-        recipe, applied = replay(result, index, subject, photo, services, tmp_path)
-        assert recipe.action.type == "relight" and recipe.action.method == "iclight"
+        recipe, applied = replay(result, index, subject, photo, manager, tmp_path)
+        assert recipe.action.operation == "relight" and recipe.action.engine == "iclight"
         assert recipe.action.params == replace(result.params, seed=result.seeds[index], variants=1)
         assert_replayed(applied, result, index, photo, subject, edge=4)
     single = relight(np.asarray(photo), subject, LIGHT, replace(params, seed=31, variants=1), iclight)
-    _, applied = replay(single, 0, subject, photo, services, tmp_path)
+    _, applied = replay(single, 0, subject, photo, manager, tmp_path)
     assert_replayed(applied, single, 0, photo, subject, edge=4)
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core import relight
-from core.relight import LightParams, PreviewCache
+from core import light as relight
+from core.light import LightParams, PreviewCache
 
 AZIMUTHS = (0, 45, 90, 135, 180, 225, 270, 315)
 WARM = relight.color_from_temperature(2000)

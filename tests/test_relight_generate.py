@@ -6,7 +6,8 @@ import pytest
 
 from core import masks
 from core.engines.base import InpaintError
-from core.relight import LightParams, RelightParams, relight
+from core.light import LightParams
+from core.operations.relight import RelightParams, relight
 
 SIZE = (200, 150)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.engines import ModelLoadError
+from core.engines.base import ModelLoadError
 from core.engines.sam import SamEngine
 from core.segment import SegmentError
 

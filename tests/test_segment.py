@@ -8,12 +8,24 @@ from core.segment import (
     CandidateSet,
     SegmentError,
     SegmentPrompt,
+    exclude_points,
+    points_message,
     select_box,
-    select_points,
+    select_positive,
     top_k_by_text,
 )
 
 SIZE = (200, 100)  # work size = image size unless a test says otherwise
+
+
+def select_points(candidates, positive, negative, step=0):
+    """Points as the segmenter answers them: positive points select (select_positive), negative
+    points then exclude (exclude_points, protecting every candidate under a positive point).
+    Returns the mask, the chosen indices, the number of step levels and the message."""
+    mask, chosen, levels, missed = select_positive(candidates, positive, step)
+    protected = {int(i) for x, y in positive for i in candidates.containing(x, y)}
+    mask, stuck = exclude_points(candidates, mask, negative, protected)
+    return mask, chosen, levels, points_message(missed, len(positive), stuck)
 
 
 def rect(box, size=SIZE):

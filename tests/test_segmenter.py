@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core.engines import ModelLoadError
+from core.config import Settings
+from core.engines.base import ModelLoadError
 from core.engines.fastsam import FastSAMEngine, FastSAMSettings, work_copy
 from core.images import content_hash
 from core.segment import SegmentError, SegmentPrompt
 from core.segmenter import WEAK_TEXT_MATCH, Segmenter
+from tests.helpers import manager_with
 
 SETTINGS = FastSAMSettings(imgsz=320)
 
@@ -37,10 +39,10 @@ def fastsam(tiny_models) -> FastSAMEngine:
     return FastSAMEngine.load(tiny_models["fastsam"])
 
 
-def counting_segmenter(fastsam: FastSAMEngine, **loaders) -> tuple[Segmenter, CountingModel]:
+def counting_segmenter(fastsam: FastSAMEngine, **engines) -> tuple[Segmenter, CountingModel]:
     counter = CountingModel(fastsam.model)
     engine = FastSAMEngine(counter, fastsam.model_id, "cpu")
-    return Segmenter({"fastsam": lambda: engine, **loaders}), counter
+    return Segmenter(manager_with(fastsam=engine, **engines)), counter
 
 
 def test_everything_pass_gives_candidates_at_the_work_resolution(fastsam):
@@ -123,21 +125,21 @@ def test_a_photo_where_nothing_is_found_says_so():
 
             return CandidateSet.from_masks(np.zeros((0, 10, 10), bool), [], image.size)
 
-    segmenter = Segmenter({"fastsam": NothingFound})
+    segmenter = Segmenter(manager_with(fastsam=NothingFound()))
     image = photo()
     result = segmenter.segment(image, "id", SegmentPrompt(points=((5, 5, 1),)), SETTINGS)
     assert result.mask is None and "found no objects" in result.message
 
 
 def test_missing_fastsam_falls_back_to_grabcut_and_says_which_model(tmp_path):
-    def missing():
-        return FastSAMEngine.load(tmp_path / "FastSAM-s.pt")
-
-    segmenter = Segmenter({"fastsam": missing})
+    # Nothing adopted and nothing on disk: FastSAM and CLIP point at files that do not exist.
+    missing = Settings(device="cpu", models_dir=tmp_path,
+                       models={"fastsam": str(tmp_path / "FastSAM-s.pt"), "clip": str(tmp_path / "clip")})
+    segmenter = Segmenter(manager_with(settings=missing))
     image = photo()
     result = segmenter.segment(image, content_hash(image), SegmentPrompt(box=(140, 80, 340, 260)), SETTINGS)
     assert result.backend == "grabcut"
-    assert "FastSAM-s.pt does not exist" in result.fallback and "GrabCut" in result.fallback
+    assert "FastSAM-s.pt) is not on this machine" in result.fallback and "GrabCut" in result.fallback
     truth = np.zeros((320, 480), bool)
     yy, xx = np.mgrid[0:320, 0:480]
     truth[((xx - 240) / 90) ** 2 + ((yy - 170) / 80) ** 2 <= 1] = True
@@ -153,18 +155,15 @@ def test_text_prompt_returns_top_k_candidates_with_scores(fastsam, tiny_models):
 
     clip_calls = []
 
-    def load_clip():
-        scorer = ClipScorer.load(str(tiny_models["clip"]))
-        original = scorer.embed_candidates
+    scorer = ClipScorer.load(str(tiny_models["clip"]))
+    original = scorer.embed_candidates
 
-        def counted(*args, **kwargs):
-            clip_calls.append(1)
-            return original(*args, **kwargs)
+    def counted(*args, **kwargs):
+        clip_calls.append(1)
+        return original(*args, **kwargs)
 
-        scorer.embed_candidates = counted
-        return scorer
-
-    segmenter, counter = counting_segmenter(fastsam, clip=load_clip)
+    scorer.embed_candidates = counted
+    segmenter, counter = counting_segmenter(fastsam, clip=scorer)
     image = photo()
     image_id = content_hash(image)
     result = segmenter.segment(image, image_id, SegmentPrompt(text="a red disk", top_k=3), SETTINGS)

@@ -19,16 +19,17 @@ import io
 
 from PIL import Image
 
-from core.batch import BatchProgress, BatchSummary, Services, run, zip_results
+from core.batch import BatchModels, BatchProgress, BatchSummary, run, zip_results
 from core.batch_inputs import BatchInputError, list_inputs, mask_files
 from core.images import ImageError, read_image
 from core.masks import mask_from_image
+from core.errors import UserError
 from core.recipe import Recipe, select_region
 
 WORKDIR_PREFIX = "inpaint-studio-batch-"
 
 
-class UploadError(ValueError):
+class UploadError(UserError):
     """Uploads that cannot form a batch (mixed zip and photos, several zips)."""
 
 
@@ -128,7 +129,7 @@ def preview(recipe: Recipe, photos: list, masks: list, segmenter: Any) -> Previe
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start(recipe: Recipe, photos: list, masks: list, services: Services) -> BatchJob:
+def start(recipe: Recipe, photos: list, masks: list, models: BatchModels) -> BatchJob:
     """Save the uploads and start the batch in a background thread.
 
     Raises UploadError / BatchInputError for uploads that cannot be used (nothing is started).
@@ -150,7 +151,7 @@ def start(recipe: Recipe, photos: list, masks: list, services: Services) -> Batc
 
     def work() -> None:
         try:
-            job.summary = run(recipe, job.inputs, job.output, masks=job.masks, services=services,
+            job.summary = run(recipe, job.inputs, job.output, masks=job.masks, models=models,
                               on_progress=progress, should_cancel=job.cancel.is_set)
         except BatchInputError as error:
             job.error = str(error)

@@ -11,8 +11,9 @@ from typing import Any
 
 import streamlit as st
 
-from core.engines import ModelLoadError
-from core.engines.base import Cancelled, InpaintError
+from core import operations
+from core.errors import Cancelled, StudioError
+from ui import resources
 
 CANCEL = "cancel_generation"
 
@@ -31,14 +32,27 @@ def run_generation(work: Callable[[Progress], Any], what: str = "Generation") ->
     result = None
     try:
         result = work(lambda done, total: bar.progress(min(done / max(total, 1), 1.0), text=f"Step {done} of {total}"))
-    except (InpaintError, ModelLoadError) as error:
-        st.error(str(error))
     except Cancelled:
         st.warning(f"{what} cancelled.")
+    except StudioError as error:
+        st.error(str(error))
     finally:
         bar.empty()
         cancel_slot.empty()
     return result
+
+
+def run_edit(edit: operations.Edit, image, mask, what: str = "Generation") -> Any | None:
+    """Run ``edit`` on the page (see :func:`run_generation`) with the server's models; its result,
+    or None (an error or a cancel was shown; the page's earlier results are untouched)."""
+    def work(progress: Progress) -> Any:
+        if edit.engine is not None:
+            with resources.loading(edit.engine):
+                resources.manager().load(edit.engine)
+        return operations.run(edit, image, mask, resources.manager(), progress=progress,
+                              waiting=resources.waiting_spinner)
+
+    return run_generation(work, what)
 
 
 def show_cancelled(what: str = "Generation") -> None:

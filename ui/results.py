@@ -1,8 +1,8 @@
 """Per-session views of generated results: thumbnails and download files, made once per result.
 
 A result is any object with ``images`` (full-size PIL images, one per variant) and
-``metadata(index)`` (what produced variant ``index``): ``core.inpaint.InpaintResult`` and
-``core.relight.RelightResult`` both are.
+``metadata(index)`` (what produced variant ``index``): ``core.operations.inpaint.InpaintResult`` and
+``core.operations.relight.RelightResult`` both are.
 """
 from __future__ import annotations
 

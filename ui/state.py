@@ -17,6 +17,12 @@ import numpy as np
 from core import masks
 from core.images import LoadedImage, content_hash
 from core.masks import MaskDocument
+from core.operations.fields import defaults
+from core.operations.inpaint import InpaintParams
+from core.operations.relight import RelightParams
+
+_INPAINT = defaults(InpaintParams)
+_RELIGHT = defaults(RelightParams)
 
 PHOTO = "photo"  # core.images.LoadedImage
 PHOTO_ID = "photo_id"  # content hash of the photo's pixels
@@ -32,9 +38,9 @@ SEGMENT_BOX = "segment_box"  # (x0, y0, x1, y1) in photo pixels, or None
 SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next larger, ...
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
-INPAINT_RESULT = "inpaint_result"  # core.inpaint.InpaintResult of the last generation
-RELIGHT_RESULT = "relight_result"  # core.relight.RelightResult or, lit inpainting, core.inpaint.InpaintResult
-RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.relight.PreviewCache)
+INPAINT_RESULT = "inpaint_result"  # core.operations.inpaint.InpaintResult of the last generation
+RELIGHT_RESULT = "relight_result"  # core.operations.relight.RelightResult or, lit inpainting, core.operations.inpaint.InpaintResult
+RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.light.PreviewCache)
 BATCH_RECIPE = "batch_recipe"  # core.recipe.Recipe saved from a result with "Use for a batch"
 BATCH_JOB = "batch_job"  # ui.batch_job.BatchJob of this session's latest batch
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
@@ -111,8 +117,8 @@ PERSISTENT_WIDGETS = {
     BRUSH_SIZE: 30,
     CANVAS_WIDTH: 800,
     GROW_PREVIEW: 0,
-    FEATHER_INNER: 0,
-    FEATHER_OUTER: 8,
+    FEATHER_INNER: _INPAINT["mask_blur_inside"],
+    FEATHER_OUTER: _INPAINT["mask_blur"],
     ISLAND_AREA: 100,
     SEGMENT_MODE: "Click",
     SEGMENT_LABEL: "Include",
@@ -127,19 +133,19 @@ PERSISTENT_WIDGETS = {
     SEGMENT_CLIP_TO_BOX: False,
     INPAINT_ENGINE: None,
     INPAINT_PROMPT: "",
-    INPAINT_NEGATIVE: "blurry, low quality, distorted, watermark, text",
+    INPAINT_NEGATIVE: _INPAINT["negative_prompt"],
     INPAINT_PRESET: "Quality",
-    INPAINT_VARIANTS: 2,
+    INPAINT_VARIANTS: _INPAINT["variants"],
     INPAINT_SEED: 42,
     INPAINT_RANDOM_SEED: False,
-    INPAINT_GUIDANCE: 7.5,
-    INPAINT_STEPS: 30,
-    INPAINT_STRENGTH: 1.0,
+    INPAINT_GUIDANCE: _INPAINT["guidance_scale"],
+    INPAINT_STEPS: _INPAINT["steps"],
+    INPAINT_STRENGTH: _INPAINT["strength"],
     INPAINT_SCHEDULER: "default",
-    INPAINT_PADDING: 64,
-    INPAINT_BLEND: "feather",
-    INPAINT_COLOR_MATCH: True,
-    INPAINT_INVERT: False,
+    INPAINT_PADDING: _INPAINT["padding"],
+    INPAINT_BLEND: _INPAINT["blend"],
+    INPAINT_COLOR_MATCH: _INPAINT["color_match"],
+    INPAINT_INVERT: _INPAINT["invert_mask"],
     INPAINT_CHOICE: 0,
     LIGHT_PRESET: None,
     LIGHT_AZIMUTH: 135,
@@ -150,19 +156,19 @@ PERSISTENT_WIDGETS = {
     LIGHT_TEMPERATURE: 5500,
     LIGHT_COLOR: "#ffffff",
     RELIGHT_ACTION: "relight",
-    RELIGHT_PROMPT: "soft natural light, detailed",
-    RELIGHT_NEGATIVE: "lowres, bad anatomy, worst quality, low quality",
-    RELIGHT_VARIANTS: 2,
+    RELIGHT_PROMPT: _RELIGHT["prompt"],
+    RELIGHT_NEGATIVE: _RELIGHT["negative_prompt"],
+    RELIGHT_VARIANTS: _RELIGHT["variants"],
     RELIGHT_SEED: 12345,
     RELIGHT_RANDOM_SEED: False,
-    RELIGHT_MODE: "subject",
-    RELIGHT_DETAIL: True,
-    RELIGHT_STEPS: 25,
-    RELIGHT_GUIDANCE: 2.0,
-    RELIGHT_DENOISE: 0.9,
+    RELIGHT_MODE: _RELIGHT["mode"],
+    RELIGHT_DETAIL: _RELIGHT["detail_transfer"],
+    RELIGHT_STEPS: _RELIGHT["steps"],
+    RELIGHT_GUIDANCE: _RELIGHT["guidance"],
+    RELIGHT_DENOISE: _RELIGHT["denoise"],
     RELIGHT_HIGHRES: False,
     RELIGHT_HIGHRES_SCALE: 1.5,
-    RELIGHT_HIGHRES_DENOISE: 0.5,
+    RELIGHT_HIGHRES_DENOISE: _RELIGHT["highres_denoise"],
     RELIGHT_CHOICE: 0,
     LIT_ENGINE: None,
     LIT_START: "current",
@@ -361,7 +367,7 @@ def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
 
 def relight_preview_cache():
     """The light preview's precomputed photo copy and subject normals, rebuilt when either changes."""
-    from core.relight import PreviewCache
+    from core.light import PreviewCache
 
     document = mask_document()
     key = (photo_id(), document.revision)

@@ -1,33 +1,83 @@
-"""What every inpainting engine receives and returns.
+"""What every engine shares: its catalog entry, and what an inpainting engine receives and returns.
 
-``core.inpaint`` owns the shared work (cropping around the mask, scaling to the engine's native
+``core.region`` owns the shared work (cropping around the mask, scaling to the engine's native
 resolution, pasting back, blending); an engine only loads its model and fills one prepared crop.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
+
+from core.catalog import BUILTIN, EngineEntry, FewStep
+from core.errors import Cancelled, ModelUnavailable, UserError, require_all
+
+if TYPE_CHECKING:
+    from core.manager import LoadRequest
+
+__all__ = ["Cancelled", "require_all"]
 
 ProgressCallback = Callable[[int, int], None]  # (step done, total steps)
 CancelCheck = Callable[[], bool]  # True = stop as soon as possible
 
 
-class InpaintError(ValueError):
+class InpaintError(UserError):
     """An edit that cannot be made as asked; the message says why and what to do instead."""
 
 
-def require_all(checks: list[tuple[bool, str]]) -> None:
-    """Raise InpaintError with the message of the first ``(ok, message)`` check that failed."""
-    for ok, message in checks:
-        if not ok:
-            raise InpaintError(message)
+class ModelLoadError(ModelUnavailable):
+    """A model that is there but could not be loaded; the message names it and says how to fix it."""
 
 
-class Cancelled(RuntimeError):
-    """The person cancelled the generation; nothing was produced."""
+class CatalogEngine:
+    """What an engine knows of its catalog entry: its name (with a few-step preset's), title, native
+    size and capabilities. ``model_id`` is what it loaded (a path or hub id)."""
+
+    entry: EngineEntry
+    preset: FewStep | None = None
+    model_id: str = ""
+
+    @classmethod
+    def from_catalog(cls, request: LoadRequest) -> CatalogEngine:
+        """Load the engine ``request`` describes (its entry, each role's local path, the device)."""
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry.name}+{self.preset.name}" if self.preset else self.entry.name
+
+    @property
+    def title(self) -> str:
+        return self.entry.title
+
+    @property
+    def native_resolution(self) -> int:
+        return self.entry.native_size
+
+    @property
+    def supports_prompt(self) -> bool:
+        return self.entry.can("prompt")
+
+    @property
+    def supports_negative_prompt(self) -> bool:
+        return self.entry.can("negative_prompt")
+
+    @property
+    def supports_strength(self) -> bool:
+        return self.entry.can("strength")
+
+    def how_to_provide(self, role: str | None = None) -> str:
+        return how_to_provide(self.entry, role)
+
+
+def how_to_provide(entry: EngineEntry, role: str | None = None) -> str:
+    """A sentence saying which setting points ``entry``'s model (``role``, default its main one) at a local copy."""
+    name = role or (entry.roles[0] if entry.roles else "")
+    setting = f"INPAINT_STUDIO_MODEL_{name.upper()}"
+    default = BUILTIN.models[name].default if name in BUILTIN.models else "the model"
+    return f"Set {setting} to a local copy of {default}."
 
 
 @dataclass(frozen=True)
@@ -65,15 +115,12 @@ class EngineOutput:
 
 
 class InpaintEngine(Protocol):
-    """The interface of an inpainting engine (see ``core.engines.INPAINT_ENGINES``)."""
+    """The interface of an inpainting engine (diffusion and removal entries of the catalog)."""
 
-    name: ClassVar[str]
-    title: ClassVar[str]
-    native_resolution: ClassVar[int]  # the side length the model was trained at (512, 1024)
-    supports_prompt: ClassVar[bool]
-    supports_negative_prompt: ClassVar[bool]
-    supports_strength: ClassVar[bool]
-    schedulers: ClassVar[tuple[str, ...]]  # names offered; the first is the default
+    name: str
+    title: str
+    native_resolution: int  # the side length the model was trained at (512, 1024)
+    supports_strength: bool
     model_id: str
 
     def generate(

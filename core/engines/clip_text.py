@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.engines import ModelLoadError
-from core.models import ROLES
+from core.catalog import BUILTIN
+from core.engines.base import CatalogEngine, ModelLoadError
 from core.segment import CandidateSet
 
 
-class ClipScorer:
+class ClipScorer(CatalogEngine):
     """A loaded ``CLIPModel`` with its ``CLIPProcessor``. Not thread-safe: hold a lock.
 
     Embeddings are float32 and L2-normalised, so a dot product is a cosine similarity.
@@ -30,6 +30,13 @@ class ClipScorer:
         self.processor = processor
         self.model_id = model_id
         self.device = device
+        self.entry = BUILTIN.engines["clip"]
+
+    @classmethod
+    def from_catalog(cls, request) -> ClipScorer:
+        engine = cls.load(request.path(), device=request.device.kind)
+        engine.entry = request.entry
+        return engine
 
     @classmethod
     def load(cls, path: str, device: str = "cpu") -> ClipScorer:
@@ -125,7 +132,7 @@ class ClipScorer:
 def _load_message(path: str, reason: str) -> str:
     return (
         f"CLIP (selecting objects by name) could not be loaded from {path!r}: {reason}. "
-        f"Set {ROLES['clip'].setting} to a local directory holding a CLIPModel and its CLIPProcessor "
+        f"Set INPAINT_STUDIO_MODEL_CLIP to a local directory holding a CLIPModel and its CLIPProcessor "
         "(saved with save_pretrained, or a download of openai/clip-vit-base-patch32 made on a "
         "machine with internet)."
     )

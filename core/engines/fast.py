@@ -10,7 +10,7 @@ trained for, so 4-8 steps at guidance about 1 replace 30 steps at 7.5:
 
 An engine with a preset is named ``<engine>+<preset>`` (``sd15+lcm``, ``sdxl+hyper``): the name
 carries through the pages, recipes, batches and the command line, and loads as its own engine.
-Each LoRA is a model role (``core.models``) with its own setting.
+The presets and each engine's LoRA roles are catalog entries (``core.catalog``).
 
 ``torch.compile`` specialises the UNet to the shapes it sees; with compile on, crops are filled
 at one of a few fixed sizes (:func:`bucket_size`), so a new crop shape does not recompile.
@@ -18,45 +18,11 @@ at one of a few fixed sizes (:func:`bucket_size`), so a new crop shape does not 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from core.catalog import FewStep
 
 
-@dataclass(frozen=True)
-class FewStepPreset:
-    name: str
-    title: str
-    scheduler: str  # diffusers class name
-    scheduler_settings: tuple[tuple[str, object], ...]
-    steps: int
-    guidance: float
-
-    def role(self, engine: str) -> str:
-        """The model role of this preset's LoRA for base engine ``engine`` (``sd15`` / ``sdxl``)."""
-        return f"{self.name}_lora_{engine}"
-
-
-FEW_STEP_PRESETS: dict[str, FewStepPreset] = {
-    preset.name: preset
-    for preset in (
-        FewStepPreset("lcm", "LCM", "LCMScheduler", (), 4, 1.0),
-        FewStepPreset("tcd", "TCD", "TCDScheduler", (), 4, 1.0),
-        FewStepPreset("hyper", "Hyper-SD", "DDIMScheduler", (("timestep_spacing", "trailing"),), 8, 1.0),
-    )
-}
-
-
-def split_engine_name(name: str) -> tuple[str, FewStepPreset | None]:
-    """``"sd15+lcm"`` → ("sd15", the LCM preset); ``"sd15"`` → ("sd15", None). KeyError for an
-    unknown preset."""
-    base, _, preset = name.partition("+")
-    if not preset:
-        return base, None
-    if preset not in FEW_STEP_PRESETS:
-        raise KeyError(f"Unknown few-step preset {preset!r} in engine {name!r}: use {', '.join(FEW_STEP_PRESETS)}.")
-    return base, FEW_STEP_PRESETS[preset]
-
-
-def apply_few_step(pipe, preset: FewStepPreset, lora_path: str) -> None:
+def apply_few_step(pipe, preset: FewStep, lora_path: str) -> None:
     """Fuse ``preset``'s LoRA at ``lora_path`` (a folder or a .safetensors file) into ``pipe``'s
     UNet and make its scheduler the preset's. Raises whatever diffusers raises (the caller turns it
     into a ModelLoadError naming the file)."""

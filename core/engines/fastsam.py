@@ -1,40 +1,33 @@
 """FastSAM through ultralytics: segment everything in a photo once, as a :class:`CandidateSet`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from core.engines import ModelLoadError
-from core.segment import CandidateSet
+from core.catalog import BUILTIN
+from core.engines.base import CatalogEngine, ModelLoadError
+from core.segment import CandidateSet, FastSAMSettings, work_copy
+
+__all__ = ["FastSAMEngine", "FastSAMSettings", "work_copy"]
 
 
-@dataclass(frozen=True)
-class FastSAMSettings:
-    """The "everything" pass's settings (FastSAM's own defaults).
-
-    ``model``: which checkpoint (its role in ``core.models``). ``imgsz``: the long side the photo is scaled to for the model (and the work resolution of the
-    candidates). ``conf``/``iou``: detection confidence and NMS thresholds. ``retina_masks``:
-    masks computed at the work resolution rather than the model's coarser output.
-    """
-
-    model: str = "fastsam"  # the model role: "fastsam" (FastSAM-s) or "fastsam_x"
-    imgsz: int = 1024
-    conf: float = 0.4
-    iou: float = 0.9
-    retina_masks: bool = True
-    max_det: int = 300
-
-
-class FastSAMEngine:
+class FastSAMEngine(CatalogEngine):
     """A loaded FastSAM checkpoint (FastSAM-s or FastSAM-x). Not thread-safe: hold a lock."""
 
     def __init__(self, model, model_id: str, device: str) -> None:
+        self.entry = BUILTIN.engines["fastsam"]
         self.model = model
         self.model_id = model_id
         self.device = device
+
+    @classmethod
+    def from_catalog(cls, request) -> FastSAMEngine:
+        kind = request.device.kind
+        engine = cls.load(request.path(), device="cuda:0" if kind == "cuda" else kind)
+        engine.entry = request.entry
+        return engine
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> FastSAMEngine:
@@ -84,12 +77,3 @@ class FastSAMEngine:
             masks = masks.transpose(2, 0, 1) > 0
         scores = result.boxes.conf.cpu().numpy() if result.boxes is not None else None
         return CandidateSet.from_masks(masks, scores, image.size)
-
-
-def work_copy(image: Image.Image, long_side: int) -> Image.Image:
-    """``image`` scaled down so its long side is at most ``long_side`` (never scaled up)."""
-    scale = long_side / max(image.size)
-    if scale >= 1:
-        return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.BILINEAR, reducing_gap=2.0)

@@ -28,21 +28,18 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
-
 from PIL import Image
 
-from core.engines import ModelLoadError
-from core.engines.base import CancelCheck, Cancelled, InpaintError, ProgressCallback, require_all
-from core.engines.diffusion import (
+from core.catalog import BUILTIN, EngineEntry
+from core.engines.base import CancelCheck, CatalogEngine, InpaintError, ModelLoadError, ProgressCallback, require_all
+from core.engines.pipelines import (
     DiffusionOptions,
-    call_within_memory,
+    diffusion_options,
     load_vae,
     place_pipeline,
-    step_callback,
-    variant_progress,
-    weights_variant,
+    run_variants,
     to_pil,
+    weights_variant,
 )
 
 DEFAULT_BASE = "stablediffusionapi/realistic-vision-v51"
@@ -267,23 +264,29 @@ def load_iclight_unet(base_path: str, offset_path: str, *, dtype: str = "float32
 # --- the engine ---------------------------------------------------------------------------------------
 
 
-class ICLightEngine:
-    """A loaded IC-Light fc img2img pipeline. Not thread-safe: hold a lock per engine."""
+class ICLightEngine(CatalogEngine):
+    """A loaded IC-Light fc img2img pipeline. Not thread-safe: hold a lock per engine.
 
-    name: ClassVar[str] = "iclight"
-    title: ClassVar[str] = "IC-Light (relight)"
-    # The short side it was trained at; IC-Light's own default is 512 x 640 (width x height).
-    native_resolution: ClassVar[int] = 512
-    role: ClassVar[str] = "iclight"
-    base_role: ClassVar[str] = "iclight_base"
+    Its native size is the short side it was trained at; IC-Light's own default is 512 x 640."""
 
-    def __init__(self, pipe, model_id: str, base_id: str, options: DiffusionOptions) -> None:
+    def __init__(self, pipe, model_id: str, base_id: str, options: DiffusionOptions,
+                 entry: EngineEntry = BUILTIN.engines["iclight"]) -> None:
+        self.entry = entry
         self.pipe = pipe
         self.model_id = model_id  # the offset file
         self.base_id = base_id
         self.options = options
         self.default_scheduler = pipe.scheduler
         self.generator_device = "cpu" if options.device == "mps" else options.device
+
+    @classmethod
+    def from_catalog(cls, request) -> ICLightEngine:
+        """The base model from the entry's first role, the offsets from its second."""
+        base_role, offsets_role = request.entry.roles
+        engine = cls.load(request.path(base_role), request.path(offsets_role),
+                          diffusion_options(request.settings, request.device, **request.options))
+        engine.entry = request.entry
+        return engine
 
     @classmethod
     def load(
@@ -346,52 +349,27 @@ class ICLightEngine:
         extra input at every step. ``progress(step, total)`` is called after every step, counting
         over all variants; when
         ``should_cancel()`` returns True the remaining steps are skipped and :class:`Cancelled` is
-        raised. Raises :class:`InpaintError` for invalid inputs and out-of-memory.
+        raised. Raises InpaintError for invalid inputs, GenerationFailed for out-of-memory and NaN images.
         """
-        import numpy as np
-        import torch
-
         seeds = list(seeds)
         _check_inputs(foreground, light, seeds, steps, guidance, denoise)
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("Relighting was cancelled before it started.")
-        count = len(seeds)
         width, height = foreground.size
         condition = None
-        images = []
-        for index, seed in enumerate(seeds):  # one call per variant: each replays alone bit for bit
-            # A fresh scheduler per call: it keeps state between steps.
-            self.pipe.scheduler = type(self.default_scheduler).from_config(self.default_scheduler.config)
-            if condition is None:
-                condition = call_within_memory(
-                    lambda: self.encode_foreground(foreground), self.pipe, self.options.device,
-                    doing=f"encoding a {width}x{height} subject", advice="Use a smaller size or turn on CPU offload.")
-            result = call_within_memory(
-                lambda: self.pipe(
-                    prompt=prompt,
-                    negative_prompt=negative_prompt or None,
-                    image=light,
-                    strength=denoise,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=torch.Generator(self.generator_device).manual_seed(seed),
-                    output_type="np",
-                    cross_attention_kwargs={CONCAT_KEY: condition},
-                    callback_on_step_end=step_callback(variant_progress(progress, index, count), should_cancel),
-                ),
-                self.pipe, self.options.device,
-                doing=f"relighting a {width}x{height} image", advice="Use a smaller size or turn on CPU offload.",
-            )
-            if self.pipe.interrupt:
-                raise Cancelled("Relighting was cancelled.")
-            pixels = result.images[0]  # (height, width, 3) floats in [0, 1]
-            if np.isnan(pixels).any():
-                raise InpaintError(
-                    "IC-Light produced an invalid (NaN) image, typically float16 overflowing. Run in float32 "
-                    "or bfloat16."
-                )
-            images.append(to_pil(pixels))
-        return images
+
+        def call(**per_call):
+            nonlocal condition
+            if condition is None:  # once for all variants, inside the out-of-memory guard
+                condition = self.encode_foreground(foreground)
+            return self.pipe(prompt=prompt, negative_prompt=negative_prompt or None, image=light, strength=denoise,
+                             num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                             cross_attention_kwargs={CONCAT_KEY: condition}, **per_call)
+
+        images, _, _ = run_variants(
+            self.pipe, seeds, call, self.options, generator_device=self.generator_device,
+            fresh_scheduler=lambda: type(self.default_scheduler).from_config(self.default_scheduler.config),
+            progress=progress, should_cancel=should_cancel, doing=f"relighting a {width}x{height} image",
+            advice="Use a smaller size or turn on CPU offload.")
+        return [to_pil(pixels) for pixels in images]
 
     def encode_foreground(self, foreground: Image.Image):
         """The foreground's VAE latent (mode, scaled by the VAE's scaling factor), batch 1."""
@@ -431,4 +409,4 @@ def _check_inputs(foreground, light, seeds, steps, guidance, denoise) -> None:
         (foreground.width % 8 == 0 and foreground.height % 8 == 0,
          f"The width and height must be multiples of 8 (got {foreground.width}x{foreground.height})."),
     ]
-    require_all(checks)
+    require_all(checks, InpaintError)

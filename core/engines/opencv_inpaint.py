@@ -3,20 +3,20 @@
 Both methods propagate the colours around the hole into it, from its border inwards; they invent no
 texture, so they suit small or thin holes in smooth surroundings (blemishes, wires, text). No
 prompt, no seed: every variant is the same image. They work at any size; their cost grows with the
-hole's area, which ``native_resolution`` bounds by having ``core.inpaint`` scale larger crops down.
+hole's area, which ``native_resolution`` bounds by having ``core.region`` scale larger crops down.
 """
 from __future__ import annotations
 
 import time
-from typing import ClassVar
-
 import cv2
 import numpy as np
 from PIL import Image
 
+from core.catalog import BUILTIN, EngineEntry
 from core.engines.base import (
     CancelCheck,
     Cancelled,
+    CatalogEngine,
     EngineOutput,
     EngineRequest,
     InpaintError,
@@ -24,26 +24,28 @@ from core.engines.base import (
 )
 
 DEFAULT_RADIUS = 5  # px around each filled pixel from whose known neighbours it is computed
+METHODS = {"telea": cv2.INPAINT_TELEA, "navier_stokes": cv2.INPAINT_NS}
 
 
-class OpenCVInpaint:
-    """``cv2.inpaint`` with one of its methods (set by the subclass). Always available; thread-safe."""
+class OpenCVInpaint(CatalogEngine):
+    """``cv2.inpaint`` with the method its catalog entry names (``options["method"]``: Telea's fast
+    marching, quick and smooth; Navier-Stokes, which continues edges into the hole). Always
+    available; thread-safe."""
 
-    name: ClassVar[str]
-    title: ClassVar[str]
-    method: ClassVar[int]
-    native_resolution: ClassVar[int] = 1024
-    upscales_small_crops: ClassVar[bool] = False  # more pixels add nothing to a diffusion-free fill
-    supports_prompt: ClassVar[bool] = False
-    supports_negative_prompt: ClassVar[bool] = False
-    supports_strength: ClassVar[bool] = False
-    schedulers: ClassVar[tuple[str, ...]] = ()
+    upscales_small_crops = False  # more pixels add nothing to a diffusion-free fill
+    schedulers: tuple[str, ...] = ()
     model_id = "opencv"
 
-    def __init__(self, radius: int = DEFAULT_RADIUS) -> None:
+    def __init__(self, entry: EngineEntry | str = "telea", radius: int = DEFAULT_RADIUS) -> None:
+        self.entry = BUILTIN.engines[entry] if isinstance(entry, str) else entry
         if radius < 1:
             raise ValueError(f"radius must be at least 1 px (got {radius}).")
         self.radius = radius
+        self.method = METHODS[self.entry.options["method"]]
+
+    @classmethod
+    def from_catalog(cls, request) -> OpenCVInpaint:
+        return cls(request.entry)
 
     def generate(
         self,
@@ -82,19 +84,3 @@ class OpenCVInpaint:
             images=[Image.fromarray(filled, "RGB") for _ in request.seeds],
             timings={"inpaint": elapsed},
         )
-
-
-class TeleaInpaint(OpenCVInpaint):
-    """Telea's fast marching method: quick, smooth fills."""
-
-    name = "telea"
-    title = "Remove (OpenCV Telea)"
-    method = cv2.INPAINT_TELEA
-
-
-class NavierStokesInpaint(OpenCVInpaint):
-    """Navier-Stokes based inpainting: continues edges (isophotes) into the hole."""
-
-    name = "navier_stokes"
-    title = "Remove (OpenCV Navier-Stokes)"
-    method = cv2.INPAINT_NS

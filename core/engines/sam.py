@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from core.engines import ModelLoadError
-from core.models import ROLES
+from core.catalog import BUILTIN
+from core.engines.base import CatalogEngine, ModelLoadError
 from core.segment import SegmentError
 
 if TYPE_CHECKING:
@@ -50,13 +50,20 @@ class SamEmbedding:
         return reshaped_width / original_width, reshaped_height / original_height
 
 
-class SamEngine:
+class SamEngine(CatalogEngine):
     """A loaded ``SamModel`` with its ``SamProcessor``. Not thread-safe: hold a lock per engine."""
 
     def __init__(self, model, processor, model_id: str) -> None:
+        self.entry = BUILTIN.engines["sam"]
         self.model = model
         self.processor = processor
         self.model_id = model_id
+
+    @classmethod
+    def from_catalog(cls, request) -> SamEngine:
+        engine = cls.load(request.path(), device=request.device.kind)
+        engine.entry = request.entry
+        return engine
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> SamEngine:
@@ -175,7 +182,7 @@ def _height_width(size) -> tuple[int, int]:
 def _load_failure(model_id: str, error: Exception) -> str:
     return (
         f"The SAM model {model_id} could not be loaded ({type(error).__name__}: {error}). "
-        f"Set {ROLES['sam'].setting} to a local copy of facebook/sam-vit-base (a directory with its "
+        f"Set INPAINT_STUDIO_MODEL_SAM to a local copy of facebook/sam-vit-base (a directory with its "
         "config.json, model.safetensors and preprocessor config, as saved by save_pretrained)."
     )
 
@@ -190,6 +197,6 @@ def _check_input_sizes(model_id: str, model_size: int, image_processor) -> None:
     if resized != model_size or padded != (model_size, model_size):
         raise ModelLoadError(
             f"The SAM model {model_id} takes {model_size} px inputs, but its processor resizes photos to "
-            f"{resized} px and pads them to {padded[1]}x{padded[0]}. Set {ROLES['sam'].setting} to a "
+            f"{resized} px and pads them to {padded[1]}x{padded[0]}. Set INPAINT_STUDIO_MODEL_SAM to a "
             "directory whose model and processor were saved together."
         )

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.browser.actions import choose_example, drag, go_to, wait_idle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_recipe_to_batch_of_three_and_download_the_zip(page, fresh_app_url, tmp_path, screenshot_dir):

@@ -12,7 +12,7 @@ from core.images import load_image
 from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
 from tests.browser.test_segment_flow import EXAMPLES, spot_with_an_object
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_select_inpaint_use_as_base_and_download(page, app_url, tiny_models):

@@ -17,7 +17,7 @@ from core.images import load_image
 from tests.browser.conftest import CHROMIUM_ARGS, serve_app
 from tests.browser.test_segment_flow import EXAMPLES
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 PEOPLE = {"Chelsea": "chelsea.jpg", "Astronaut": "astronaut.jpg", "Coffee": "coffee.jpg", "Rocket": "rocket.jpg"}
 ROUNDS = 5

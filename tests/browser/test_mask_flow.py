@@ -7,10 +7,10 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from core.masks import bounding_box
-from core.models import ROLES
+from core.catalog import BUILTIN
 from tests.browser.actions import choose_example, download_mask, drag, go_to, wait_idle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PHOTO_SIZE = (1600, 1000)  # shown downscaled on the canvas, so the test checks the scaling too
 
@@ -65,7 +65,7 @@ def test_example_photo_bad_upload_and_mask_screenshots(page, fresh_app_url, tmp_
     page.goto(fresh_app_url)
     wait_idle(page)
     # Every model is reported missing, with its fallback.
-    expect(page.get_by_role("cell", name="missing", exact=True)).to_have_count(len(ROLES), timeout=30_000)
+    expect(page.get_by_role("cell", name="missing", exact=True)).to_have_count(len(BUILTIN.models), timeout=30_000)
     expect(page.get_by_role("cell", name="OpenCV GrabCut seeded by the clicks or box")).to_be_visible()
     choose_example(page, fresh_app_url)
     page.get_by_text("451×300 JPEG").first.wait_for(timeout=30_000)

@@ -5,7 +5,7 @@ import pytest
 
 from tests.browser.actions import choose_example, drag, go_to, wait_idle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_preset_changes_the_preview_and_shading_applies(page, fresh_app_url, screenshot_dir):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CAT_SIZE = (451, 300)
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"

@@ -1,4 +1,4 @@
-"""The light model for relighting, and a weight-free shading preview.
+"""The light: its direction, colour and maps, a weight-free shading, and the live preview.
 
 Contract: images are uint8 H×W×3 ``numpy`` arrays in R, G, B order (numpy in, numpy out; convert
 PIL images with ``np.asarray(image.convert("RGB"))``); a mask is a bool H×W array, True = the
@@ -26,7 +26,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from core.masks import _distance, bounding_box, check_mask, feather
+from core.masks import bounding_box, check_mask, distance_inside, feather
 
 RGB = tuple[int, int, int]
 
@@ -235,7 +235,7 @@ def pseudo_normals(mask: np.ndarray) -> np.ndarray:
     region = mask[y0:y1, x0:x1]
     if region.all():  # the whole photo: no edge to round off, so a flat surface facing the viewer
         return normals
-    distance = _distance(region)
+    distance = distance_inside(region)
     radius = float(distance.max())
     dome = np.sqrt(distance * (2.0 * radius - distance))
     sigma = max(1.0, radius / 16.0)
@@ -267,7 +267,7 @@ def shade(
     Returns uint8 (H, W, 3). The shading fades in over ``edge`` pixels inside the mask's edge so
     there is no seam; pixels outside the mask are copied, bit-identical.
     """
-    image = _check_image(image)
+    image = check_image(image)
     mask = check_mask(mask, (image.shape[1], image.shape[0]))
     return _shade(image, pseudo_normals(mask), feather(mask, inner=edge), params, over=image)
 
@@ -320,7 +320,7 @@ class PreviewCache:
         edge: float = DEFAULT_EDGE_PX,
     ) -> PreviewCache:
         """Downscale ``image`` (and ``mask``) so the long side is at most ``max_side``, precompute the normals."""
-        image = _check_image(image)
+        image = check_image(image)
         height, width = image.shape[:2]
         scale = min(1.0, max_side / max(height, width))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -369,8 +369,8 @@ def transfer_detail(
     background does not bleed into the subject's low frequencies at its edge. Outside the mask the
     result is ``relit``, bit-identical. Both images uint8 (H, W, 3) of the same size.
     """
-    relit = _check_image(relit, "The relit image")
-    original = _check_image(original, "The original image")
+    relit = check_image(relit, "The relit image")
+    original = check_image(original, "The original image")
     if relit.shape != original.shape:
         raise ValueError(
             f"The relit image is {_size(relit)} but the original is {_size(original)}; they must match."
@@ -406,7 +406,7 @@ def _blur(pixels: np.ndarray, sigma: float) -> np.ndarray:
 # --- checks ---------------------------------------------------------------------------------
 
 
-def _check_image(image: np.ndarray, name: str = "The image") -> np.ndarray:
+def check_image(image: np.ndarray, name: str = "The image") -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{name} must be a uint8 H×W×3 RGB array, got {image.dtype} {image.shape}.")
@@ -418,202 +418,3 @@ def _size(image: np.ndarray) -> str:
 
 
 # --- relighting with a generative engine (IC-Light) ------------------------------------------
-
-RelightMode = Literal["subject", "whole"]
-NEUTRAL_GREY = 127  # IC-Light fc places the cut-out subject on this grey
-
-
-@dataclass(frozen=True)
-class RelightParams:
-    """Everything that defines a generated relight, independent of the photo.
-
-    ``mode``: "subject" relights the subject and composites it over the untouched background;
-    "whole" returns the whole photo as generated (the background relit too). ``denoise``: how
-    much of the light image's start is regenerated (IC-Light uses 0.9). ``detail_transfer``:
-    restore the original's fine detail under the new lighting. ``seed``: the first variant's
-    seed (variant i uses seed + i); None = random, reported in the result. ``highres_scale``:
-    above 1, a second pass at that multiple of the first pass's size regenerates each variant
-    upscaled, at ``highres_denoise`` (IC-Light's demo uses 1.5 and 0.5); 1 = one pass.
-    """
-
-    prompt: str = "soft natural light"
-    negative_prompt: str = "lowres, bad anatomy, worst quality, low quality"
-    steps: int = 25
-    guidance: float = 2.0
-    denoise: float = 0.9
-    seed: int | None = None
-    variants: int = 1
-    mode: RelightMode = "subject"
-    detail_transfer: bool = True
-    padding: int = 32
-    mask_blur: int = 4
-    highres_scale: float = 1.0
-    highres_denoise: float = 0.5
-
-    def __post_init__(self) -> None:
-        from core.engines.base import require_all
-
-        checks = [
-            (1 <= self.steps <= 100, f"Steps must be between 1 and 100 (got {self.steps})."),
-            (0 <= self.guidance <= 20, f"Guidance must be between 0 and 20 (got {self.guidance})."),
-            (0 < self.denoise <= 1, f"Denoise must be above 0 and at most 1 (got {self.denoise})."),
-            (1 <= self.variants <= 8, f"Variants must be between 1 and 8 (got {self.variants})."),
-            (self.mode in ("subject", "whole"), f"Mode must be 'subject' or 'whole' (got {self.mode!r})."),
-            (1 <= self.highres_scale <= 2,
-             f"The high-resolution pass scale must be between 1 (off) and 2 (got {self.highres_scale})."),
-            (0 < self.highres_denoise <= 1,
-             f"The high-resolution pass denoise must be above 0 and at most 1 (got {self.highres_denoise})."),
-            (0 <= self.padding <= 2048, f"Padding must be between 0 and 2048 px (got {self.padding})."),
-            (0 <= self.mask_blur <= 256, f"The soft edge must be between 0 and 256 px (got {self.mask_blur})."),
-        ]
-        require_all(checks)
-
-
-@dataclass
-class RelightResult:
-    """The relit photos at full size (one per seed) and what produced them."""
-
-    images: list
-    seeds: list[int]
-    params: RelightParams
-    light: LightParams
-    model_id: str
-    timings: dict[str, float]
-    notes: list[str] = field(default_factory=list)
-    engine: str = "iclight"  # or "shading" (:func:`relight_by_shading`, no model)
-    mask: np.ndarray | None = field(default=None, repr=False)  # the subject mask it was given
-
-    def metadata(self, index: int) -> dict:
-        """What produced variant ``index``, for the PNG's text chunk and the recipe."""
-        meta = {"action": "relight", "engine": self.engine, "model": self.model_id, "light": self.light.to_dict()}
-        if self.engine != "shading":
-            meta["params"] = asdict(replace(self.params, seed=self.seeds[index], variants=1))
-        return meta
-
-
-def relight(
-    image: np.ndarray,
-    mask: np.ndarray,
-    light: LightParams,
-    params: RelightParams,
-    engine,
-    *,
-    progress=None,
-    should_cancel=None,
-):
-    """Relight the subject ``mask`` of ``image`` (uint8 RGB) from ``light`` with an IC-Light engine.
-
-    The subject's crop (mask box plus padding, multiples of 8) is cut out onto neutral grey,
-    scaled to the engine's native resolution and generated from the light image (img2img). In
-    subject mode the relit subject goes back through a soft edge of ``mask_blur`` px and every
-    pixel beyond it is the original's; in whole mode the crop is the whole photo. Returns a
-    :class:`RelightResult` with PIL images. Raises InpaintError for an empty mask, or a mask
-    covering everything in subject mode.
-    """
-    import time
-
-    from PIL import Image
-
-    from core.blend import feather_paste
-    from core.engines.base import InpaintError
-    from core.inpaint import InpaintParams, engine_size, resolve_seeds
-    from core.masks import MaskError, crop_box
-
-    # 1. Check inputs.
-    image = _check_image(image)
-    height, width = image.shape[:2]
-    try:
-        mask = check_mask(mask, (width, height))
-    except MaskError as error:
-        raise InpaintError(str(error)) from error
-    if not mask.any():
-        raise InpaintError("No subject is selected: select it on the Segment page or paint it on the Mask page.")
-    if params.mode == "subject" and mask.all():
-        raise InpaintError("The subject mask covers the whole photo: select just the subject, or relight the whole image.")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    # 2. The crop, cut out on grey, and the light image, at the engine's resolution.
-    x0, y0, x1, y1 = crop_box(mask, padding=params.padding) if params.mode == "subject" else (0, 0, width, height)
-    crop, crop_mask = image[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-    cutout = np.where(crop_mask[:, :, None], crop, NEUTRAL_GREY).astype(np.uint8)
-    size = engine_size((x1 - x0, y1 - y0), engine.native_resolution)
-    foreground = Image.fromarray(cutout, "RGB").resize(size, Image.LANCZOS)
-    light_start = Image.fromarray(light_image(size, light), "RGB")
-    seeds = resolve_seeds(InpaintParams(seed=params.seed, variants=params.variants))
-    timings["prepare"] = (time.perf_counter() - started) * 1000
-
-    # 3. Generate: one batched pass, then optionally each variant again, upscaled, at lower denoise.
-    stage = time.perf_counter()
-    # One progress bar over all passes, each weighted by the steps it is expected to run.
-    weights = [max(1, int(params.steps * params.denoise))]
-    if params.highres_scale > 1:
-        weights += [max(1, int(params.steps * params.highres_denoise))] * len(seeds)
-
-    def pass_progress(number: int):
-        def report(step: int, total: int) -> None:
-            if progress is not None:
-                done = sum(weights[:number]) + round(weights[number] * min(step, total) / max(total, 1))
-                progress(done, sum(weights))
-
-        return report
-
-    common = dict(steps=params.steps, guidance=params.guidance, should_cancel=should_cancel)
-    relit = engine.relight(foreground, light_start, params.prompt, params.negative_prompt, seeds=seeds,
-                           denoise=params.denoise, progress=pass_progress(0), **common)
-    timings["generate"] = (time.perf_counter() - stage) * 1000
-    notes: list[str] = []
-    if params.highres_scale > 1:
-        stage = time.perf_counter()
-        high = tuple(_multiple_of_8(side * params.highres_scale) for side in size)
-        if int(params.steps * params.highres_denoise) < 1:
-            raise InpaintError(
-                f"Steps x high-resolution denoise must be at least 1 (got {params.steps} x "
-                f"{params.highres_denoise}): raise either."
-            )
-        foreground_high = Image.fromarray(cutout, "RGB").resize(high, Image.LANCZOS)
-        relit = [
-            engine.relight(foreground_high, variant.resize(high, Image.LANCZOS), params.prompt,
-                           params.negative_prompt, seeds=[seed], denoise=params.highres_denoise,
-                           progress=pass_progress(1 + number), **common)[0]
-            for number, (variant, seed) in enumerate(zip(relit, seeds))
-        ]
-        timings["highres"] = (time.perf_counter() - stage) * 1000
-        notes.append(f"Second pass at {high[0]}×{high[1]} (×{params.highres_scale:g}, denoise "
-                     f"{params.highres_denoise:g}).")
-
-    # 4. Back to full size: the subject through its soft edge, its detail restored.
-    stage = time.perf_counter()
-    outputs = []
-    alpha = feather(crop_mask, inner=0, outer=params.mask_blur)
-    for variant in relit:
-        generated = np.asarray(variant.resize((x1 - x0, y1 - y0), Image.LANCZOS))
-        out = image.copy()
-        if params.mode == "subject":
-            if params.detail_transfer:
-                generated = transfer_detail(generated, crop, crop_mask)
-            out[y0:y1, x0:x1] = feather_paste(crop, generated, alpha)
-        else:
-            out[y0:y1, x0:x1] = transfer_detail(generated, crop, crop_mask) if params.detail_transfer else generated
-        outputs.append(Image.fromarray(out, "RGB"))
-    timings["paste"] = (time.perf_counter() - stage) * 1000
-    timings["total"] = (time.perf_counter() - started) * 1000
-    return RelightResult(outputs, seeds, replace(params, seed=seeds[0]), light, engine.model_id, timings, notes,
-                         mask=mask)
-
-
-def relight_by_shading(image: np.ndarray, mask: np.ndarray, light: LightParams) -> RelightResult:
-    """The weight-free relight (:func:`shade`) at full size, as a one-variant :class:`RelightResult`."""
-    import time
-
-    from PIL import Image
-
-    started = time.perf_counter()
-    shaded = Image.fromarray(shade(image, mask, light), "RGB")
-    timings = {"total": (time.perf_counter() - started) * 1000}
-    return RelightResult([shaded], [0], RelightParams(variants=1), light, "none", timings, engine="shading",
-                         mask=check_mask(mask, (image.shape[1], image.shape[0])))
-
-
-def _multiple_of_8(length: float) -> int:
-    return max(8, int(round(length / 8)) * 8)

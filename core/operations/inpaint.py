@@ -10,8 +10,6 @@ Contracts: photos are RGB ``PIL.Image``s, masks bool H×W at the photo's size (T
 """
 from __future__ import annotations
 
-import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,13 +20,14 @@ import numpy as np
 from PIL import Image
 
 from core import masks
-from core.blend import blend, seam_delta_e
-from core.engines.base import CancelCheck, EngineRequest, InpaintEngine, InpaintError, ProgressCallback, require_all
+from core.blend import blend
+from core.engines.base import CancelCheck, EngineRequest, InpaintEngine, InpaintError, ProgressCallback
 from core.masks import Box
+from core.operations.fields import MAX_SEED, MAX_VARIANTS, check, resolve_seeds, setting
+from core.region import engine_size, plan_crops, seam_score
 
 BlendMode = Literal["feather", "poisson"]
-MAX_VARIANTS = 8
-MAX_SEED = 2**31 - 1
+DEFAULT_NEGATIVE = "blurry, low quality, distorted, watermark, text"
 
 
 @dataclass(frozen=True)
@@ -43,35 +42,29 @@ class InpaintParams:
     regenerate everything except the mask (keep the subject, replace the background).
     """
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance_scale: float = 7.5
-    steps: int = 30
-    strength: float = 1.0
-    seed: int | None = None
-    variants: int = 1
-    scheduler: str | None = None
-    padding: int = 32
-    mask_blur: int = 8
-    mask_blur_inside: int = 0
-    blend: BlendMode = "feather"
-    color_match: bool = True
-    invert_mask: bool = False
-    engine: str = "sd15"
+    prompt: str = setting("", label="Prompt", help="what should be in the region")
+    negative_prompt: str = setting(DEFAULT_NEGATIVE, label="Negative prompt", help="what should not", flag="--negative")
+    guidance_scale: float = setting(7.5, label="Guidance", low=0, high=30, flag="--guidance",
+                                    help="how closely to follow the prompt")
+    steps: int = setting(30, label="Steps", low=1, high=150, help="denoising steps")
+    strength: float = setting(1.0, label="Strength", low=0, high=1, above_low=True,
+                              help="1 ignores what is under the mask; lower keeps more of it")
+    seed: int | None = setting(None, label="Seed", low=0, high=MAX_SEED, help="first variant's seed (default: random)")
+    variants: int = setting(1, label="Variants", low=1, high=MAX_VARIANTS, help="variants, one per seed")
+    scheduler: str | None = setting(None, label="Scheduler", help="sampler (default: the model's own)")
+    padding: int = setting(64, label="Padding", low=0, high=2048, unit="px", help="context around the mask, px")
+    mask_blur: int = setting(8, label="Mask blur", low=0, high=256, unit="px", help="soft edge outside the mask, px")
+    mask_blur_inside: int = setting(0, label="Inner mask blur", low=0, high=256, unit="px",
+                                    help="soft edge inside the mask, px")
+    blend: BlendMode = setting("feather", label="Blend", choices=("feather", "poisson"),
+                               help="feather (soft edge) or poisson (seamless)")
+    color_match: bool = setting(True, label="Colour match", help="match colours to the surroundings",
+                                flag="--no-color-match")
+    invert_mask: bool = setting(False, label="Invert mask", help="regenerate everything except the mask")
+    engine: str = setting("sd15", label="Engine", help="the engine that fills the region")
 
     def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.steps <= 150, f"Steps must be between 1 and 150 (got {self.steps})."),
-            (0 <= self.guidance_scale <= 30, f"Guidance must be between 0 and 30 (got {self.guidance_scale})."),
-            (0 < self.strength <= 1, f"Strength must be above 0 and at most 1 (got {self.strength})."),
-            (1 <= self.variants <= MAX_VARIANTS, f"Variants must be between 1 and {MAX_VARIANTS} (got {self.variants})."),
-            (0 <= self.padding <= 2048, f"Padding must be between 0 and 2048 px (got {self.padding})."),
-            (0 <= self.mask_blur <= 256, f"Mask blur must be between 0 and 256 px (got {self.mask_blur})."),
-            (0 <= self.mask_blur_inside <= 256, "Inner mask blur must be between 0 and 256 px."),
-            (self.blend in ("feather", "poisson"), f"Blend must be 'feather' or 'poisson' (got {self.blend!r})."),
-            (self.seed is None or 0 <= self.seed <= MAX_SEED, f"Seed must be between 0 and {MAX_SEED}."),
-        ]
-        require_all(checks)
+        check(self, InpaintError)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,87 +114,7 @@ class InpaintResult:
         }
 
 
-# --- planning the crops ----------------------------------------------------------------------
-
-
-def plan_crops(mask: np.ndarray, padding: int, multiple: int = 8) -> list[Box]:
-    """The boxes to regenerate: one per group of mask regions whose padded boxes overlap.
-
-    Regions far apart get their own crop (a small crop each instead of one huge one); regions
-    whose context overlaps are filled together so they see each other.
-    """
-    mask = masks.check_mask(mask)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    height, width = mask.shape
-    boxes = [
-        _padded(
-            (int(s[cv2.CC_STAT_LEFT]), int(s[cv2.CC_STAT_TOP]),
-             int(s[cv2.CC_STAT_LEFT] + s[cv2.CC_STAT_WIDTH]), int(s[cv2.CC_STAT_TOP] + s[cv2.CC_STAT_HEIGHT])),
-            padding, width, height,
-        )
-        for s in stats[1:count]
-    ]
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                if _overlap(boxes[i], boxes[j]):
-                    boxes[i] = _union(boxes[i], boxes.pop(j))
-                    merged = True
-                    break
-            if merged:
-                break
-    return [_snap(box, width, height, multiple) for box in sorted(boxes, key=lambda b: (b[1], b[0]))]
-
-
-def _padded(box: Box, padding: int, width: int, height: int) -> Box:
-    x0, y0, x1, y1 = box
-    return max(0, x0 - padding), max(0, y0 - padding), min(width, x1 + padding), min(height, y1 + padding)
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _union(a: Box, b: Box) -> Box:
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
-
-
-def _snap(box: Box, width: int, height: int, multiple: int) -> Box:
-    region = np.zeros((height, width), dtype=bool)
-    region[box[1] : box[3], box[0] : box[2]] = True
-    return masks.crop_box(region, padding=0, multiple=multiple)
-
-
-def engine_size(
-    crop_size: tuple[int, int], native: int, multiple: int = 8, *, upscale: bool = True
-) -> tuple[int, int]:
-    """The size a crop is filled at: about ``native``² pixels, the crop's aspect, multiples of 8.
-
-    The long side is capped at twice the native resolution (very long thin crops), and neither
-    side goes below 64 px. ``upscale=False`` keeps a smaller crop at its own size (for engines
-    that gain nothing from more pixels, like OpenCV's).
-    """
-    width, height = crop_size
-    scale = native / math.sqrt(width * height)
-    scale = min(scale, 2 * native / max(width, height))
-    if not upscale:
-        scale = min(scale, 1.0)
-
-    def side(length: int) -> int:
-        return max(64, int(round(length * scale / multiple)) * multiple)
-
-    return side(width), side(height)
-
-
 # --- the edit --------------------------------------------------------------------------------
-
-
-def resolve_seeds(params: InpaintParams) -> list[int]:
-    """Variant seeds: seed, seed + 1, …; a random first seed when the params leave it open."""
-    first = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED - MAX_VARIANTS)
-    return [(first + i) % (MAX_SEED + 1) for i in range(params.variants)]
 
 
 def inpaint(
@@ -235,7 +148,7 @@ def inpaint(
     started = time.perf_counter()
 
     # 2. Plan the crops and the soft edge.
-    seeds = resolve_seeds(params)
+    seeds = resolve_seeds(params.seed, params.variants)
     used = replace(params, seed=seeds[0])
     crops = plan_crops(mask, params.padding)
     original = np.asarray(image)
@@ -272,7 +185,7 @@ def inpaint(
 
     # 4. Measure the seams and report.
     stage = time.perf_counter()
-    seams = [_seam(original, output, mask, crops) for output in outputs]
+    seams = [seam_score(original, output, mask, crops) for output in outputs]
     timings["measure"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     return InpaintResult(
@@ -314,13 +227,3 @@ def _request(
         strength=params.strength,
         scheduler=params.scheduler,
     )
-
-
-def _seam(original: np.ndarray, output: np.ndarray, mask: np.ndarray, crops: list[Box]) -> float:
-    """The seam ΔE over the regenerated crops (mask-weighted mean)."""
-    values, weights = [], []
-    for x0, y0, x1, y1 in crops:
-        crop_mask = mask[y0:y1, x0:x1]
-        values.append(seam_delta_e(output[y0:y1, x0:x1], original[y0:y1, x0:x1], crop_mask))
-        weights.append(int(crop_mask.sum()))
-    return float(np.average(values, weights=weights)) if sum(weights) else 0.0

@@ -5,10 +5,10 @@ from an OpenCV removal fill), shaded by the light: the light map laid over the r
 the side facing the light brighter and the far side darker, tinted by the light's colour. With a
 strength below 1 the diffusion keeps that start's low frequencies (its shading) and invents the
 detail, so the new content is lit from the chosen direction. Everything else goes through
-:func:`core.inpaint.inpaint` unchanged (crops, native resolution, soft-edge paste): every pixel
+:func:`core.operations.inpaint.inpaint` unchanged (crops, native resolution, soft-edge paste): every pixel
 outside the mask's soft edge stays exactly as it was.
 
-Contract as in ``core.relight``: uint8 RGB arrays (or an RGB PIL image for the photo), bool
+Contract as in ``core.light``: uint8 RGB arrays (or an RGB PIL image for the photo), bool
 masks, True = the region to regenerate.
 """
 from __future__ import annotations
@@ -20,8 +20,9 @@ from PIL import Image
 
 from core import masks
 from core.engines.base import CancelCheck, InpaintError, ProgressCallback
-from core.inpaint import InpaintParams, InpaintResult, inpaint
-from core.relight import DEFAULT_EDGE_PX, LightParams, light_map
+from core.engines.opencv_inpaint import OpenCVInpaint
+from core.light import DEFAULT_EDGE_PX, LightParams, light_map
+from core.operations.inpaint import InpaintParams, InpaintResult, inpaint
 
 FillStart = Literal["current", "removal"]
 FILL_STARTS: dict[str, str] = {
@@ -78,11 +79,9 @@ def lit_start(
         raise InpaintError(f"The fill must start from {' or '.join(map(repr, FILL_STARTS))} (got {start!r}).")
     base = image
     if start == "removal" and mask.any():
-        from core.engines.opencv_inpaint import TeleaInpaint
-
         # The removal fill covers a few px beyond the edge, so no trace of the old edge is propagated in.
         removal = InpaintParams(engine="telea", variants=1, seed=0, mask_blur=4, color_match=False, padding=16)
-        base = np.asarray(inpaint(Image.fromarray(image, "RGB"), mask, removal, TeleaInpaint()).images[0])
+        base = np.asarray(inpaint(Image.fromarray(image, "RGB"), mask, removal, OpenCVInpaint("telea")).images[0])
     alpha = masks.feather(mask, inner=edge)
     shaded = base.astype(np.float32) * light_gain(mask, light)
     blended = image + alpha[:, :, None] * (shaded - image)
@@ -105,7 +104,7 @@ def light_aware_inpaint(
     """Regenerate ``mask`` of ``image`` with ``engine`` starting from :func:`lit_start`.
 
     ``params.strength`` must be below 1 (at 1 the engine starts from noise and the light would be
-    ignored) and the engine must take a strength. The result is :func:`core.inpaint.inpaint`'s,
+    ignored) and the engine must take a strength. The result is :func:`core.operations.inpaint.inpaint`'s,
     with the light and the start recorded in its metadata. Raises InpaintError saying what to change.
     """
     if not getattr(engine, "supports_strength", True):

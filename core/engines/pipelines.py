@@ -1,0 +1,268 @@
+"""What every diffusers-based engine shares: load options, placing a pipeline on its device, the
+per-variant loop (a fresh scheduler and a seeded generator per call, progress, cancel, out-of-memory
+and NaN checks), few-step LoRAs, and freeing memory after a failure.
+
+torch and diffusers are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core.catalog import FewStep
+from core.engines.base import CancelCheck, Cancelled, ModelLoadError, ProgressCallback
+from core.errors import GenerationFailed
+
+DEVICES = ("cuda", "mps", "cpu")
+DTYPES = ("float16", "bfloat16", "float32")
+FP16_SAFE_SDXL_VAE = "madebyollin/sdxl-vae-fp16-fix"
+
+
+@dataclass(frozen=True)
+class DiffusionOptions:
+    """How a diffusion engine is loaded; per-call knobs live in :class:`EngineRequest`.
+
+    ``device``: ``cuda``, ``mps`` or ``cpu``. ``dtype``: ``float16``, ``bfloat16`` or ``float32``
+    (use float32 on CPU). ``fp16_safe_vae``: a hub id or folder of a VAE that replaces the model's
+    own, e.g. ``madebyollin/sdxl-vae-fp16-fix`` for SDXL in float16 (the stock SDXL VAE overflows
+    there). ``cpu_offload``: keep each sub-model on the CPU until it runs (slower, needs far less
+    GPU memory); only applies on CUDA. ``compile``: ``torch.compile`` the UNet, CUDA only (a slow
+    first call per fill size; crops are then filled at a few fixed sizes, see
+    :func:`core.engines.fast.bucket_size`). ``channels_last``: the UNet's memory format (faster
+    convolutions on CUDA). ``warm_up``: run a 2-step fill at load, so the first person's first
+    generation is not the slow one. ``few_step``: a preset of :mod:`core.engines.fast` whose LoRA
+    (``few_step_lora``, a folder or file) is fused into the UNet.
+    """
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    fp16_safe_vae: str | None = None
+    cpu_offload: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    warm_up: bool = False
+    few_step: FewStep | None = None
+    few_step_lora: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {self.device!r}).")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r}).")
+        if (self.few_step is None) != (self.few_step_lora is None):
+            raise ValueError("few_step (a core.catalog.FewStep) and few_step_lora go together.")
+
+
+
+
+def diffusion_options(settings, device, *, fp16_safe_vae: str | None = None, **options: Any) -> DiffusionOptions:
+    """:class:`DiffusionOptions` for ``device`` (a ``core.device.DeviceInfo``) and the settings;
+    ``options`` override."""
+    defaults = {
+        "device": device.kind,
+        "dtype": device.dtype,
+        "cpu_offload": settings.cpu_offload,
+        "compile": settings.compile,
+        "fp16_safe_vae": fp16_safe_vae if device.dtype == "float16" else None,
+        # The CUDA fast path: channels-last convolutions, and the first generation warmed up at load.
+        "channels_last": device.kind == "cuda",
+        "warm_up": device.kind == "cuda",
+    }
+    return DiffusionOptions(**{**defaults, **options})
+
+
+def run_variants(
+    pipe,
+    seeds: Sequence[int],
+    call: Callable[..., Any],
+    options: DiffusionOptions,
+    *,
+    generator_device: str,
+    fresh_scheduler: Callable[[], Any],
+    progress: ProgressCallback | None,
+    should_cancel: CancelCheck | None,
+    doing: str,
+    advice: str,
+) -> tuple[list[np.ndarray], float, float]:
+    """One pipeline call per seed: ``call(generator=…, callback_on_step_end=…)`` returning the
+    pipeline's output with ``output_type="np"``; (images (H, W, 3) floats in [0, 1], denoise ms,
+    decode ms).
+
+    Each call gets a fresh scheduler (it keeps state between steps, and a cancelled call's must
+    not carry over) and its own seed's generator, so a variant regenerated alone is bit-identical.
+    ``progress(step, total)`` counts over all variants. Raises Cancelled when ``should_cancel()``
+    says so (between steps), GenerationFailed for out-of-memory and NaN images.
+    """
+    import torch
+
+    if should_cancel is not None and should_cancel():
+        raise Cancelled("The generation was cancelled before it started.")
+    images, denoise_ms, decode_ms = [], 0.0, 0.0
+    for index, seed in enumerate(seeds):
+        pipe.scheduler = fresh_scheduler()
+        last_step_at = None
+        report_step = step_callback(variant_progress(progress, index, len(seeds)), should_cancel)
+
+        def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+            nonlocal last_step_at
+            last_step_at = time.perf_counter()
+            return report_step(pipe, step, timestep, callback_kwargs)
+
+        started = time.perf_counter()
+        result = call_within_memory(
+            lambda: call(generator=torch.Generator(generator_device).manual_seed(seed), callback_on_step_end=on_step_end),
+            pipe, options.device, doing=doing, advice=advice)
+        finished = time.perf_counter()
+        if pipe.interrupt:
+            raise Cancelled("The generation was cancelled.")
+        pixels = result.images[0]
+        if np.isnan(pixels).any():
+            raise GenerationFailed(
+                f"The model produced an invalid (NaN) image for seed {seed}, typically float16 overflowing. "
+                f"Run in float32 or bfloat16, or set the fp16-safe VAE ({FP16_SAFE_SDXL_VAE} for SDXL).")
+        images.append(pixels)
+        last_step_at = last_step_at or finished
+        denoise_ms += (last_step_at - started) * 1000
+        decode_ms += (finished - last_step_at) * 1000
+    return images, denoise_ms, decode_ms
+
+
+def call_within_memory(call: Callable[[], Any], pipe, device: str, *, doing: str, advice: str) -> Any:
+    """``call()``; when it runs out of memory, free what it left and raise an InpaintError that says
+    what was being done and what to try instead."""
+    out_of_memory = None
+    try:
+        return call()
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = str(error).splitlines()[0]
+    # Only now: until its except block ended, the error's traceback held the call's tensors.
+    free_memory(pipe, device)
+    raise GenerationFailed(f"Out of memory on {device} while {doing} ({out_of_memory}). {advice}")
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def load_vae(path: str, dtype):
+    try:
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(path, dtype=dtype)
+    except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
+        raise ModelLoadError(
+            f"The VAE {path} could not be loaded ({type(error).__name__}: {error}). Download "
+            f"{FP16_SAFE_SDXL_VAE} on a machine with internet and point the fp16-safe VAE setting at "
+            "its folder, or leave that setting empty."
+        ) from error
+
+
+
+def weights_variant(folder: str) -> str | None:
+    """``"fp16"`` when the pipeline folder holds only the fp16 variant of its UNet's weights (as
+    ``python -m core models download`` fetches them), else None (the plain files)."""
+    unet = Path(folder).expanduser() / "unet"
+    if not unet.is_dir() or (unet / "diffusion_pytorch_model.safetensors").exists():
+        return None
+    return "fp16" if (unet / "diffusion_pytorch_model.fp16.safetensors").exists() else None
+
+
+def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
+    """Put a loaded pipeline on ``options``' device (or CPU offload), in channels-last and
+    compiled if asked, and turn its progress bar off. Returns notes for a person (a setting that
+    does not apply here). ``what`` names the model in the error raised when that fails.
+
+    Attention runs through torch's scaled-dot-product attention (diffusers' default with torch 2).
+    """
+    import torch
+
+    notes = []
+    try:
+        if options.cpu_offload and options.device == "cuda":
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(options.device)
+        if options.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+        if options.compile and options.device == "cuda":
+            pipe.unet.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
+        elif options.compile:
+            notes.append(f"Compiling (INPAINT_STUDIO_COMPILE) is for CUDA GPUs; skipped on {options.device}.")
+    except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
+        raise ModelLoadError(
+            f"{what} could not be moved to {options.device} in {options.dtype} "
+            f"({type(error).__name__}: {error}). Choose another device or dtype."
+        ) from error
+    pipe.set_progress_bar_config(disable=True)
+    return notes
+
+
+def fuse_few_step(pipe, options: DiffusionOptions) -> None:
+    """Fuse the few-step preset's LoRA; ModelLoadError naming the file when it does not fit."""
+    from core.engines.fast import apply_few_step
+
+    preset = options.few_step
+    try:
+        apply_few_step(pipe, preset, options.few_step_lora)
+    except Exception as error:  # noqa: BLE001 (peft, safetensors and diffusers raise many types)
+        raise ModelLoadError(
+            f"The {preset.title} LoRA {options.few_step_lora} could not be applied ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). It must be a diffusers/peft LoRA for this "
+            "model family (SD 1.5 or SDXL)."
+        ) from error
+
+
+def variant_progress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:
+    """``progress`` for variant ``index`` of ``count``, counting steps over all of them."""
+    if progress is None:
+        return None
+    return lambda step, total: progress(index * total + step, count * total)
+
+
+def step_callback(progress: ProgressCallback | None, should_cancel: CancelCheck | None):
+    """A ``callback_on_step_end`` reporting ``progress(step, total)`` and stopping the pipeline
+    (diffusers' documented ``_interrupt``: the remaining steps are skipped) when ``should_cancel``
+    says so. The caller raises Cancelled when ``pipe.interrupt`` is set after the call."""
+
+    def on_step_end(pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+        if progress is not None:
+            progress(step + 1, pipe.num_timesteps)
+        if should_cancel is not None and should_cancel():
+            pipe._interrupt = True
+        return callback_kwargs
+
+    return on_step_end
+
+
+def free_memory(pipe, device: str) -> None:
+    """Release what a failed (out-of-memory) call left on the accelerator."""
+    import torch
+
+    pipe.maybe_free_model_hooks()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if device == "mps":
+        torch.mps.empty_cache()
+
+
+def to_pil(pixels: np.ndarray) -> Image.Image:
+    """An (H, W, 3) float array in [0, 1] as an RGB image."""
+    import numpy as np
+
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), "RGB")
+
+

@@ -1,0 +1,207 @@
+"""The model manager: the one place that loads catalog entries, keeps them, locks them and knows
+what is running.
+
+A loaded engine is not safe to call from two threads at once (a diffusers pipeline's scheduler,
+an ultralytics predictor keep state), so every engine comes with a lock, held for each call by
+:meth:`ModelManager.use`. The server keeps one manager for all sessions (``ui.resources``), and
+the batch runner, its Ray workers, the selection service and the command line each use one of
+their own, the same class. The memory janitor asks :attr:`ModelManager.busy` before trimming.
+
+Engines are loaded by name (``sd15``, ``sd15+lcm``, ``fastsam``): the catalog entry names the
+class (``"module:Class"``, imported here on first use) and the model roles it needs; the manager
+finds each role's files (:mod:`core.model_files`) and calls ``Class.from_catalog(LoadRequest)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import catalog as catalogs
+from core.catalog import Catalog, EngineEntry, FewStep
+from core.config import Settings
+from core.device import DeviceInfo, detect_device
+from core.errors import ModelUnavailable
+from core.memory import memory_shortfall, release_memory
+from core.model_files import ModelStatus, locate
+
+FAILED_LOAD_RETRY_SECONDS = 30.0  # a failed load is reported again, not retried, within this time
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What an engine class's ``from_catalog`` receives: its entry (and few-step preset), the local
+    path of every role it needs, the settings and device, and overrides of its load options."""
+
+    entry: EngineEntry
+    preset: FewStep | None
+    paths: Mapping[str, Path]
+    settings: Settings
+    device: DeviceInfo
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry.name}+{self.preset.name}" if self.preset else self.entry.name
+
+    def path(self, role: str | None = None) -> str:
+        """The local path of ``role`` (default: the entry's main role)."""
+        return str(self.paths[role or self.entry.roles[0]])
+
+
+def engine_class(entry: EngineEntry) -> type:
+    """The class named by ``entry.engine`` (``"module:Class"``)."""
+    module_name, _, class_name = entry.engine.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ModelUnavailable(f"The engine {entry.name!r} names {entry.engine}, which cannot be imported "
+                               f"({type(error).__name__}: {error}).") from error
+
+
+class ModelManager:
+    """Loads, keeps and locks the engines of one process (or one batch, one worker).
+
+    ``release_after_use``: hand freed memory back to the system after each use (a server, whose
+    memory would otherwise only grow). ``options`` override every engine's load options (tests:
+    ``warm_up=False``).
+    """
+
+    def __init__(self, settings: Settings, device: DeviceInfo | None = None, catalog: Catalog | None = None, *,
+                 release_after_use: bool = False, options: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or catalogs.current(settings)
+        self._device = device
+        self.release_after_use = release_after_use
+        self.options = dict(options or {})
+        self._engines: dict[str, Any] = {}
+        self._failures: dict[str, tuple[float, ModelUnavailable]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._running = 0
+
+    # --- what is on this machine ----------------------------------------------------------------
+
+    @property
+    def device(self) -> DeviceInfo:
+        if self._device is None:
+            with self._guard:
+                if self._device is None:
+                    self._device = detect_device(self.settings.device)
+        return self._device
+
+    def status(self, role: str) -> ModelStatus:
+        return locate(role, self.settings, self.catalog)
+
+    def statuses(self) -> list[ModelStatus]:
+        return [self.status(role) for role in self.catalog.models]
+
+    def missing(self, name: str) -> list[ModelStatus]:
+        """The roles engine ``name`` needs that are not on this machine."""
+        return [status for status in map(self.status, self.catalog.roles_of(name)) if not status.available]
+
+    def has(self, name: str) -> bool:
+        """Whether every model engine ``name`` needs is on this machine."""
+        return not self.missing(name)
+
+    def shortfall(self, name: str) -> str | None:
+        """Why engine ``name``'s model is not offered on this device (too little memory), or None."""
+        entry, _ = self.catalog.engine(name)
+        if not entry.roles:
+            return None
+        return memory_shortfall(self.status(entry.roles[0]), self.settings, self.device)
+
+    def engines(self, *kinds: str) -> list[str]:
+        """The engines of ``kinds`` (all when none) that can run here: their models present and, for
+        diffusion models, fitting in memory; each followed by its few-step variants whose LoRA is here."""
+        names = []
+        for name in self.catalog.engine_names(kinds or None, variants=False):
+            entry = self.catalog.engines[name]
+            if self.has(name) and (entry.kind != "diffusion" or self.shortfall(name) is None):
+                names.append(name)
+                names += [f"{name}+{preset}" for preset, role in entry.few_step.items() if self.status(role).available]
+        return names
+
+    def memory_notes(self, *kinds: str) -> list[str]:
+        """Why engines of ``kinds`` whose models are here are not offered (too little memory)."""
+        return [note for name in self.catalog.engine_names(kinds or None, variants=False)
+                if self.has(name) and (note := self.shortfall(name))]
+
+    # --- loading and using ----------------------------------------------------------------------
+
+    def lock(self, name: str) -> threading.Lock:
+        """The lock held around every call into engine ``name``."""
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._engines
+
+    def load(self, name: str) -> Any:
+        """Engine ``name``, loaded on first use and kept. Raises ModelUnavailable (the catalog's
+        UnknownName for a name it does not have) saying what is missing and how to provide it; a
+        failed load is reported again without retrying for a few seconds."""
+        if name in self._engines:
+            return self._engines[name]
+        entry, preset = self.catalog.engine(name)
+        failed = self._failures.get(name)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_RETRY_SECONDS:
+            raise failed[1]
+        with self.lock(name):
+            if name not in self._engines:
+                try:
+                    paths = {status.role.name: status.require() for status in map(self.status, self.catalog.roles_of(name))}
+                    request = LoadRequest(entry, preset, paths, self.settings, self.device, self.options)
+                    self._engines[name] = engine_class(entry).from_catalog(request)
+                except ModelUnavailable as error:
+                    self._failures[name] = (time.monotonic(), error)
+                    raise
+                self._failures.pop(name, None)
+        return self._engines[name]
+
+    def adopt(self, name: str, engine: Any) -> None:
+        """Keep an engine loaded elsewhere as ``name`` (a test's, a benchmark's)."""
+        self.catalog.engine(name)
+        self._engines[name] = engine
+
+    @contextlib.contextmanager
+    def use(self, name: str, *, waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[Any]:
+        """Engine ``name`` with its lock held until the block ends, counted as running meanwhile.
+
+        ``waiting()``: a context (a spinner) entered while another caller holds the lock."""
+        engine = self.load(name)
+        lock = self.lock(name)
+        if not lock.acquire(blocking=False):
+            with waiting() if waiting is not None else contextlib.nullcontext():
+                lock.acquire()
+        self._count(+1)
+        try:
+            yield engine
+        finally:
+            self._count(-1)
+            lock.release()
+            if self.release_after_use:
+                release_memory()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Count work that holds no engine (a batch between photos) as running."""
+        self._count(+1)
+        try:
+            yield
+        finally:
+            self._count(-1)
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything runs now (the memory janitor waits meanwhile)."""
+        return self._running > 0
+
+    def _count(self, step: int) -> None:
+        with self._guard:
+            self._running += step

@@ -1,0 +1,156 @@
+"""The operations a person can apply to a region, and the one registry every caller dispatches through.
+
+An :class:`Edit` is one operation with its parameters (and, for the light-driven ones, the light):
+what a page runs, what a recipe saves and replays, what the command line and the batch runner
+apply. :func:`run` takes an edit, the photo and the mask, holds the engine the edit needs through
+the model manager, and calls the operation's own ``run``. Each operation lives in one module of
+this package (its params type and its ``run``); **a new operation is one module, one line in
+:data:`OPERATIONS` and its form on a page.**
+
+Contracts: the photo is an RGB ``PIL.Image``, the mask a bool H×W array at its size (True = the
+region to change); results carry ``images``, ``seeds``, ``metadata(i)``, ``notes``, ``timings``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core import catalog as catalogs
+from core.catalog import Catalog
+from core.engines.base import CancelCheck, ProgressCallback
+from core.errors import UserError
+from core.light import LightParams
+from core.operations import inpaint, lit_fill, relight, shade
+from core.operations.inpaint import InpaintParams
+from core.operations.relight import RelightParams
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the registry knows of an operation.
+
+    ``params``: its params type. ``engine_kinds``: the catalog kinds of engine it runs on (its
+    params' ``engine`` field names one); ``fixed_engine``: the one engine it always uses; neither:
+    it needs no model. ``light``: it takes a light. ``runner(edit, image, mask, engine, progress,
+    should_cancel)`` returns the result. ``describe(edit)``: a few words for people.
+    """
+
+    name: str
+    title: str
+    params: type
+    runner: Callable[..., Any]
+    describe: Callable[[Edit], str]
+    engine_kinds: tuple[str, ...] = ()
+    fixed_engine: str | None = None
+    light: bool = False
+    needs: Callable[[Any], str | None] = lambda params: None  # "field: problem" of params for this operation
+
+
+def _inpaint(edit, image, mask, engine, progress, should_cancel):
+    return inpaint.inpaint(image, mask, edit.params, engine, progress=progress, should_cancel=should_cancel)
+
+
+def _lit_fill(edit, image, mask, engine, progress, should_cancel):
+    return lit_fill.light_aware_inpaint(image, mask, edit.light, edit.params, engine, start=edit.start,
+                                        progress=progress, should_cancel=should_cancel)
+
+
+def _relight(edit, image, mask, engine, progress, should_cancel):
+    return relight.relight(np.asarray(image), mask, edit.light, edit.params, engine, progress=progress,
+                           should_cancel=should_cancel)
+
+
+def _shade(edit, image, mask, engine, progress, should_cancel):
+    return shade.relight_by_shading(np.asarray(image), mask, edit.light)
+
+
+OPERATIONS: dict[str, Operation] = {
+    operation.name: operation
+    for operation in (
+        Operation("inpaint", "Inpaint", InpaintParams, _inpaint, lambda e: f"inpaint “{e.params.prompt}” ({e.params.engine})",
+                  engine_kinds=("diffusion", "removal")),
+        Operation("remove", "Remove", InpaintParams, _inpaint, lambda e: f"remove ({e.params.engine})",
+                  engine_kinds=("removal",)),
+        Operation("lit_fill", "Fill with light", InpaintParams, _lit_fill,
+                  lambda e: f"fill with light ({e.params.engine})", engine_kinds=("diffusion",), light=True,
+                  needs=lambda p: None if p.strength < 1 else "strength: filling with light needs a strength below 1."),
+        Operation("relight", "Relight", RelightParams, _relight, lambda e: "relight (iclight)",
+                  fixed_engine="iclight", light=True),
+        Operation("shade", "Relight by shading", RelightParams, _shade, lambda e: "relight (shading)", light=True),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One operation and everything it needs besides the photo and the mask.
+
+    ``params``: the operation's params type. ``light``: for the light-driven operations. ``start``:
+    lit fill only, "current" or "removal" (see ``core.operations.lit_fill``). Validated on
+    construction (UserError naming the field), including that the engine exists in the catalog
+    and suits the operation.
+    """
+
+    operation: str
+    params: Any
+    light: LightParams | None = None
+    start: str = "current"
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise UserError(f"action.type: unknown {self.operation!r}; use one of {', '.join(OPERATIONS)}.")
+        op = OPERATIONS[self.operation]
+        if not isinstance(self.params, op.params):
+            raise UserError(f"action.params: {self.operation} takes {op.params.__name__}.")
+        if op.light and self.light is None:
+            raise UserError(f"action.light: {self.operation} needs the light (azimuth, elevation, …).")
+        if self.operation == "lit_fill" and self.start not in lit_fill.FILL_STARTS:
+            raise UserError(f"action.start: use \"current\" or \"removal\" (got {self.start!r}).")
+        if (problem := op.needs(self.params)) is not None:
+            raise UserError(f"action.params.{problem}")
+        if op.engine_kinds:
+            check_engine(self.params.engine, op)
+
+    @property
+    def engine(self) -> str | None:
+        """The engine this edit runs on (None: no model)."""
+        op = OPERATIONS[self.operation]
+        return op.fixed_engine or (self.params.engine if op.engine_kinds else None)
+
+    def describe(self) -> str:
+        return OPERATIONS[self.operation].describe(self)
+
+    def with_params(self, **changes: Any) -> Edit:
+        return replace(self, params=replace(self.params, **changes))
+
+
+def check_engine(name: str, op: Operation, catalog: Catalog | None = None) -> None:
+    """UserError naming the engines ``op`` can use when ``name`` is not one of them."""
+    catalog = catalog or catalogs.current()
+    fitting = catalog.engine_names(op.engine_kinds)
+    if name not in fitting:
+        raise UserError(f"action.params.engine: {op.name} cannot use {name!r}; use one of {', '.join(fitting)}.")
+
+
+def run(
+    edit: Edit,
+    image: Image.Image,
+    mask: np.ndarray,
+    manager,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    waiting: Callable[[], Any] | None = None,
+) -> Any:
+    """Apply ``edit`` to ``mask`` of ``image``, holding its engine (from ``manager``, a
+    ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``."""
+    op = OPERATIONS[edit.operation]
+    if edit.engine is None:
+        with manager.running():
+            return op.runner(edit, image, mask, None, progress, should_cancel)
+    with manager.use(edit.engine, waiting=waiting) as engine:
+        return op.runner(edit, image, mask, engine, progress, should_cancel)
