@@ -1,7 +1,7 @@
 """Home: choose the photo to edit, and see which models and device the app is using."""
 import streamlit as st
 
-from ui import resources, state
+from ui import resources, session
 from ui.image_picker import image_picker
 from ui.page import setup_page
 
@@ -16,9 +16,9 @@ st.write(
 
 image_picker(settings)
 
-loaded = state.photo()
+loaded = session.photo()
 if loaded is not None:
-    st.image(state.display_copy(min(900, loaded.size[0])), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
+    st.image(session.display_copy(min(900, loaded.size[0])), caption=f"{loaded.name or 'Photo'} · {loaded.describe()}")
     st.page_link("pages/1_Segment.py", label="Next: select an object", icon=":material/ads_click:")
     st.page_link("pages/2_Mask.py", label="…or paint the mask", icon=":material/brush:")
 
@@ -44,6 +44,7 @@ rows = [
         "Status": "available" if status.available else "missing",
         "Where": str(status.path) if status.available else status.configured,
         "Fallback in use": "" if status.available else status.role.fallback,
+        "Licence": status.role.licence,
         "Setting": status.role.setting,
         "To get it": "" if status.available else f"python -m core models download {status.role.name}",
     }

@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 
 from bench.timing import best_of
-from tests.helpers import SD15
 from core import masks
 from core.engines.diffusion import DiffusionEngine
 from core.operations.inpaint import InpaintParams, inpaint
 from core.region import engine_size
+from tests.helpers import SD15
 
 STEPS = 10
 

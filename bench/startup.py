@@ -52,7 +52,6 @@ def _first_renders(models_dir: str) -> tuple[dict[str, float], float]:
 import io, json, time
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from ui import state
 buffer = io.BytesIO(); Image.new("RGB", (1024, 768), (90, 120, 150)).save(buffer, "PNG")
 AppTest.from_string("import streamlit as st\\nst.write('warm-up')", default_timeout=60).run()  # Streamlit's own start
 bare = AppTest.from_string("import streamlit as st\\nst.title('A page')", default_timeout=60)
@@ -82,7 +81,7 @@ def peak_mb():
 
 
 def _peak_mb(model: str) -> tuple[float, float]:
-    serve = PEAK + f"""
+    serve = PEAK + """
 import json
 import numpy as np
 from PIL import Image
@@ -94,7 +93,7 @@ engine = ModelManager(load_settings(), detect_device("cpu")).load("sd15")
 photo = Image.new("RGB", (512, 512), (90, 120, 150))
 mask = np.zeros((512, 512), bool); mask[128:384, 128:384] = True
 inpaint(photo, mask, InpaintParams(prompt="a bench", steps=4, seed=0, padding=32, negative_prompt=""), engine)
-print(json.dumps({{"mb": peak_mb()}}))
+print(json.dumps({"mb": peak_mb()}))
 """
     baseline = PEAK + "import json, torch, diffusers\nprint(json.dumps({'mb': peak_mb()}))"
     env = {"INPAINT_STUDIO_MODEL_SD15_INPAINT": model, "INPAINT_STUDIO_DEVICE": "cpu",

@@ -8,8 +8,8 @@ failed row; the others go on. ``resume`` skips photos the manifest lists as done
 are still there. Cancelling stops after the current photo and keeps everything finished.
 
 Models load once per batch (one :class:`core.manager.ModelManager`, or the server's) and each
-engine encodes a prompt once, not per photo. :func:`process_item` is the whole per-photo step; the Ray runner (``core.batch_ray``) calls
-the same function in its workers.
+engine encodes a prompt once, not per photo. :func:`process_item` is the whole per-photo step;
+the Ray runner (``core.batch_ray``) calls the same function in its workers.
 """
 from __future__ import annotations
 

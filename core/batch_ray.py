@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.batch import BatchProgress, BatchSummary, Manifest, prepare
+from core.batch import BatchModels, BatchProgress, BatchSummary, Manifest, prepare, process_item
+from core.batch_inputs import InputItem
 from core.recipe import Recipe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +29,11 @@ class ItemWorker:
     """A Ray Data actor: the recipe, the output folder and the models, for many photos."""
 
     def __init__(self, recipe_json: str, output: str) -> None:
-        from core.batch import BatchModels
-
         self.recipe = Recipe.from_json(recipe_json)
         self.output = Path(output)
         self.models = BatchModels.own()
 
     def __call__(self, batch: dict) -> dict:
-        from core.batch import process_item
-        from core.batch_inputs import InputItem
-
         rows = []
         for task in batch["task"]:
             task = json.loads(task)

@@ -114,7 +114,8 @@ class EngineEntry:
 class Catalog:
     """The entries, by name, with the lookups the rest of the app derives its lists from."""
 
-    def __init__(self, models: Iterable[ModelEntry], engines: Iterable[EngineEntry], few_step: Iterable[FewStep]) -> None:
+    def __init__(self, models: Iterable[ModelEntry], engines: Iterable[EngineEntry],
+                 few_step: Iterable[FewStep]) -> None:
         self.models: dict[str, ModelEntry] = {}
         self.engines: dict[str, EngineEntry] = {}
         self.few_step: dict[str, FewStep] = {}
@@ -220,8 +221,8 @@ MODELS: tuple[ModelEntry, ...] = (
                "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "repo", "model_index.json", _OPENCV, "pipeline",
                main=True, licence="CreativeML Open RAIL++-M", size_gb=6.9),
     *(
-        ModelEntry(f"{preset}_lora_{engine}", f"{title} LoRA ({family})", f"few-step {family} inpainting ({steps} steps)",
-                   default, "file" if weight else "repo", weight or "pytorch_lora_weights.safetensors",
+        ModelEntry(f"{preset}_lora_{engine}", f"{title} LoRA ({family})",
+                   f"few-step {family} inpainting ({steps} steps)", default, "file" if weight else "repo", weight or "pytorch_lora_weights.safetensors",
                    f"the full {family} step count", "file" if weight else "lora", repo=repo)
         for preset, title, steps, engine, family, default, weight, repo in _FEW_STEP_LORAS
     ),
@@ -257,8 +258,8 @@ ENGINES: tuple[EngineEntry, ...] = (
                 options={"pipeline_class": "StableDiffusionXLInpaintPipeline", "fp16_vae_setting": "sdxl_fp16_vae"}),
     EngineEntry("telea", "Remove (OpenCV Telea)", "removal", "core.engines.opencv_inpaint:OpenCVInpaint",
                 native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "telea"}),
-    EngineEntry("navier_stokes", "Remove (OpenCV Navier-Stokes)", "removal", "core.engines.opencv_inpaint:OpenCVInpaint",
-                native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "navier_stokes"}),
+    EngineEntry("navier_stokes", "Remove (OpenCV Navier-Stokes)", "removal",
+                "core.engines.opencv_inpaint:OpenCVInpaint", native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "navier_stokes"}),
     EngineEntry("iclight", "IC-Light (relight)", "relight", "core.engines.iclight:ICLightEngine",
                 ("iclight_base", "iclight"), 512, 25, 2.0, frozenset({"prompt", "negative_prompt"}),
                 licence="Apache-2.0 (base model: CreativeML Open RAIL-M)", speed="seconds on a GPU", memory_gb=4.0),
@@ -285,7 +286,8 @@ def _with_modules(modules: tuple[str, ...]) -> Catalog:
             module = importlib.import_module(name)
             catalog.add(getattr(module, "MODELS", ()), getattr(module, "ENGINES", ()), getattr(module, "FEW_STEP", ()))
         except (ImportError, ValueError) as error:
-            raise UserError(f"{PREFIX}CATALOG_MODULES: {name} cannot be added ({type(error).__name__}: {error}).") from error
+            raise UserError(f"{PREFIX}CATALOG_MODULES: {name} cannot be added "
+                            f"({type(error).__name__}: {error}).") from error
     return catalog
 
 

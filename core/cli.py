@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 from core import catalog as catalogs
-from core import operations
+from core import model_files, operations
+from core.batch import BatchProgress, run
+from core.batch_ray import run_ray
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import StudioError, UserError
-from core.images import read_image
+from core.images import encode_image, read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
 from core.operations.inpaint import InpaintParams
+from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -84,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     models_commands.add_parser("list", help="every model role: configured id or path, present or not, size, fallback")
     fetch = models_commands.add_parser("download", help="fetch models (run on a machine with internet)")
     fetch.add_argument("roles", nargs="*", metavar="ROLE",
-                       help=f"roles to fetch (default: {', '.join(catalog.main_models())}; all: {', '.join(catalog.models)})")
+                       help=f"roles to fetch (default: {', '.join(catalog.main_models())}; "
+                            f"all: {', '.join(catalog.models)})")
     fetch.add_argument("--dir", type=Path, default=None,
                        help="put the models here (to copy to another machine) instead of the Hugging Face cache")
     return parser
@@ -99,8 +103,6 @@ def _progress(done: int, total: int) -> None:
 
 
 def inpaint_command(args: argparse.Namespace) -> int:
-    from core.images import encode_image
-
     output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
     if output_format is None:
         raise BadInput(f"{args.out}: the output must end in .png, .jpg or .webp.")
@@ -127,9 +129,6 @@ def inpaint_command(args: argparse.Namespace) -> int:
 
 
 def batch_command(args: argparse.Namespace) -> int:
-    from core.batch import BatchProgress, run
-    from core.recipe import Recipe
-
     recipe = Recipe.load(args.recipe)
     if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
         raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
@@ -144,8 +143,6 @@ def batch_command(args: argparse.Namespace) -> int:
 
     try:
         if args.engine == "ray":
-            from core.batch_ray import run_ray
-
             summary = run_ray(recipe, args.input, args.output, masks=args.masks, resume=args.resume,
                               address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                               cpus_per_worker=args.cpus_per_worker, on_progress=report)
@@ -158,14 +155,12 @@ def batch_command(args: argparse.Namespace) -> int:
 
 
 def models_command(args: argparse.Namespace) -> int:
-    from core.model_files import check_online, download, human_size, local_models, setting_line
-
     settings = load_settings()
     catalog = catalogs.current(settings)
     if args.models_command == "list":
-        found = local_models(settings, catalog)
+        found = model_files.local_models(settings, catalog)
         rows = [(m.role.name, m.status.configured, "present" if m.status.available else "missing",
-                 human_size(m.size) if m.status.available else "", m.role.licence,
+                 model_files.human_size(m.size) if m.status.available else "", m.role.licence,
                  "" if m.status.available else m.role.fallback) for m in found]
         header = ("role", "configured", "here", "size", "licence", "fallback in use")
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(5)]
@@ -180,18 +175,18 @@ def models_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     for role in args.roles:
         catalog.model(role)  # UnknownName lists the roles
-    check_online(settings)
+    model_files.check_online(settings)
     lines, failed = [], []
     for role in args.roles or catalog.main_models():
         try:
-            path = download(role, settings, args.dir, log=lambda text: print(text, file=sys.stderr, flush=True),
-                            catalog=catalog)
+            path = model_files.download(role, settings, args.dir, catalog=catalog,
+                                        log=lambda text: print(text, file=sys.stderr, flush=True))
         except Exception as error:  # noqa: BLE001 (the hub, the network and the disk raise many types)
             print(f"error: {role}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                   file=sys.stderr)
             failed.append(role)
             continue
-        lines.append(setting_line(catalog.model(role), path))
+        lines.append(model_files.setting_line(catalog.model(role), path))
     if lines:
         print("# Point the app at the models (environment or .streamlit/secrets.toml):")
         print("\n".join(lines))

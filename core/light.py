@@ -20,8 +20,7 @@ a downscaled copy fast enough to follow a slider. The IC-Light engine starts its
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np

@@ -155,7 +155,8 @@ class ModelManager:
         with self.lock(name):
             if name not in self._engines:
                 try:
-                    paths = {status.role.name: status.require() for status in map(self.status, self.catalog.roles_of(name))}
+                    statuses = map(self.status, self.catalog.roles_of(name))
+                    paths = {status.role.name: status.require() for status in statuses}
                     request = LoadRequest(entry, preset, paths, self.settings, self.device, self.options)
                     self._engines[name] = engine_class(entry).from_catalog(request)
                 except ModelUnavailable as error:
@@ -170,7 +171,8 @@ class ModelManager:
         self._engines[name] = engine
 
     @contextlib.contextmanager
-    def use(self, name: str, *, waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[Any]:
+    def use(self, name: str, *,
+            waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[Any]:
         """Engine ``name`` with its lock held until the block ends, counted as running meanwhile.
 
         ``waiting()``: a context (a spinner) entered while another caller holds the lock."""

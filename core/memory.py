@@ -1,4 +1,5 @@
-"""Memory: whether a model fits on a device, and handing freed memory back to the system, so that a server's memory does not only ever grow.
+"""Memory: whether a model fits on a device (:func:`memory_shortfall`), and handing freed memory back
+to the system, so that a server's memory does not only ever grow.
 
 CPython frees an object's memory to the C allocator, but glibc keeps freed blocks in its arenas (one
 per thread that allocated, and Streamlit runs each session's script in a thread of its own) and only

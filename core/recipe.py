@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core import masks, operations
+from core import catalog, masks, operations
 from core.errors import UserError
+from core.images import content_hash
 from core.light import LightParams
 from core.operations import OPERATIONS, Edit
 from core.operations.fields import MAX_SEED, MAX_VARIANTS
@@ -342,8 +343,6 @@ def _from_version_1(data: dict) -> Recipe:
 
 
 def _is_removal(engine: str) -> bool:
-    from core import catalog
-
     return engine in catalog.current().engine_names(("removal",))
 
 
@@ -413,7 +412,7 @@ def select_region(
             top_k=selection.top_k, step=selection.step, backend=selection.backend,
         )
         try:
-            result = segmenter.segment(image, image_id or _image_id(image), prompt)
+            result = segmenter.segment(image, image_id or content_hash(image), prompt)
         except SegmentError as error:
             raise RecipeError(str(error)) from error
         if result.fallback:
@@ -441,12 +440,6 @@ def _apply_op(mask: np.ndarray, op: MaskOp) -> np.ndarray:
     if op.op == "remove_islands":
         return masks.remove_islands(mask, op.min_area)
     return mask  # feather: a soft edge, applied by the action (see _action_params)
-
-
-def _image_id(image: Image.Image) -> str:
-    from core.images import content_hash
-
-    return content_hash(image)
 
 
 def _action_params(recipe: Recipe, seed: int):

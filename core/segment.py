@@ -18,7 +18,6 @@ from typing import Literal
 
 import cv2
 import numpy as np
-
 from PIL import Image
 
 from core.errors import UserError

@@ -4,9 +4,8 @@ import streamlit as st
 
 from core import masks
 from core.errors import ModelUnavailable
-
 from core.segment import FastSAMSettings, SegmentError, SegmentPrompt
-from ui import resources, state
+from ui import forms, resources, session
 from ui.canvas import canvas_size, prompt_canvas
 from ui.page import require_photo, setup_page
 from ui.segment_view import selection_picture, thumbnail
@@ -18,18 +17,18 @@ CANVAS_WIDTH = 800
 setup_page("Segment", ":material/ads_click:")
 st.title("Segment")
 require_photo()
-loaded = state.photo()
-photo_id = state.photo_id()
+loaded = session.photo()
+photo_id = session.photo_id()
 segmenter = resources.segmenter()
 available = {status.role.name: status for status in resources.statuses()}
 
 
 def step_by(delta: int) -> None:
-    st.session_state[state.SEGMENT_STEP] = max(0, st.session_state[state.SEGMENT_STEP] + delta)
+    st.session_state[session.SEGMENT_STEP] = max(0, st.session_state[session.SEGMENT_STEP] + delta)
 
 
 def send_to_mask(kind: str, selection: np.ndarray, label: str) -> None:
-    state.mask_document().apply(masks.layer_edit(kind, selection, label))
+    session.mask_document().apply(masks.layer_edit(kind, selection, label))
     st.session_state["segment_sent"] = {"add": "Added to", "subtract": "Subtracted from",
                                         "replace": "Replaced"}[kind]
 
@@ -38,20 +37,20 @@ banner = st.container()
 canvas_col, controls_col = st.columns([3, 1], gap="medium")
 
 with controls_col:
-    mode = st.segmented_control("Select by", ["Click", "Box", "Text"], key=state.SEGMENT_MODE, required=True)
+    mode = st.segmented_control("Select by", ["Click", "Box", "Text"], key=forms.SEGMENT_MODE, required=True)
     if mode == "Click":
-        st.segmented_control("Clicks", ["Include", "Exclude"], key=state.SEGMENT_LABEL, required=True,
+        st.segmented_control("Clicks", ["Include", "Exclude"], key=forms.SEGMENT_LABEL, required=True,
                              help="Include: part of the object. Exclude: not part of it.")
     with st.expander("Model and settings"):
-        backend = st.radio("Answer clicks and boxes with", list(BACKENDS), key=state.SEGMENT_BACKEND,
+        backend = st.radio("Answer clicks and boxes with", list(BACKENDS), key=forms.SEGMENT_BACKEND,
                            help="FastSAM finds every object once per photo, then answers instantly. "
                                 "SAM refines objects FastSAM missed. GrabCut needs no model.")
-        model = st.selectbox("FastSAM model", list(FASTSAM_MODELS), key=state.SEGMENT_MODEL)
-        imgsz = st.select_slider("Detail (image size)", [512, 640, 768, 1024, 1280, 1536], key=state.SEGMENT_IMGSZ)
-        conf = st.slider("Confidence", 0.05, 0.95, step=0.05, key=state.SEGMENT_CONF)
-        iou = st.slider("Overlap (IoU) threshold", 0.3, 0.95, step=0.05, key=state.SEGMENT_IOU)
-        retina = st.toggle("Masks at full detail", key=state.SEGMENT_RETINA)
-        clip_to_box = st.toggle("Cut the box's object to the box", key=state.SEGMENT_CLIP_TO_BOX)
+        model = st.selectbox("FastSAM model", list(FASTSAM_MODELS), key=forms.SEGMENT_MODEL)
+        imgsz = st.select_slider("Detail (image size)", [512, 640, 768, 1024, 1280, 1536], key=forms.SEGMENT_IMGSZ)
+        conf = st.slider("Confidence", 0.05, 0.95, step=0.05, key=forms.SEGMENT_CONF)
+        iou = st.slider("Overlap (IoU) threshold", 0.3, 0.95, step=0.05, key=forms.SEGMENT_IOU)
+        retina = st.toggle("Masks at full detail", key=forms.SEGMENT_RETINA)
+        clip_to_box = st.toggle("Cut the box's object to the box", key=forms.SEGMENT_CLIP_TO_BOX)
 
 settings = FastSAMSettings(model=FASTSAM_MODELS[model], imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina)
 fastsam_status = available[settings.model]
@@ -82,29 +81,29 @@ with banner:
 with controls_col:
     if mode == "Text":
         with st.form("text_prompt", border=False):
-            text = st.text_input("What is it?", key=state.SEGMENT_TEXT, placeholder="e.g. the cat's nose",
+            text = st.text_input("What is it?", key=forms.SEGMENT_TEXT, placeholder="e.g. the cat's nose",
                                  disabled=not text_ready)
-            top_k = st.number_input("Candidates to show", 1, 8, key=state.SEGMENT_TOP_K)
+            top_k = st.number_input("Candidates to show", 1, 8, key=forms.SEGMENT_TOP_K)
             if st.form_submit_button("Find", disabled=not text_ready):
-                st.session_state[state.SEGMENT_QUERY] = text
+                st.session_state[session.SEGMENT_QUERY] = text
     smaller_col, bigger_col = st.columns(2)
-    st.button("Clear selection", on_click=state.clear_segment_prompt, width="stretch")
+    st.button("Clear selection", on_click=session.clear_segment_prompt, width="stretch")
 
-query = st.session_state[state.SEGMENT_QUERY] if mode == "Text" else ""
+query = st.session_state[session.SEGMENT_QUERY] if mode == "Text" else ""
 prompt = SegmentPrompt(
-    points=tuple(st.session_state[state.SEGMENT_POINTS]) if mode != "Text" else (),
-    box=st.session_state[state.SEGMENT_BOX] if mode != "Text" else None,
+    points=tuple(st.session_state[session.SEGMENT_POINTS]) if mode != "Text" else (),
+    box=st.session_state[session.SEGMENT_BOX] if mode != "Text" else None,
     text=query,
-    top_k=int(st.session_state[state.SEGMENT_TOP_K]),
+    top_k=int(st.session_state[forms.SEGMENT_TOP_K]),
     backend=BACKENDS[backend],
-    step=st.session_state[state.SEGMENT_STEP],
+    step=st.session_state[session.SEGMENT_STEP],
     clip_to_box=clip_to_box,
 )
 
 result, error = None, None
 if not prompt.is_empty:
     inputs = (photo_id, prompt, settings)
-    cached = st.session_state.get(state.SEGMENT_RESULT)
+    cached = st.session_state.get(session.SEGMENT_RESULT)
     if cached is not None and cached[0] == inputs:
         result = cached[1]
     else:
@@ -113,7 +112,7 @@ if not prompt.is_empty:
         except SegmentError as failure:
             error = str(failure)
         else:
-            st.session_state[state.SEGMENT_RESULT] = (inputs, result)
+            st.session_state[session.SEGMENT_RESULT] = (inputs, result)
 
 selection = None
 if result is not None and result.masks:
@@ -138,14 +137,14 @@ with canvas_col:
     if mode == "Text":
         st.image(picture)
     else:
-        label = 1 if st.session_state[state.SEGMENT_LABEL] == "Include" else 0
+        label = 1 if st.session_state[forms.SEGMENT_LABEL] == "Include" else 0
         new_points, new_box = prompt_canvas(picture, mode="point" if mode == "Click" else "rect", label=label)
         if new_points or new_box:
-            st.session_state[state.SEGMENT_POINTS] = st.session_state[state.SEGMENT_POINTS] + new_points
+            st.session_state[session.SEGMENT_POINTS] = st.session_state[session.SEGMENT_POINTS] + new_points
             if new_box is not None:
-                st.session_state[state.SEGMENT_BOX] = new_box
-            st.session_state[state.SEGMENT_STEP] = 0
-            state.bump_canvas(state.SEGMENT_CANVAS_VERSION)
+                st.session_state[session.SEGMENT_BOX] = new_box
+            st.session_state[session.SEGMENT_STEP] = 0
+            session.bump_canvas(session.SEGMENT_CANVAS_VERSION)
             st.rerun()
 
     if error:

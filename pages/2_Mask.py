@@ -2,17 +2,17 @@
 import streamlit as st
 
 from core import masks
-from core.masks import overlay
 from core.images import ImageError, read_image
-from ui import state
+from core.masks import overlay
+from ui import forms, previews, session
 from ui.canvas import canvas_size, mask_canvas
 from ui.page import require_photo, setup_page
 
 settings = setup_page("Mask", "🖌️")
 st.title("Mask")
 require_photo()
-loaded = state.photo()
-document = state.mask_document()
+loaded = session.photo()
+document = session.mask_document()
 
 
 def apply_operation(kind: str, amount: int = 0) -> None:
@@ -20,17 +20,17 @@ def apply_operation(kind: str, amount: int = 0) -> None:
 
 
 def apply_grow_preview() -> None:
-    amount = st.session_state[state.GROW_PREVIEW]
+    amount = st.session_state[forms.GROW_PREVIEW]
     if amount:
         apply_operation("grow" if amount > 0 else "shrink", abs(amount))
-    st.session_state[state.GROW_PREVIEW] = 0
+    st.session_state[forms.GROW_PREVIEW] = 0
 
 
 canvas_col, controls_col = st.columns([3, 1], gap="medium")
 
 with controls_col:
-    tool = st.segmented_control("Tool", ["Paint", "Erase"], key=state.MASK_TOOL, required=True)
-    brush = st.slider("Brush size (screen px)", 2, 200, key=state.BRUSH_SIZE)
+    tool = st.segmented_control("Tool", ["Paint", "Erase"], key=forms.MASK_TOOL, required=True)
+    brush = st.slider("Brush size (screen px)", 2, 200, key=forms.BRUSH_SIZE)
     undo_col, redo_col, clear_col = st.columns(3)
     undo_col.button("Undo", on_click=document.undo, disabled=not document.can_undo, width="stretch")
     redo_col.button("Redo", on_click=document.redo, disabled=not document.can_redo, width="stretch")
@@ -38,32 +38,32 @@ with controls_col:
                      disabled=not document.mask.any(), width="stretch")
 
     st.subheader("Refine")
-    grow_px = st.slider("Grow (+) / shrink (−) px", -100, 100, key=state.GROW_PREVIEW,
+    grow_px = st.slider("Grow (+) / shrink (−) px", -100, 100, key=forms.GROW_PREVIEW,
                         help="Previewed live; Apply adds it to the history.")
     st.button("Apply grow / shrink", on_click=apply_grow_preview, disabled=grow_px == 0)
     invert_col, holes_col = st.columns(2)
     invert_col.button("Invert", on_click=apply_operation, args=("invert",), width="stretch",
                       help="Edit the background instead of the subject.")
     holes_col.button("Fill holes", on_click=apply_operation, args=("fill_holes",), width="stretch")
-    islands = st.number_input("Smallest island kept (px)", 1, 1_000_000, key=state.ISLAND_AREA)
+    islands = st.number_input("Smallest island kept (px)", 1, 1_000_000, key=forms.ISLAND_AREA)
     st.button("Remove smaller islands", on_click=apply_operation, args=("remove_islands", islands))
 
     st.subheader("Soft edge")
-    inner = st.slider("Feather inside (px)", 0, 100, key=state.FEATHER_INNER)
-    outer = st.slider("Feather outside (px)", 0, 100, key=state.FEATHER_OUTER)
+    inner = st.slider("Feather inside (px)", 0, 100, key=forms.FEATHER_INNER)
+    outer = st.slider("Feather outside (px)", 0, 100, key=forms.FEATHER_OUTER)
 
     st.subheader("View")
-    width = st.slider("Canvas width (px)", 300, 1600, step=50, key=state.CANVAS_WIDTH)
+    width = st.slider("Canvas width (px)", 300, 1600, step=50, key=forms.CANVAS_WIDTH)
 
-mask, soft = state.mask_preview(grow_px, inner, outer)
+mask, soft = previews.mask_preview(grow_px, inner, outer)
 
 with canvas_col:
     size = canvas_size(loaded.size, width)
-    stroke = mask_canvas(overlay(state.display_copy(size[0]), soft), tool=tool, brush=brush)
+    stroke = mask_canvas(overlay(session.display_copy(size[0]), soft), tool=tool, brush=brush)
     if stroke is not None:
         kind, label = ("add", "brush stroke") if tool == "Paint" else ("subtract", "eraser stroke")
         document.apply(masks.layer_edit(kind, stroke, label))
-        state.bump_canvas()
+        session.bump_canvas()
         st.rerun()
     box = masks.bounding_box(mask)
     if box is None:
@@ -77,7 +77,7 @@ with canvas_col:
 with controls_col:
     st.subheader("Mask file")
     stem = (loaded.name or "photo").rsplit(".", 1)[0]
-    mask_png, soft_png = state.mask_files(grow_px, inner, outer) if box is not None else (b"", b"")
+    mask_png, soft_png = previews.mask_files(grow_px, inner, outer) if box is not None else (b"", b"")
     st.download_button("Download mask (PNG)", mask_png, file_name=f"{stem}-mask.png", mime="image/png",
                        on_click="ignore", disabled=box is None, key="download_mask")
     st.download_button("Download soft mask (PNG)", soft_png, file_name=f"{stem}-mask-soft.png",

@@ -7,24 +7,24 @@ from core.catalog import SCHEDULERS
 from core.errors import UserError
 from core.operations import Edit
 from core.operations.inpaint import InpaintParams
-from ui import resources, state
+from ui import forms, resources, session
 from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
-PRESETS = {"Quality": {state.INPAINT_STEPS: 40, state.INPAINT_GUIDANCE: 7.5},
-           "Fast": {state.INPAINT_STEPS: 15, state.INPAINT_GUIDANCE: 6.0}}
+PRESETS = {"Quality": {forms.INPAINT_STEPS: 40, forms.INPAINT_GUIDANCE: 7.5},
+           "Fast": {forms.INPAINT_STEPS: 15, forms.INPAINT_GUIDANCE: 6.0}}
 
 setup_page("Inpaint", ":material/auto_fix_high:")
 st.title("Inpaint")
 require_photo()
-loaded = state.photo()
-document = state.mask_document()
+loaded = session.photo()
+document = session.mask_document()
 statuses = {status.role.name: status for status in resources.statuses()}
 
 
 def apply_preset() -> None:
-    for key, value in PRESETS.get(st.session_state[state.INPAINT_PRESET], {}).items():
+    for key, value in PRESETS.get(st.session_state[forms.INPAINT_PRESET], {}).items():
         st.session_state[key] = value
 
 
@@ -36,16 +36,16 @@ engines = diffusion + removal
 
 def apply_engine_preset() -> None:
     """A few-step engine comes with its step count and guidance."""
-    name = st.session_state[state.INPAINT_ENGINE]
+    name = st.session_state[forms.INPAINT_ENGINE]
     if "+" in name:
         steps, guidance = catalog.defaults(name)
-        st.session_state[state.INPAINT_STEPS] = steps
-        st.session_state[state.INPAINT_GUIDANCE] = guidance
-        st.session_state[state.INPAINT_PRESET] = "Custom"
+        st.session_state[forms.INPAINT_STEPS] = steps
+        st.session_state[forms.INPAINT_GUIDANCE] = guidance
+        st.session_state[forms.INPAINT_PRESET] = "Custom"
 
 
-if st.session_state[state.INPAINT_ENGINE] not in engines:
-    st.session_state[state.INPAINT_ENGINE] = engines[0]
+if st.session_state[forms.INPAINT_ENGINE] not in engines:
+    st.session_state[forms.INPAINT_ENGINE] = engines[0]
 for note in resources.memory_notes():
     st.info(note, icon=":material/memory:")
 if not diffusion and not resources.memory_notes():
@@ -60,34 +60,34 @@ if not document.mask.any():
 
 settings_col, result_col = st.columns([2, 3], gap="large")
 with settings_col:
-    name = st.selectbox("Engine", engines, key=state.INPAINT_ENGINE, format_func=resources.engine_title,
+    name = st.selectbox("Engine", engines, key=forms.INPAINT_ENGINE, format_func=resources.engine_title,
                         on_change=apply_engine_preset)
     entry = catalog.engine(name)[0]
     st.caption(" · ".join(part for part in (entry.speed, f"licence: {entry.licence}" if entry.licence else "") if part))
     prompt, negative = prompt_inputs(
-        state.INPAINT_PROMPT, state.INPAINT_NEGATIVE,
+        forms.INPAINT_PROMPT, forms.INPAINT_NEGATIVE,
         placeholder="What should be there, e.g. “a wooden bench in the sun”",
         prompt_disabled=not entry.can("prompt"), negative_disabled=not entry.can("negative_prompt"))
-    st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=state.INPAINT_PRESET,
+    st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=forms.INPAINT_PRESET,
                          on_change=apply_preset, required=True)
-    variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
-    seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
-    invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=state.INPAINT_INVERT)
+    variants = st.slider("Variants", 1, 4, key=forms.INPAINT_VARIANTS)
+    seed = seed_inputs(forms.INPAINT_SEED, forms.INPAINT_RANDOM_SEED)
+    invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=forms.INPAINT_INVERT)
     with st.expander("More settings"):
-        steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
-        strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=state.INPAINT_STRENGTH,
+        steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
+        strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=forms.INPAINT_STRENGTH,
                              help="1 ignores what is under the mask; lower keeps more of it.")
         schedulers = list(SCHEDULERS) if entry.can("scheduler") else ["default"]
-        if st.session_state[state.INPAINT_SCHEDULER] not in schedulers:
-            st.session_state[state.INPAINT_SCHEDULER] = schedulers[0]
-        scheduler = st.selectbox("Scheduler", schedulers, key=state.INPAINT_SCHEDULER,
+        if st.session_state[forms.INPAINT_SCHEDULER] not in schedulers:
+            st.session_state[forms.INPAINT_SCHEDULER] = schedulers[0]
+        scheduler = st.selectbox("Scheduler", schedulers, key=forms.INPAINT_SCHEDULER,
                                  disabled=not entry.can("scheduler"))
-        padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=state.INPAINT_PADDING)
-        blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
-        blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=state.FEATHER_INNER)
-        blend_mode = st.radio("Blending", ["feather", "poisson"], key=state.INPAINT_BLEND, horizontal=True,
+        padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
+        blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
+        blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
+        blend_mode = st.radio("Blending", ["feather", "poisson"], key=forms.INPAINT_BLEND, horizontal=True,
                               format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
-        color_match = st.toggle("Match colours to the surroundings", key=state.INPAINT_COLOR_MATCH)
+        color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
 
     params, problem = None, None
     try:
@@ -115,18 +115,18 @@ with settings_col:
                 Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="")))
         result = run_edit(edit, loaded.rgb, document.mask)
         if result is not None:
-            st.session_state[state.INPAINT_RESULT] = result
-            st.session_state[state.INPAINT_CHOICE] = 0
+            st.session_state[session.INPAINT_RESULT] = result
+            st.session_state[forms.INPAINT_CHOICE] = 0
     else:
         show_cancelled()
 
 with result_col:
-    result = st.session_state.get(state.INPAINT_RESULT)
+    result = st.session_state.get(session.INPAINT_RESULT)
     if result is None:
         st.caption("Variants appear here. Everything outside the mask's soft edge stays exactly as it was.")
     else:
         show_result(
-            result, choice_key=state.INPAINT_CHOICE, file_suffix="inpainted", key_prefix="inpaint",
+            result, choice_key=forms.INPAINT_CHOICE, file_suffix="inpainted", key_prefix="inpaint",
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · seam ΔE {result.seam_delta_e[i]:.1f}",
             footer=f"{resources.engine_title(result.engine)} · {result.model_id}",
         )

@@ -8,7 +8,7 @@ from core.operations import Edit
 from core.operations.inpaint import InpaintParams
 from core.operations.lit_fill import FILL_STARTS
 from core.operations.relight import RelightParams
-from ui import resources, state
+from ui import forms, previews, resources, session
 from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
@@ -19,8 +19,8 @@ MODES = {"subject": "Keep the background", "whole": "Relight the whole photo"}
 setup_page("Relight", ":material/light_mode:")
 st.title("Relight")
 require_photo()
-loaded = state.photo()
-document = state.mask_document()
+loaded = session.photo()
+document = session.mask_document()
 statuses = {status.role.name: status for status in resources.statuses()}
 has_subject = document.mask.any()
 missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
@@ -28,9 +28,9 @@ fill_engines = [name for name in resources.engines("diffusion") if resources.cat
 
 
 def apply_preset() -> None:
-    name = st.session_state[state.LIGHT_PRESET]
+    name = st.session_state[forms.LIGHT_PRESET]
     if name in PRESETS:
-        st.session_state[state.LIGHT_AZIMUTH], st.session_state[state.LIGHT_ELEVATION] = (
+        st.session_state[forms.LIGHT_AZIMUTH], st.session_state[forms.LIGHT_ELEVATION] = (
             int(value) for value in PRESETS[name]
         )
 
@@ -49,18 +49,18 @@ if not has_subject:
 
 controls_col, preview_col = st.columns([1.4, 2], gap="large")
 with controls_col:
-    st.segmented_control("Light from", list(PRESETS), key=state.LIGHT_PRESET, on_change=apply_preset,
+    st.segmented_control("Light from", list(PRESETS), key=forms.LIGHT_PRESET, on_change=apply_preset,
                          format_func=lambda name: "Back" if name == "back-light" else name.capitalize())
-    azimuth = st.slider("Direction (°, 0 = from the right, 90 = from the top)", 0, 359, key=state.LIGHT_AZIMUTH)
+    azimuth = st.slider("Direction (°, 0 = from the right, 90 = from the top)", 0, 359, key=forms.LIGHT_AZIMUTH)
     elevation = st.slider("Height (°, 0 = grazing, 90 = frontal, below 0 = behind)", -90, 90,
-                          key=state.LIGHT_ELEVATION)
-    intensity = st.slider("Intensity", 0.0, 2.0, step=0.05, key=state.LIGHT_INTENSITY)
-    ambient = st.slider("Ambient light", 0.0, 1.0, step=0.05, key=state.LIGHT_AMBIENT)
-    if st.toggle("Colour temperature", key=state.LIGHT_USE_TEMPERATURE):
-        kelvin = st.slider("Temperature (K)", 1900, 12000, step=100, key=state.LIGHT_TEMPERATURE)
+                          key=forms.LIGHT_ELEVATION)
+    intensity = st.slider("Intensity", 0.0, 2.0, step=0.05, key=forms.LIGHT_INTENSITY)
+    ambient = st.slider("Ambient light", 0.0, 1.0, step=0.05, key=forms.LIGHT_AMBIENT)
+    if st.toggle("Colour temperature", key=forms.LIGHT_USE_TEMPERATURE):
+        kelvin = st.slider("Temperature (K)", 1900, 12000, step=100, key=forms.LIGHT_TEMPERATURE)
         color = color_from_temperature(kelvin)
     else:
-        hex_color = st.color_picker("Light colour", key=state.LIGHT_COLOR)
+        hex_color = st.color_picker("Light colour", key=forms.LIGHT_COLOR)
         color = tuple(int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     light, notes = LightParams.clamped(azimuth=azimuth, elevation=elevation, intensity=intensity,
                                        ambient=ambient, color=color)
@@ -68,26 +68,26 @@ with controls_col:
         st.caption(note)
 
     st.divider()
-    action = st.segmented_control("Action", list(ACTIONS), key=state.RELIGHT_ACTION, required=True,
+    action = st.segmented_control("Action", list(ACTIONS), key=forms.RELIGHT_ACTION, required=True,
                                   format_func=ACTIONS.get)
     edit, problem = None, None
     if action == "relight":
         prompt, negative = prompt_inputs(
-            state.RELIGHT_PROMPT, state.RELIGHT_NEGATIVE, label="Lighting prompt",
+            forms.RELIGHT_PROMPT, forms.RELIGHT_NEGATIVE, label="Lighting prompt",
             placeholder="The light and the mood, e.g. “warm sunset light, soft shadows”")
-        mode = st.radio("Background", list(MODES), key=state.RELIGHT_MODE, format_func=MODES.get, horizontal=True)
-        detail = st.toggle("Keep the subject's detail", key=state.RELIGHT_DETAIL,
+        mode = st.radio("Background", list(MODES), key=forms.RELIGHT_MODE, format_func=MODES.get, horizontal=True)
+        detail = st.toggle("Keep the subject's detail", key=forms.RELIGHT_DETAIL,
                            help="Restore the original's fine texture and identity under the new light.")
-        variants = st.slider("Variants", 1, 4, key=state.RELIGHT_VARIANTS)
-        seed = seed_inputs(state.RELIGHT_SEED, state.RELIGHT_RANDOM_SEED)
+        variants = st.slider("Variants", 1, 4, key=forms.RELIGHT_VARIANTS)
+        seed = seed_inputs(forms.RELIGHT_SEED, forms.RELIGHT_RANDOM_SEED)
         with st.expander("More settings"):
-            steps, guidance = sampling_inputs(state.RELIGHT_STEPS, state.RELIGHT_GUIDANCE)
-            denoise = st.slider("Denoise", 0.05, 1.0, step=0.05, key=state.RELIGHT_DENOISE,
+            steps, guidance = sampling_inputs(forms.RELIGHT_STEPS, forms.RELIGHT_GUIDANCE)
+            denoise = st.slider("Denoise", 0.05, 1.0, step=0.05, key=forms.RELIGHT_DENOISE,
                                 help="How much of the light's start is regenerated; IC-Light uses 0.9.")
-            highres = st.toggle("Second, high-resolution pass", key=state.RELIGHT_HIGHRES)
-            scale = st.slider("Scale", 1.1, 2.0, step=0.1, key=state.RELIGHT_HIGHRES_SCALE, disabled=not highres)
+            highres = st.toggle("Second, high-resolution pass", key=forms.RELIGHT_HIGHRES)
+            scale = st.slider("Scale", 1.1, 2.0, step=0.1, key=forms.RELIGHT_HIGHRES_SCALE, disabled=not highres)
             highres_denoise = st.slider("Denoise of the second pass", 0.1, 1.0, step=0.05,
-                                        key=state.RELIGHT_HIGHRES_DENOISE, disabled=not highres)
+                                        key=forms.RELIGHT_HIGHRES_DENOISE, disabled=not highres)
         try:
             params = RelightParams(prompt=prompt, negative_prompt=negative, steps=steps, guidance=guidance,
                                    denoise=denoise, seed=seed, variants=variants, mode=mode, detail_transfer=detail,
@@ -108,23 +108,23 @@ with controls_col:
             sd15 = statuses["sd15_inpaint"]
             st.info(f"Filling with light needs an inpainting model ({sd15.configured}), not on this machine; "
                     f"set {sd15.role.setting} to a local copy.", icon=":material/info:")
-        if st.session_state[state.LIT_ENGINE] not in fill_engines:
-            st.session_state[state.LIT_ENGINE] = fill_engines[0] if fill_engines else None
-        engine_name = st.selectbox("Engine", fill_engines, key=state.LIT_ENGINE, disabled=not fill_engines,
+        if st.session_state[forms.LIT_ENGINE] not in fill_engines:
+            st.session_state[forms.LIT_ENGINE] = fill_engines[0] if fill_engines else None
+        engine_name = st.selectbox("Engine", fill_engines, key=forms.LIT_ENGINE, disabled=not fill_engines,
                                    format_func=resources.engine_title)
-        prompt, negative = prompt_inputs(state.INPAINT_PROMPT, state.INPAINT_NEGATIVE,
+        prompt, negative = prompt_inputs(forms.INPAINT_PROMPT, forms.INPAINT_NEGATIVE,
                                          placeholder="What should be there, e.g. “a stone wall”")
-        start = st.radio("Start from", list(FILL_STARTS), key=state.LIT_START, format_func=FILL_STARTS.get)
-        strength = st.slider("Strength", 0.05, 0.95, step=0.05, key=state.LIT_STRENGTH,
+        start = st.radio("Start from", list(FILL_STARTS), key=forms.LIT_START, format_func=FILL_STARTS.get)
+        strength = st.slider("Strength", 0.05, 0.95, step=0.05, key=forms.LIT_STRENGTH,
                              help="Lower keeps more of the lit start (its lighting); higher invents more.")
-        variants = st.slider("Variants", 1, 4, key=state.INPAINT_VARIANTS)
-        seed = seed_inputs(state.INPAINT_SEED, state.INPAINT_RANDOM_SEED)
+        variants = st.slider("Variants", 1, 4, key=forms.INPAINT_VARIANTS)
+        seed = seed_inputs(forms.INPAINT_SEED, forms.INPAINT_RANDOM_SEED)
         with st.expander("More settings (shared with the Inpaint page)"):
-            steps, guidance = sampling_inputs(state.INPAINT_STEPS, state.INPAINT_GUIDANCE)
-            padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=state.INPAINT_PADDING)
-            blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=state.FEATHER_OUTER)
-            blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=state.FEATHER_INNER)
-            color_match = st.toggle("Match colours to the surroundings", key=state.INPAINT_COLOR_MATCH)
+            steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
+            padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
+            blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
+            blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
+            color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
         try:
             params = InpaintParams(
                 prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
@@ -144,19 +144,19 @@ with controls_col:
     if generate and edit is not None:
         result = run_edit(edit, loaded.rgb, document.mask, "Relighting" if action == "relight" else "Filling")
         if result is not None:
-            st.session_state[state.RELIGHT_RESULT] = result
-            st.session_state[state.RELIGHT_CHOICE] = 0
+            st.session_state[session.RELIGHT_RESULT] = result
+            st.session_state[forms.RELIGHT_CHOICE] = 0
     else:
         show_cancelled()
     if apply:
         result = run_edit(Edit("shade", RelightParams(variants=1), light=light), loaded.rgb, document.mask, "Shading")
         if result is not None:
-            st.session_state[state.RELIGHT_RESULT] = result
-            st.session_state[state.RELIGHT_CHOICE] = 0
+            st.session_state[session.RELIGHT_RESULT] = result
+            st.session_state[forms.RELIGHT_CHOICE] = 0
 
 with preview_col:
-    st.image(state.relight_preview_cache().render(light), caption="Live preview of the light")
-    result = st.session_state.get(state.RELIGHT_RESULT)
+    st.image(previews.relight_preview_cache().render(light), caption="Live preview of the light")
+    result = st.session_state.get(session.RELIGHT_RESULT)
     if result is not None:
         used = LightParams.from_dict(result.metadata(0)["light"])
         where = f"light from {used.azimuth:.0f}°, height {used.elevation:.0f}°"
@@ -168,6 +168,6 @@ with preview_col:
         else:
             footer = f"{resources.engine_title(engine)}, lit fill · {result.model_id}"
         show_result(
-            result, choice_key=state.RELIGHT_CHOICE, file_suffix="relit", key_prefix="relight", footer=footer,
+            result, choice_key=forms.RELIGHT_CHOICE, file_suffix="relit", key_prefix="relight", footer=footer,
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {where}" if engine != "shading" else where,
         )

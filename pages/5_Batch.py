@@ -7,7 +7,7 @@ from core.errors import StudioError
 from core.images import read_image
 from core.masks import overlay
 from core.recipe import Recipe
-from ui import batch_job, resources, state
+from ui import batch_job, forms, resources, session
 from ui.page import setup_page
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
@@ -59,9 +59,9 @@ def show_preview(recipe: Recipe, photos: list, masks: list) -> None:
 
 # --- 1. the recipe -----------------------------------------------------------------------------------
 recipe = None
-session_recipe = st.session_state.get(state.BATCH_RECIPE)
+session_recipe = st.session_state.get(session.BATCH_RECIPE)
 sources = {"session": "This session's recipe", "upload": "Upload a recipe (JSON)"}
-source = st.radio("Recipe", list(sources), key=state.BATCH_RECIPE_SOURCE, format_func=sources.get, horizontal=True)
+source = st.radio("Recipe", list(sources), key=forms.BATCH_RECIPE_SOURCE, format_func=sources.get, horizontal=True)
 if source == "session":
     if session_recipe is None:
         st.info("No recipe saved in this session yet: on a result of the Inpaint or Relight page, open **Save "
@@ -90,7 +90,7 @@ masks = masks_col.file_uploader(
 if recipe is not None and recipe.needs_mask_file and not masks:
     st.warning("This recipe uses each photo's own mask file: upload the masks too.", icon=":material/info:")
 
-job = st.session_state.get(state.BATCH_JOB)
+job = st.session_state.get(session.BATCH_JOB)
 preview_col, run_col = st.columns(2)
 ready = recipe is not None and bool(photos) and not (job is not None and job.running)
 if preview_col.button("Preview the selection on the first photo", disabled=not ready, width="stretch"):
@@ -103,13 +103,13 @@ if run_col.button("Run the batch", type="primary", disabled=not ready, width="st
     else:
         if job is not None:
             job.discard()
-        st.session_state[state.BATCH_JOB] = job = new_job
+        st.session_state[session.BATCH_JOB] = job = new_job
 
 
 # --- 3. the queue -----------------------------------------------------------------------------------
 @st.fragment(run_every=1.0 if job is not None and job.running else None)
 def queue() -> None:
-    job = st.session_state.get(state.BATCH_JOB)
+    job = st.session_state.get(session.BATCH_JOB)
     if job is None:
         return
     finished = len(job.rows)

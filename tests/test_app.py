@@ -2,31 +2,18 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.masks import bounding_box
-from ui import state
-
-TIMEOUT = 60
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.helpers import TIMEOUT, png_bytes, upload
+from ui import forms, session
 
 
 def home() -> AppTest:
     return AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
-
-
-def upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
-    at.file_uploader(key="photo_upload").set_value((name, data, mime))
-    return at.run()
 
 
 def photo_with_mask_page(size=(320, 200)) -> AppTest:
@@ -36,7 +23,7 @@ def photo_with_mask_page(size=(320, 200)) -> AppTest:
 
 
 def canvas_key(at: AppTest) -> str:
-    return f"mask_canvas_{at.session_state[state.MASK_CANVAS_VERSION]}"
+    return f"mask_canvas_{at.session_state[session.MASK_CANVAS_VERSION]}"
 
 
 def paint(at: AppTest, canvas_box: tuple[int, int, int, int]) -> AppTest:
@@ -61,11 +48,11 @@ def canvas_element(at: AppTest):
 def _canvas_size(at: AppTest) -> tuple[int, int]:
     from ui.canvas import canvas_size
 
-    return canvas_size(at.session_state[state.PHOTO].size, at.session_state[state.CANVAS_WIDTH])
+    return canvas_size(at.session_state[session.PHOTO].size, at.session_state[forms.CANVAS_WIDTH])
 
 
 def current_mask(at: AppTest) -> np.ndarray:
-    return at.session_state[state.MASK].mask
+    return at.session_state[session.MASK].mask
 
 
 # --- home ------------------------------------------------------------------------------------
@@ -90,7 +77,7 @@ def test_home_shows_models_device_and_no_photo(app_with_tiny_models):
 def test_home_upload_shows_the_photo_with_size_and_format(app_with_tiny_models):
     at = upload(home(), "holiday.png", png_bytes(Image.new("RGB", (640, 480), "white")))
     assert not at.exception and not at.error
-    loaded = at.session_state[state.PHOTO]
+    loaded = at.session_state[session.PHOTO]
     assert loaded.size == (640, 480)
     assert any("640×480 PNG" in caption.value for caption in at.sidebar.caption)
 
@@ -101,7 +88,7 @@ def test_bad_upload_is_a_clear_error_and_keeps_the_current_photo(app_with_tiny_m
     assert not at.exception
     assert len(at.error) == 1
     assert "notes.png" in at.error[0].value
-    assert at.session_state[state.PHOTO].size == (64, 48)
+    assert at.session_state[session.PHOTO].size == (64, 48)
     assert any("unchanged" in caption.value for caption in at.caption)
 
 
@@ -112,8 +99,8 @@ def test_home_example_photo(app_with_tiny_models):
     choice.select(choice.options[0]).run()
     at.button(key="use_example").click().run()
     assert not at.exception
-    assert at.session_state[state.PHOTO] is not None
-    assert at.session_state[state.PHOTO_SOURCE].startswith("example:")
+    assert at.session_state[session.PHOTO] is not None
+    assert at.session_state[session.PHOTO_SOURCE].startswith("example:")
 
 
 # --- mask ------------------------------------------------------------------------------------
@@ -136,7 +123,7 @@ def test_painted_stroke_becomes_a_full_resolution_layer(app_with_tiny_models):
     assert mask.shape == (400, 640)
     x0, y0, x1, y1 = bounding_box(mask)
     assert abs(x0 - width // 4 * scale) <= scale and abs(x1 - width // 2 * scale) <= scale
-    assert at.session_state[state.MASK].history == ["brush stroke"]
+    assert at.session_state[session.MASK].history == ["brush stroke"]
     assert any("Mask covers" in caption.value for caption in at.caption)
     # The canvas was given a new key, so it starts empty over the updated overlay.
     assert canvas_key(at) != "mask_canvas_1" and canvas_element(at).key == canvas_key(at)
@@ -147,10 +134,10 @@ def test_erase_undo_redo_and_clear(app_with_tiny_models):
     width, height = _canvas_size(at)
     at = paint(at, (0, 0, width // 2, height))
     painted = current_mask(at).sum()
-    at.button_group(key=state.MASK_TOOL).set_value("Erase").run()
+    at.button_group(key=forms.MASK_TOOL).set_value("Erase").run()
     at = paint(at, (0, 0, width // 4, height))
     assert 0 < current_mask(at).sum() < painted
-    assert at.session_state[state.MASK].history == ["brush stroke", "eraser stroke"]
+    assert at.session_state[session.MASK].history == ["brush stroke", "eraser stroke"]
 
     at.button[0].click().run()  # Undo
     assert current_mask(at).sum() == painted
@@ -167,21 +154,21 @@ def test_grow_previews_live_and_applies_on_demand(app_with_tiny_models):
     at = paint(at, (width // 3, height // 3, width // 2, height // 2))
     before = current_mask(at).sum()
     caption_before = next(c.value for c in at.caption if "Mask covers" in c.value)
-    at.slider(key=state.GROW_PREVIEW).set_value(10).run()
+    at.slider(key=forms.GROW_PREVIEW).set_value(10).run()
     # Preview only: the history is unchanged, the shown coverage grows.
     assert current_mask(at).sum() == before
     assert next(c.value for c in at.caption if "Mask covers" in c.value) != caption_before
     next(b for b in at.button if b.label == "Apply grow / shrink").click().run()
     assert current_mask(at).sum() > before
-    assert at.session_state[state.MASK].history[-1] == "grow 10 px"
-    assert at.slider(key=state.GROW_PREVIEW).value == 0
+    assert at.session_state[session.MASK].history[-1] == "grow 10 px"
+    assert at.slider(key=forms.GROW_PREVIEW).value == 0
 
 
 def test_invert_and_feather_settings_survive_a_page_switch(app_with_tiny_models):
     at = photo_with_mask_page()
     width, height = _canvas_size(at)
     at = paint(at, (0, 0, width // 2, height // 2))
-    at.slider(key=state.FEATHER_OUTER).set_value(20).run()
+    at.slider(key=forms.FEATHER_OUTER).set_value(20).run()
     next(b for b in at.button if b.label == "Invert").click().run()
     inverted = current_mask(at).copy()
     assert inverted[-1, -1] and not inverted[0, 0]
@@ -190,7 +177,7 @@ def test_invert_and_feather_settings_survive_a_page_switch(app_with_tiny_models)
     at.switch_page("pages/2_Mask.py").run()
     assert not at.exception
     assert np.array_equal(current_mask(at), inverted)
-    assert at.slider(key=state.FEATHER_OUTER).value == 20
+    assert at.slider(key=forms.FEATHER_OUTER).value == 20
 
 
 def test_uploaded_mask_replaces_the_mask_and_wrong_size_is_explained(app_with_tiny_models):

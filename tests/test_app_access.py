@@ -5,8 +5,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import SettingsError, load_settings
-from tests.test_app import TIMEOUT, png_bytes, upload
-from ui import state
+from tests.helpers import TIMEOUT, png_bytes, upload
+from ui import session
 from ui.access import user_allowed
 
 PAGES = ("streamlit_app.py", "pages/1_Segment.py", "pages/2_Mask.py", "pages/3_Inpaint.py", "pages/4_Relight.py",
@@ -40,13 +40,13 @@ def test_a_wrong_password_is_refused_and_the_right_one_lets_the_session_in(app_w
     at.text_input[0].input("guess")
     at.button[0].click().run()
     assert any("Wrong password" in e.value for e in at.error)
-    assert state.PHOTO not in at.session_state
+    assert session.PHOTO not in at.session_state
     at.text_input[0].input("open sesame")
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert any(s.value == "Models and device" for s in at.subheader)
     upload(at, "photo.png", png_bytes(__import__("PIL.Image", fromlist=["Image"]).new("RGB", (64, 48))))
-    assert at.session_state[state.PHOTO].size == (64, 48)
+    assert at.session_state[session.PHOTO].size == (64, 48)
     at.switch_page("pages/2_Mask.py").run()  # the session stays signed in across pages
     assert not any(t.label == "Password" for t in at.text_input)
     next(b for b in at.sidebar.button if b.label == "Sign out").click().run()

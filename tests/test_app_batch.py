@@ -7,7 +7,6 @@ import time
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -15,8 +14,8 @@ from core import masks
 from core.images import read_params
 from core.operations.inpaint import InpaintParams
 from core.recipe import Action, Recipe, Selection
-from tests.test_app import TIMEOUT, png_bytes, upload
-from ui import state
+from tests.helpers import TIMEOUT, png_bytes, upload
+from ui import forms, session
 
 PHOTO = (96, 64)
 
@@ -39,13 +38,13 @@ def batch_page(recipe: Recipe | None = None) -> AppTest:
     at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     at.switch_page("pages/5_Batch.py").run()
     if recipe is not None:
-        at.session_state[state.BATCH_RECIPE] = recipe
+        at.session_state[session.BATCH_RECIPE] = recipe
         at.run()
     return at
 
 
 def wait_for_job(at: AppTest, timeout: float = 120) -> None:
-    job = at.session_state[state.BATCH_JOB]
+    job = at.session_state[session.BATCH_JOB]
     job.thread.join(timeout)
     assert not job.running, "the batch did not finish in time"
     at.run()
@@ -74,7 +73,7 @@ def test_run_a_batch_with_a_broken_file_and_download_the_zip(app_without_models)
     assert any("the region the recipe edits" in i.proto.imgs[0].caption for i in at.image if i.proto.imgs)
     button(at, "Run the batch").click().run()
     wait_for_job(at)
-    job = at.session_state[state.BATCH_JOB]
+    job = at.session_state[session.BATCH_JOB]
     statuses = {row["name"]: row["status"] for row in job.rows}
     assert statuses == {"broken.png": "failed", "p0.png": "done", "p1.png": "done", "p2.png": "done"}
     assert "broken.png" in next(row["error"] for row in job.rows if row["status"] == "failed")
@@ -105,7 +104,7 @@ def test_cancel_stops_after_the_current_photo(app_without_models, monkeypatch):
 
     monkeypatch.setattr(core.batch, "process_item", slow)
     button(at, "Run the batch").click().run()
-    job = at.session_state[state.BATCH_JOB]
+    job = at.session_state[session.BATCH_JOB]
     while not job.rows:
         time.sleep(0.05)
     button(at, "Cancel").click().run()
@@ -117,7 +116,7 @@ def test_cancel_stops_after_the_current_photo(app_without_models, monkeypatch):
 
 def test_an_uploaded_recipe_with_a_mistake_is_explained(app_without_models):
     at = batch_page()
-    at.radio(key=state.BATCH_RECIPE_SOURCE).set_value("upload").run()
+    at.radio(key=forms.BATCH_RECIPE_SOURCE).set_value("upload").run()
     bad = json.dumps({"version": 2, "selection": {"kind": "lasso"}, "action": {"type": "remove"}}).encode()
     at.file_uploader(key="batch_recipe_upload").set_value(("bad.json", bad, "application/json")).run()
     assert not at.exception
@@ -125,6 +124,20 @@ def test_an_uploaded_recipe_with_a_mistake_is_explained(app_without_models):
     good = REMOVE.to_json().encode()
     at.file_uploader(key="batch_recipe_upload").set_value(("good.json", good, "application/json")).run()
     assert not at.error and any("remove-disk" in m.value for m in at.markdown)
+
+
+def test_an_uploaded_recipe_naming_an_unknown_engine_is_refused_and_the_uploads_kept(app_without_models):
+    at = batch_page()
+    at.file_uploader(key="batch_photos").set_value([("p.png", photo_bytes(0), "image/png")]).run()
+    at.radio(key=forms.BATCH_RECIPE_SOURCE).set_value("upload").run()
+    data = REMOVE.to_dict()
+    data["action"]["params"]["engine"] = "sd3"
+    at.file_uploader(key="batch_recipe_upload").set_value(("sd3.json", json.dumps(data).encode(), "application/json"))
+    at.run()
+    assert not at.exception
+    assert any("sd3.json" in e.value and "action.params.engine" in e.value and "telea" in e.value for e in at.error)
+    assert button(at, "Run the batch").disabled
+    assert at.file_uploader(key="batch_photos").value  # the photos are still there
 
 
 def test_a_zip_with_masks_by_name(app_without_models):
@@ -141,7 +154,7 @@ def test_a_zip_with_masks_by_name(app_without_models):
     at.file_uploader(key="batch_masks").set_value([("p0.png", masks.encode_mask_png(mask), "image/png")]).run()
     button(at, "Run the batch").click().run()
     wait_for_job(at)
-    rows = {row["name"]: row for row in at.session_state[state.BATCH_JOB].rows}
+    rows = {row["name"]: row for row in at.session_state[session.BATCH_JOB].rows}
     assert rows["photos/p0.jpg"]["status"] == "done"
     assert rows["photos/p1.jpg"]["status"] == "failed" and "no mask file" in rows["photos/p1.jpg"]["error"]
 
@@ -178,14 +191,14 @@ def test_save_a_result_as_a_recipe_and_use_it_for_a_batch(app_without_models):
     upload(at, "photo.png", png_bytes(Image.new("RGB", (160, 120), (128, 128, 128))))
     region = np.zeros((120, 160), bool)
     region[40:80, 60:100] = True
-    at.session_state[state.MASK].apply(masks.layer_edit("add", region, "subject"))
+    at.session_state[session.MASK].apply(masks.layer_edit("add", region, "subject"))
     at.switch_page("pages/3_Inpaint.py").run()
     button(at, "Remove object").click().run()
-    result = at.session_state[state.INPAINT_RESULT]
-    at.text_input(key=state.RECIPE_NAME).input("clean-up").run()
+    result = at.session_state[session.INPAINT_RESULT]
+    at.text_input(key=forms.RECIPE_NAME).input("clean-up").run()
     button(at, "Use for a batch").click().run()
     assert not at.exception
-    recipe = at.session_state[state.BATCH_RECIPE]
+    recipe = at.session_state[session.BATCH_RECIPE]
     assert recipe.name == "clean-up" and recipe.selection.kind == "mask" and recipe.action.operation == "remove"
     assert np.array_equal(recipe.selection.mask_at((160, 120)), result.mask)
     assert any("clean-up" in m.value for m in at.markdown)  # now on the Batch page

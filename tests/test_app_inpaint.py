@@ -8,30 +8,11 @@ from streamlit.testing.v1 import AppTest
 
 from core import masks
 from core.catalog import BUILTIN
-from tests.test_app import TIMEOUT, png_bytes, upload
-from ui import state
+from tests.helpers import INPAINT_PAGE_PHOTO_SIZE as PHOTO_SIZE
+from tests.helpers import inpaint_page, make_photo, region
+from ui import forms, session
 
-PHOTO_SIZE = (300, 200)
 REMOVAL_ENGINES = BUILTIN.engine_names(("removal",))  # ["telea", "navier_stokes"]
-
-
-def make_photo() -> Image.Image:
-    rng = np.random.default_rng(3)
-    return Image.fromarray(rng.integers(0, 256, (PHOTO_SIZE[1], PHOTO_SIZE[0], 3), dtype=np.uint8), "RGB")
-
-
-def region() -> np.ndarray:
-    mask = np.zeros((PHOTO_SIZE[1], PHOTO_SIZE[0]), bool)
-    mask[60:120, 100:180] = True
-    return mask
-
-
-def inpaint_page(with_mask: bool = True) -> AppTest:
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
-    upload(at, "photo.png", png_bytes(make_photo()))
-    if with_mask:
-        at.session_state[state.MASK].apply(masks.layer_edit("add", region(), "test region"))
-    return at.switch_page("pages/3_Inpaint.py").run()
 
 
 def button(at: AppTest, label: str):
@@ -51,15 +32,15 @@ def outside_band_unchanged(image: Image.Image, blur: int) -> bool:
 def test_generate_variants_with_the_tiny_sd15(app_with_tiny_models):
     at = inpaint_page()
     assert not at.exception
-    assert at.selectbox(key=state.INPAINT_ENGINE).value == "sd15"
-    at.text_area(key=state.INPAINT_PROMPT).input("a wooden bench")
-    at.slider(key=state.INPAINT_STEPS).set_value(2)
-    at.slider(key=state.INPAINT_VARIANTS).set_value(2)
+    assert at.selectbox(key=forms.INPAINT_ENGINE).value == "sd15"
+    at.text_area(key=forms.INPAINT_PROMPT).input("a wooden bench")
+    at.slider(key=forms.INPAINT_STEPS).set_value(2)
+    at.slider(key=forms.INPAINT_VARIANTS).set_value(2)
     at = generate(at)
     assert not at.exception and not at.error
-    result = at.session_state[state.INPAINT_RESULT]
+    result = at.session_state[session.INPAINT_RESULT]
     assert len(result.images) == 2 and result.seeds == [42, 43]
-    blur = at.session_state[state.FEATHER_OUTER]
+    blur = at.session_state[forms.FEATHER_OUTER]
     for image in result.images:
         assert image.size == PHOTO_SIZE and outside_band_unchanged(image, blur)
     assert any("seed 42" in caption.value for caption in at.caption)
@@ -68,52 +49,52 @@ def test_generate_variants_with_the_tiny_sd15(app_with_tiny_models):
 
 def test_use_as_new_base_and_step_back(app_with_tiny_models):
     at = inpaint_page()
-    at.slider(key=state.INPAINT_STEPS).set_value(1)
+    at.slider(key=forms.INPAINT_STEPS).set_value(1)
     at = generate(at)
-    original_id = at.session_state[state.PHOTO_ID]
-    chosen = at.session_state[state.INPAINT_RESULT].images[0]
+    original_id = at.session_state[session.PHOTO_ID]
+    chosen = at.session_state[session.INPAINT_RESULT].images[0]
     button(at, "Use as new base").click().run()
-    assert np.array_equal(np.asarray(at.session_state[state.PHOTO].rgb), np.asarray(chosen))
-    assert at.session_state[state.PHOTO_ID] != original_id
-    assert len(at.session_state[state.BASE_HISTORY]) == 1
-    assert at.session_state[state.MASK].mask.any()  # the mask carries over
+    assert np.array_equal(np.asarray(at.session_state[session.PHOTO].rgb), np.asarray(chosen))
+    assert at.session_state[session.PHOTO_ID] != original_id
+    assert len(at.session_state[session.BASE_HISTORY]) == 1
+    assert at.session_state[session.MASK].mask.any()  # the mask carries over
     button(at, "Step back").click().run()
-    assert at.session_state[state.PHOTO_ID] == original_id
+    assert at.session_state[session.PHOTO_ID] == original_id
     assert button(at, "Step back").disabled
 
 
 def test_results_survive_a_page_switch_and_a_failed_generation(app_with_tiny_models, tmp_path):
     at = inpaint_page()
-    at.slider(key=state.INPAINT_STEPS).set_value(1)
+    at.slider(key=forms.INPAINT_STEPS).set_value(1)
     at = generate(at)
-    result = at.session_state[state.INPAINT_RESULT]
+    result = at.session_state[session.INPAINT_RESULT]
     at.switch_page("pages/2_Mask.py").run()
     at.switch_page("pages/3_Inpaint.py").run()
-    assert at.session_state[state.INPAINT_RESULT] is result
+    assert at.session_state[session.INPAINT_RESULT] is result
     # A generation that fails (SDXL pointed at a folder that is no model) keeps the results.
     broken = tmp_path / "not-a-model"
     broken.mkdir()
     (broken / "model_index.json").write_text("{}")
     app_with_tiny_models.setenv("INPAINT_STUDIO_MODEL_SDXL_INPAINT", str(broken))
     st.cache_resource.clear()
-    at.selectbox(key=state.INPAINT_ENGINE).set_value("sdxl").run()
+    at.selectbox(key=forms.INPAINT_ENGINE).set_value("sdxl").run()
     at = generate(at)
     assert not at.exception
     assert at.error and str(broken) in at.error[0].value
-    assert at.session_state[state.INPAINT_RESULT] is result
+    assert at.session_state[session.INPAINT_RESULT] is result
 
 
 def test_without_diffusion_models_remove_object_still_works(app_without_models):
     at = inpaint_page()
     assert not at.exception
     assert any("No diffusion model" in info.value for info in at.info)
-    engine = at.selectbox(key=state.INPAINT_ENGINE)
+    engine = at.selectbox(key=forms.INPAINT_ENGINE)
     assert engine.value in REMOVAL_ENGINES and len(engine.options) == len(REMOVAL_ENGINES)
     at = generate(at, "Remove object")
     assert not at.exception and not at.error
-    result = at.session_state[state.INPAINT_RESULT]
+    result = at.session_state[session.INPAINT_RESULT]
     assert result.engine == "telea" and len(result.images) == 1
-    assert outside_band_unchanged(result.images[0], at.session_state[state.FEATHER_OUTER])
+    assert outside_band_unchanged(result.images[0], at.session_state[forms.FEATHER_OUTER])
 
 
 def test_empty_mask_disables_generation(app_without_models):
@@ -124,14 +105,14 @@ def test_empty_mask_disables_generation(app_without_models):
 
 def test_a_few_step_engine_sets_its_steps_and_generates(app_with_tiny_models):
     at = inpaint_page()
-    engine = at.selectbox(key=state.INPAINT_ENGINE)
+    engine = at.selectbox(key=forms.INPAINT_ENGINE)
     assert "Stable Diffusion 1.5 inpainting · LCM few-step (4 steps)" in engine.options
     engine.set_value("sd15+lcm").run()
-    assert at.slider(key=state.INPAINT_STEPS).value == 4 and at.slider(key=state.INPAINT_GUIDANCE).value == 1.0
-    at.slider(key=state.INPAINT_VARIANTS).set_value(1)
+    assert at.slider(key=forms.INPAINT_STEPS).value == 4 and at.slider(key=forms.INPAINT_GUIDANCE).value == 1.0
+    at.slider(key=forms.INPAINT_VARIANTS).set_value(1)
     at = generate(at)
     assert not at.exception and not at.error
-    result = at.session_state[state.INPAINT_RESULT]
+    result = at.session_state[session.INPAINT_RESULT]
     assert result.engine == "sd15+lcm" and result.params.engine == "sd15+lcm" and result.params.steps == 4
     assert outside_band_unchanged(result.images[0], result.params.mask_blur)
     assert any("LCM few-step" in caption.value for caption in at.caption)

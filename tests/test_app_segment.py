@@ -7,8 +7,8 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from core.engines.fastsam import FastSAMEngine, FastSAMSettings
-from tests.test_app import TIMEOUT, png_bytes, upload
-from ui import state
+from tests.helpers import TIMEOUT, png_bytes, upload
+from ui import forms, session
 
 PHOTO_SIZE = (480, 320)
 
@@ -26,7 +26,7 @@ def segment_page() -> AppTest:
 
 
 def canvas_key(at: AppTest) -> str:
-    return f"segment_canvas_{at.session_state[state.SEGMENT_CANVAS_VERSION]}"
+    return f"segment_canvas_{at.session_state[session.SEGMENT_CANVAS_VERSION]}"
 
 
 def draw(at: AppTest, *objects: dict) -> AppTest:
@@ -74,13 +74,13 @@ def test_click_selects_with_fastsam_and_adds_to_the_mask(app_with_tiny_models, t
     x, y = an_object_spot(tiny_models)
     at = click(segment_page(), x, y)
     assert not at.exception and not at.error
-    assert at.session_state[state.SEGMENT_POINTS] == [(pytest.approx(x, abs=1), pytest.approx(y, abs=1), 1)]
+    assert at.session_state[session.SEGMENT_POINTS] == [(pytest.approx(x, abs=1), pytest.approx(y, abs=1), 1)]
     assert "with fastsam" in selected_caption(at)
-    result = at.session_state[state.SEGMENT_RESULT][1]
+    result = at.session_state[session.SEGMENT_RESULT][1]
     assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0]) and result.mask[y, x]
 
     button(at, "Add to mask").click().run()
-    document = at.session_state[state.MASK]
+    document = at.session_state[session.MASK]
     assert document.history == ["segment: clicks"]
     assert np.array_equal(document.mask, result.mask)
     assert any("Added to the mask" in s.value for s in at.success)
@@ -97,45 +97,45 @@ def test_bigger_and_smaller_step_through_nested_objects(app_with_tiny_models, ti
     assert levels >= 2, "the tiny model should nest candidates somewhere"
 
     at = click(segment_page(), x, y)
-    assert at.session_state[state.SEGMENT_RESULT][1].levels == levels
-    first = at.session_state[state.SEGMENT_RESULT][1].mask.sum()
+    assert at.session_state[session.SEGMENT_RESULT][1].levels == levels
+    first = at.session_state[session.SEGMENT_RESULT][1].mask.sum()
     assert button(at, "Smaller").disabled and not button(at, "Bigger").disabled
     button(at, "Bigger").click().run()
-    assert at.session_state[state.SEGMENT_STEP] == 1
-    assert at.session_state[state.SEGMENT_RESULT][1].mask.sum() > first
+    assert at.session_state[session.SEGMENT_STEP] == 1
+    assert at.session_state[session.SEGMENT_RESULT][1].mask.sum() > first
     assert f"size 2 of {levels}" in selected_caption(at)
     button(at, "Smaller").click().run()
-    assert at.session_state[state.SEGMENT_RESULT][1].mask.sum() == first
+    assert at.session_state[session.SEGMENT_RESULT][1].mask.sum() == first
 
 
 def test_exclude_clicks_and_clear(app_with_tiny_models, tiny_models):
     x, y = an_object_spot(tiny_models)
     at = click(segment_page(), x, y)
-    at.button_group(key=state.SEGMENT_LABEL).set_value("Exclude").run()
+    at.button_group(key=forms.SEGMENT_LABEL).set_value("Exclude").run()
     at = click(at, 5, 5)
-    assert at.session_state[state.SEGMENT_POINTS][-1][2] == 0
-    assert len(at.session_state[state.SEGMENT_POINTS]) == 2
+    assert at.session_state[session.SEGMENT_POINTS][-1][2] == 0
+    assert len(at.session_state[session.SEGMENT_POINTS]) == 2
     button(at, "Clear selection").click().run()
-    assert at.session_state[state.SEGMENT_POINTS] == [] and selected_caption(at) is None
+    assert at.session_state[session.SEGMENT_POINTS] == [] and selected_caption(at) is None
 
 
 def test_text_prompt_shows_candidates_to_choose_from(app_with_tiny_models):
     at = segment_page()
-    at.button_group(key=state.SEGMENT_MODE).set_value("Text").run()
-    at.text_input(key=state.SEGMENT_TEXT).input("a red disk")
-    at.number_input(key=state.SEGMENT_TOP_K).set_value(3)
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()
+    at.text_input(key=forms.SEGMENT_TEXT).input("a red disk")
+    at.number_input(key=forms.SEGMENT_TOP_K).set_value(3)
     next(b for b in at.get("button") if b.label == "Find").click()
     at.run()
     assert not at.exception and not at.error
-    result = at.session_state[state.SEGMENT_RESULT][1]
+    result = at.session_state[session.SEGMENT_RESULT][1]
     assert 1 <= len(result.masks) <= 3
     picks = [c for c in at.checkbox if "similarity" in c.label]
     assert len(picks) == len(result.masks) == 3 and picks[0].value and not picks[1].value
     picks[1].check().run()
     union = result.masks[0] | result.masks[1]
     button(at, "Replace mask").click().run()
-    assert np.array_equal(at.session_state[state.MASK].mask, union)
-    assert at.session_state[state.MASK].history == ["segment: “a red disk”"]
+    assert np.array_equal(at.session_state[session.MASK].mask, union)
+    assert at.session_state[session.MASK].history == ["segment: “a red disk”"]
 
 
 def test_zero_area_box_is_a_clear_error(app_with_tiny_models):
@@ -148,14 +148,14 @@ def test_without_models_boxes_use_grabcut_and_text_is_disabled(app_without_model
     at = segment_page()
     assert not at.exception
     assert any("use GrabCut instead" in w.value and "INPAINT_STUDIO_MODEL_FASTSAM" in w.value for w in at.warning)
-    at.button_group(key=state.SEGMENT_MODE).set_value("Box").run()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Box").run()
     at = rect(at, 140, 80, 340, 260)
     assert "with grabcut" in selected_caption(at)
-    mask = at.session_state[state.SEGMENT_RESULT][1].mask
+    mask = at.session_state[session.SEGMENT_RESULT][1].mask
     assert mask[170, 240] and not mask[10, 10]
-    at.button_group(key=state.SEGMENT_MODE).set_value("Text").run()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()
     assert any("needs" in w.value and "INPAINT_STUDIO_MODEL_CLIP" in w.value for w in at.warning)
-    assert at.text_input(key=state.SEGMENT_TEXT).disabled
+    assert at.text_input(key=forms.SEGMENT_TEXT).disabled
 
 
 def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(app_without_models, tmp_path):
@@ -173,14 +173,14 @@ def test_corrupt_fastsam_checkpoint_falls_back_without_crashing(app_without_mode
 
 def test_sam_refinement_answers_clicks(app_with_tiny_models):
     at = segment_page()
-    at.radio(key=state.SEGMENT_BACKEND).set_value("SAM (refine)").run()
+    at.radio(key=forms.SEGMENT_BACKEND).set_value("SAM (refine)").run()
     at = click(at, 240, 170)
     assert not at.exception and not at.error
-    result = at.session_state[state.SEGMENT_RESULT][1]
+    result = at.session_state[session.SEGMENT_RESULT][1]
     assert result.backend == "sam"
     assert "with sam" in selected_caption(at)
     assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0])
     # Another click on the same photo reuses SAM's image embedding: only the decoder runs.
     at = click(at, 100, 60)
-    assert "embed" not in at.session_state[state.SEGMENT_RESULT][1].timings
-    assert "decode" in at.session_state[state.SEGMENT_RESULT][1].timings
+    assert "embed" not in at.session_state[session.SEGMENT_RESULT][1].timings
+    assert "decode" in at.session_state[session.SEGMENT_RESULT][1].timings

@@ -87,12 +87,12 @@ def test_an_extra_engine_is_offered_by_the_command_line_and_models_list(monkeypa
 
 
 def test_an_extra_engine_is_in_the_inpaint_pages_engine_list(app_without_models, tmp_path):
-    from tests.test_app_inpaint import inpaint_page
-    from ui import state
+    from tests.helpers import inpaint_page
+    from ui import forms
 
     with_extra_engine(app_without_models, tmp_path)
     at = inpaint_page()
     assert not at.exception
-    options = at.selectbox(key=state.INPAINT_ENGINE).options
+    options = at.selectbox(key=forms.INPAINT_ENGINE).options
     assert "Flat colour fill" in options
     assert catalog.current().engine("flat")[0].engine == "tests.extra_catalog:FlatColourFill"

@@ -18,64 +18,26 @@ import pytest
 from PIL import Image
 
 import core.batch
-from core.catalog import BUILTIN
-from tests.helpers import SD15, manager_with
 from core.batch import MANIFEST, MANIFEST_CSV, BatchModels, process_item, run, zip_results
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
+from core.catalog import BUILTIN
 from core.images import read_image, read_params
 from core.operations.inpaint import InpaintParams
 from core.recipe import Action, Recipe, SeedPolicy, Selection
-from tests.test_inpaint import FakeEngine, disk
-
-# Ten small photos of several sizes, PNG and JPEG, each a coloured disk on a noisy background.
-SIZES = [(64, 48), (80, 60), (96, 72), (120, 90), (64, 64), (100, 75), (72, 54), (88, 66), (110, 80), (120, 72)]
-COLOURS = [(220, 30, 40), (30, 200, 60), (40, 60, 220), (230, 200, 20), (200, 40, 200)]
-# The region the recipes edit, as fractions of the photo: it covers every photo's disk.
-REGION = (0.25, 0.15, 0.75, 0.85)
-
-
-def photo_pixels(size, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(70, 170, (size[1], size[0], 3), dtype=np.uint8)
-    pixels[disk(size, (size[0] // 2, size[1] // 2), min(size) // 4)] = COLOURS[seed % len(COLOURS)]
-    return pixels
-
-
-def write_photo(path: Path, size, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(photo_pixels(size, seed), "RGB")
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        image.save(path, quality=92)
-    else:
-        image.save(path)
-    return path
-
-
-def write_photos(folder: Path, count: int, prefix: str = "p") -> list[Path]:
-    return [write_photo(folder / f"{prefix}{i:02d}.{'png' if i % 2 else 'jpg'}", SIZES[i % len(SIZES)], i)
-            for i in range(count)]
-
-
-def truncated_jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(photo_pixels((80, 60), 99), "RGB").save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()[:300]
-
-
-def scenario_folder(folder: Path) -> Path:
-    """The issue's folder: 10 good photos, a truncated JPEG and a text file named like a photo."""
-    write_photos(folder, 10)
-    (folder / "broken.jpg").write_bytes(truncated_jpeg())
-    (folder / "notes.png").write_text("Shopping list\n- eggs\n- milk\n")
-    return folder
-
-
-def region_mask(size=(80, 64)) -> np.ndarray:
-    width, height = size
-    x0, y0, x1, y1 = REGION
-    mask = np.zeros((height, width), bool)
-    mask[round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = True
-    return mask
+from tests.helpers import (
+    REGION,
+    SD15,
+    FakeEngine,
+    disk,
+    inpaint_recipe,
+    manager_with,
+    photo_pixels,
+    remove_recipe,
+    scenario_folder,
+    truncated_jpeg,
+    write_photo,
+    write_photos,
+)
 
 
 def fast() -> BatchModels:
@@ -89,12 +51,6 @@ def fast() -> BatchModels:
 
 def run_fast(recipe, inputs, output, **options):
     return run(recipe, inputs, output, models=options.pop("models", None) or fast(), **options)
-
-
-def remove_recipe(policy: SeedPolicy = SeedPolicy("per_image", 7)) -> Recipe:
-    """Telea removal of the carried region: no model, fast, deterministic."""
-    params = InpaintParams(engine="telea", mask_blur=2, color_match=False, padding=8)
-    return Recipe(Selection.from_mask(region_mask()), Action("remove", params), seed=policy, name="clean")
 
 
 def outputs_of(folder: Path) -> dict[str, bytes]:
@@ -534,11 +490,6 @@ def sd15(tiny_models):
     engine = DiffusionEngine.load(SD15, tiny_models["sd15_inpaint"])
     engine.entry = replace(engine.entry, native_size=128)  # noise at any size; small crops keep the CPU time down
     return engine
-
-
-def inpaint_recipe(policy: SeedPolicy, prompt: str = "a wooden bench") -> Recipe:
-    params = InpaintParams(prompt=prompt, negative_prompt="blurry", steps=2, mask_blur=2, padding=8)
-    return Recipe(Selection.from_mask(region_mask()), Action("inpaint", params), seed=policy)
 
 
 def shared(engine) -> BatchModels:

@@ -20,7 +20,7 @@ ray = pytest.importorskip(
 from core.batch import MANIFEST, BatchModels, run  # noqa: E402 (after the import check)
 from core.batch_ray import run_ray  # noqa: E402
 from core.recipe import SeedPolicy  # noqa: E402
-from tests.test_batch import inpaint_recipe, remove_recipe, truncated_jpeg, write_photos  # noqa: E402
+from tests.helpers import inpaint_recipe, remove_recipe, truncated_jpeg, write_photos  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.batch import MANIFEST, MANIFEST_CSV
 from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from tests.test_batch import remove_recipe, scenario_folder, write_photo, write_photos
+from tests.helpers import remove_recipe, scenario_folder, write_photo, write_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 

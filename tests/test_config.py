@@ -6,9 +6,9 @@ import os
 import pytest
 
 from core import config
+from core.catalog import BUILTIN
 from core.config import Settings, SettingsError, load_settings
 from core.device import detect_device
-from core.catalog import BUILTIN
 from core.model_files import locate, model_statuses
 
 

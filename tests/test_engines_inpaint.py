@@ -14,15 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import SD15, SDXL
-from tests.helpers import manager_with
 from core.catalog import BUILTIN, UnknownName
 from core.engines.base import Cancelled, EngineRequest, InpaintError, ModelLoadError
-from core.errors import GenerationFailed
-from core.manager import engine_class as class_of
 from core.engines.diffusion import DiffusionEngine, DiffusionOptions
 from core.engines.opencv_inpaint import OpenCVInpaint
+from core.errors import GenerationFailed
+from core.manager import engine_class as class_of
 from tests.conftest import ROOT
+from tests.helpers import SD15, SDXL, manager_with
 
 WIDTH, HEIGHT = 96, 64  # not square, so swapped axes would show
 STEPS = 3

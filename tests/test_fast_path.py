@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import SD15, SDXL
+from core.catalog import BUILTIN, UnknownName
 from core.config import load_settings
 from core.device import DeviceInfo, dtype_for
-from core.catalog import BUILTIN, UnknownName
 from core.engines.base import EngineRequest, ModelLoadError
 from core.engines.diffusion import DiffusionEngine, DiffusionOptions
 from core.engines.fast import bucket_size, size_buckets
@@ -16,6 +15,7 @@ from core.engines.pipelines import diffusion_options
 from core.errors import ModelUnavailable
 from core.manager import ModelManager, engine_class
 from core.operations.inpaint import InpaintParams, inpaint
+from tests.helpers import SD15, SDXL
 from tests.tiny_models import LORA_RANK
 
 CPU = DeviceInfo("cpu", "test CPU", "float32")

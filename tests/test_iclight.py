@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.engines.base import ModelLoadError
-from core.engines.base import Cancelled, InpaintError
-from core.errors import GenerationFailed
+from core.engines.base import Cancelled, InpaintError, ModelLoadError
 from core.engines.iclight import ICLightEngine, load_iclight_unet
+from core.errors import GenerationFailed
+from tests.helpers import write_offsets
 from tests.tiny_models import ICLIGHT_OFFSET_KEYS, iclight_offsets
 
 SIZE = 64
@@ -43,13 +43,6 @@ def _light() -> Image.Image:
 def _relight(engine, seeds, foreground=None, **kwargs):
     foreground = foreground or _foreground()
     return engine.relight(foreground, _light(), "a red box, sunlight", seeds=seeds, steps=STEPS, **kwargs)
-
-
-def _write_offsets(path, tensors):
-    from safetensors.torch import save_file
-
-    save_file({key: value.contiguous() for key, value in tensors.items()}, str(path))
-    return path
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -99,7 +92,7 @@ def test_engine_loads_an_img2img_pipeline(engine, paths):
 
 def test_fbc_shaped_offset_is_refused_naming_file_and_key(paths, tmp_path):
     offsets = iclight_offsets(in_channels=12)
-    bad = _write_offsets(tmp_path / "iclight_sd15_fbc.safetensors", offsets)
+    bad = write_offsets(tmp_path / "iclight_sd15_fbc.safetensors", offsets)
     with pytest.raises(ModelLoadError) as error:
         ICLightEngine.load(paths[0], bad)
     message = str(error.value)
@@ -113,7 +106,7 @@ def test_offset_with_an_unknown_key_is_refused_naming_it(paths, tmp_path):
 
     offsets = iclight_offsets()
     offsets["not_a_layer.weight"] = torch.zeros(3)
-    bad = _write_offsets(tmp_path / "odd.safetensors", offsets)
+    bad = write_offsets(tmp_path / "odd.safetensors", offsets)
     with pytest.raises(ModelLoadError, match=r"odd\.safetensors.*'not_a_layer\.weight'"):
         load_iclight_unet(str(paths[0]), str(bad))
 

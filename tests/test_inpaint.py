@@ -8,52 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import SD15, SDXL
 from core import masks
-from core.engines.base import Cancelled, EngineOutput, EngineRequest, InpaintError
+from core.engines.base import Cancelled, InpaintError
 from core.images import encode_image, read_image
+from core.operations.fields import resolve_seeds
 from core.operations.inpaint import InpaintParams, inpaint
 from core.region import engine_size, plan_crops
-from core.operations.fields import resolve_seeds
-
-PHOTO_SIZE = (1500, 1000)
-
-
-def noise_photo(size=PHOTO_SIZE, seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
-
-
-def disk(size, centre, radius) -> np.ndarray:
-    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
-    return (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
-
-
-class FakeEngine:
-    """Fills the crop with a flat colour derived from the seed; records its requests."""
-
-    name = "fake"
-    title = "Fake"
-    native_resolution = 512
-    supports_prompt = True
-    supports_negative_prompt = True
-    supports_strength = True
-    schedulers = ("default",)
-    model_id = "fake-model"
-
-    def __init__(self) -> None:
-        self.requests: list[EngineRequest] = []
-
-    def generate(self, request, progress=None, should_cancel=None) -> EngineOutput:
-        self.requests.append(request)
-        for step in range(request.steps):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled()
-            if progress is not None:
-                progress(step + 1, request.steps)
-        images = [Image.new("RGB", request.image.size, ((seed * 40) % 256, 128, 200)) for seed in request.seeds]
-        return EngineOutput(images, notes=["a note"], timings={"denoise": 1.0})
-
+from tests.helpers import NOISE_PHOTO_SIZE as PHOTO_SIZE
+from tests.helpers import SD15, SDXL, FakeEngine, disk, noise_photo
 
 # --- planning --------------------------------------------------------------------------------
 

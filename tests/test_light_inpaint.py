@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import SD15, SDXL
 from core import masks
 from core.engines.base import InpaintError
 from core.engines.opencv_inpaint import OpenCVInpaint
+from core.light import LightParams
 from core.operations.inpaint import InpaintParams
 from core.operations.lit_fill import light_aware_inpaint, light_gain, lit_start
-from core.light import LightParams
-from tests.test_inpaint import FakeEngine, disk, noise_photo
+from tests.helpers import SD15, FakeEngine, disk, noise_photo
 
 SIZE = (400, 300)
 

@@ -10,8 +10,8 @@ from core.device import DeviceInfo
 from core.manager import ModelManager
 from core.memory import memory_needed_gb, memory_shortfall, weights_bytes
 from core.model_files import locate
-from tests.test_app_inpaint import inpaint_page
-from ui import state
+from tests.helpers import inpaint_page
+from ui import forms
 
 CPU = DeviceInfo("cpu", "CPU", "float32")
 GPU_FP16 = DeviceInfo("cuda", "GPU", "float16", 8.0)
@@ -50,7 +50,7 @@ def test_the_inpaint_page_says_why_and_offers_removal(app_with_tiny_models, monk
     monkeypatch.setattr(core.memory, "memory_available_gb", lambda settings, device: 1e-6)
     at = inpaint_page()
     assert not at.exception
-    assert at.selectbox(key=state.INPAINT_ENGINE).value == "telea"
+    assert at.selectbox(key=forms.INPAINT_ENGINE).value == "telea"
     notes = [info.value for info in at.info if "not offered" in info.value]
     assert len(notes) == 2 and any("Stable Diffusion 1.5" in note for note in notes)
     assert not any("No diffusion model is on this machine" in info.value for info in at.info)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SD15, SDXL
 from core import cli, model_files
-from core.config import load_settings
 from core.catalog import BUILTIN
+from core.config import load_settings
+from tests.helpers import SD15
 
 ROLES = BUILTIN.models
 

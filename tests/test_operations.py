@@ -24,8 +24,7 @@ from core.operations.inpaint import InpaintParams
 from core.operations.relight import RelightParams
 from core.recipe import Recipe, RecipeError, Selection
 from tests.conftest import ROOT
-from tests.helpers import manager_with
-from tests.test_inpaint import FakeEngine
+from tests.helpers import FakeEngine, manager_with
 
 
 def recipe_json(engine: str) -> str:

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import SD15, manager_with
 from core import masks
+from core.light import LightParams
 from core.operations.inpaint import MAX_SEED, MAX_VARIANTS, InpaintParams, inpaint
+from core.operations.relight import RelightParams
 from core.recipe import (
     RECIPE_VERSION,
     Action,
@@ -27,9 +28,7 @@ from core.recipe import (
     recipe_from_result,
     select_region,
 )
-from core.light import LightParams
-from core.operations.relight import RelightParams
-from tests.test_inpaint import FakeEngine, disk, noise_photo
+from tests.helpers import SD15, FakeEngine, disk, manager_with, noise_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (160, 120)

@@ -7,6 +7,7 @@ photo's generation, not for the whole batch. Cancel stops after the current phot
 """
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import threading
@@ -15,15 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import io
-
 from PIL import Image
 
 from core.batch import BatchModels, BatchProgress, BatchSummary, run, zip_results
 from core.batch_inputs import BatchInputError, list_inputs, mask_files
+from core.errors import UserError
 from core.images import ImageError, read_image
 from core.masks import mask_from_image
-from core.errors import UserError
 from core.recipe import Recipe, select_region
 
 WORKDIR_PREFIX = "inpaint-studio-batch-"

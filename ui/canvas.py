@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from streamlit_drawable_canvas import st_canvas
 
 from core.masks import CanvasGeometry, canvas_to_mask
-from ui import state
+from ui import session
 
 STROKE_COLORS = {"Paint": "rgba(255, 0, 80, 0.6)", "Erase": "rgba(40, 120, 255, 0.6)"}
 POINT_COLORS = {1: "#00c853", 0: "#ff1744"}  # include, exclude
@@ -50,12 +50,12 @@ def mask_canvas(background: Image.Image, *, tool: str, brush: int) -> np.ndarray
         width=background.width,
         height=background.height,
         return_image_data=True,
-        key=f"mask_canvas_{state.canvas_version()}",
+        key=f"mask_canvas_{session.canvas_version()}",
     )
     drawing = result.image_data
     if drawing is None:
         return None
-    stroke = canvas_to_mask(drawing, _geometry(result, state.photo().size, background.size))
+    stroke = canvas_to_mask(drawing, _geometry(result, session.photo().size, background.size))
     return stroke if stroke.any() else None
 
 
@@ -77,12 +77,12 @@ def prompt_canvas(
         point_display_radius=5,
         width=background.width,
         height=background.height,
-        key=f"segment_canvas_{state.canvas_version(state.SEGMENT_CANVAS_VERSION)}",
+        key=f"segment_canvas_{session.canvas_version(session.SEGMENT_CANVAS_VERSION)}",
     )
     objects = (result.json_data or {}).get("objects", [])
     if not objects:
         return [], None
-    geometry = _geometry(result, state.photo().size, background.size)
+    geometry = _geometry(result, session.photo().size, background.size)
     points, box = [], None
     for obj in objects:
         kind = str(obj.get("type", "")).lower()  # Fabric 7 says "Circle", older versions "circle"

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.config import Settings
 from core.images import ImageError, read_image
-from ui import state
+from ui import session
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif", "avif"]
@@ -24,15 +24,15 @@ def image_picker(settings: Settings) -> None:
     upload_col, example_col = st.columns([3, 2])
     with upload_col:
         uploaded = st.file_uploader("Upload a photo", type=UPLOAD_TYPES, key=UPLOAD_KEY)
-        if uploaded is not None and uploaded.file_id != state.photo_source():
+        if uploaded is not None and uploaded.file_id != session.photo_source():
             try:
                 loaded = read_image(uploaded, name=uploaded.name, max_pixels=settings.max_pixels)
             except ImageError as error:
                 st.error(str(error))
-                if state.photo() is not None:
+                if session.photo() is not None:
                     st.caption("Your current photo and its mask are unchanged.")
             else:
-                state.set_photo(loaded, uploaded.file_id)
+                session.set_photo(loaded, uploaded.file_id)
                 st.rerun()  # so everything drawn before the picker (the sidebar) shows the new photo
     with example_col:
         paths = {path.stem.replace("_", " ").capitalize(): path for path in examples()}
@@ -46,4 +46,4 @@ def image_picker(settings: Settings) -> None:
 
 
 def _use_example(path: Path, max_pixels: int) -> None:
-    state.set_photo(read_image(path, max_pixels=max_pixels), f"example:{path.name}")
+    session.set_photo(read_image(path, max_pixels=max_pixels), f"example:{path.name}")

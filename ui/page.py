@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import Settings, SettingsError
-from ui import access, resources, state
+from ui import access, forms, resources, session
 
 APP_NAME = "Inpaint Studio"
 HOME = "streamlit_app.py"
@@ -32,13 +32,14 @@ def setup_page(title: str, icon: str) -> Settings:
         st.stop()
     resources.memory_janitor()  # started by the first page drawn in this server process
     access.require_access(settings)
-    state.init_session()
+    forms.keep_values()
+    session.init_session()
     _sidebar(settings)
     return settings
 
 
 def _sidebar(settings: Settings) -> None:
-    loaded = state.photo()
+    loaded = session.photo()
     with st.sidebar:
         for script, label, icon in PAGES:
             st.page_link(script, label=label, icon=icon)
@@ -47,13 +48,13 @@ def _sidebar(settings: Settings) -> None:
         if loaded is None:
             st.caption("No photo yet: upload one on the home page.")
             return
-        st.image(state.display_copy(280), caption=loaded.name or "current photo")
+        st.image(session.display_copy(280), caption=loaded.name or "current photo")
         st.caption(loaded.describe())
 
 
 def require_photo() -> None:
     """Stop the page with a pointer to the home page when no photo has been chosen yet."""
-    if state.photo() is None:
+    if session.photo() is None:
         st.info("Choose a photo first: upload one or pick an example on the home page.")
         st.page_link(HOME, label="Go to the home page", icon=":material/home:")
         st.stop()

@@ -6,15 +6,17 @@ A result is any object with ``images`` (full-size PIL images, one per variant) a
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
 from core.images import encode_image
-from ui import state
+from core.recipe import SeedPolicy, Selection, recipe_from_result
+from ui import forms, session
 
 RESULT_VIEWS = "result_views"  # [(result, {(variant, what): image or bytes})], the latest results
 KEPT_RESULTS = 3  # one per page that shows results, so switching pages recomputes nothing
@@ -47,7 +49,7 @@ def variant_view(result: Any, index: int, width: int) -> Image.Image:
 def variant_png(result: Any, index: int) -> bytes:
     """Variant ``index`` as a PNG at full size, with the photo's alpha, profile, EXIF and the edit's
     parameters embedded."""
-    loaded = state.photo()
+    loaded = session.photo()
 
     def make() -> bytes:
         return encode_image(result.images[index], format="PNG", alpha=loaded.alpha,
@@ -56,14 +58,42 @@ def variant_png(result: Any, index: int) -> bytes:
     return _cached(result, (index, "png"), make)
 
 
+def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
+    """The ways the current edit's region can be described in a recipe.
+
+    kind → (label, make), ``make(mask)`` building the ``core.recipe.Selection`` from the mask the
+    edit used. Always the mask itself, each photo's mask file and the whole photo; also the
+    Segment page's text, clicks or box when there are any, relative to the photo's size.
+    """
+    width, height = session.photo().size
+    options: dict[str, tuple[str, Callable[[np.ndarray], Any]]] = {
+        "mask": ("This mask, scaled to each photo", Selection.from_mask)
+    }
+    query = st.session_state.get(session.SEGMENT_QUERY, "")
+    if query:
+        options["text"] = (f"The object named “{query}”", lambda _: Selection(kind="text", text=query))
+    points = st.session_state.get(session.SEGMENT_POINTS) or []
+    if any(label == 1 for *_, label in points):
+        relative = tuple((x / width, y / height, label) for x, y, label in points)
+        step = st.session_state.get(session.SEGMENT_STEP, 0)
+        options["points"] = ("The object at the same clicks",
+                             lambda _: Selection(kind="points", points=relative, step=step))
+    box = st.session_state.get(session.SEGMENT_BOX)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        relative_box = (x0 / width, y0 / height, x1 / width, y1 / height)
+        options["box"] = ("The object in the same box", lambda _: Selection(kind="box", box=relative_box))
+    options["mask_file"] = ("Each photo's own mask file", lambda _: Selection(kind="mask_file"))
+    options["whole"] = ("The whole photo", lambda _: Selection(kind="whole"))
+    return options
+
+
 def recipe_for(result: Any, index: int, kind: str, policy: str, name: str):
     """The ``core.recipe.Recipe`` replaying variant ``index`` with selection ``kind`` and seed
     ``policy`` (made once per choice)."""
-    from core.recipe import SeedPolicy, recipe_from_result
-
     def make():
-        mask = result.mask if getattr(result, "mask", None) is not None else state.mask_document().mask
-        selection = state.selection_options()[kind][1](mask)
+        mask = result.mask if getattr(result, "mask", None) is not None else session.mask_document().mask
+        selection = selection_options()[kind][1](mask)
         recipe = recipe_from_result(result, index, selection, name=name.strip())
         if policy == "per_image":
             recipe = replace(recipe, seed=SeedPolicy("per_image", recipe.seed.seed))
@@ -75,25 +105,25 @@ def recipe_for(result: Any, index: int, kind: str, policy: str, name: str):
 def recipe_saver(result: Any, index: int, key_prefix: str) -> None:
     """"Save this edit as a recipe": how to find the region in other photos, the seed policy, a
     name; then download the recipe or send it to the Batch page."""
-    options = state.selection_options()
-    if st.session_state[state.RECIPE_SELECTION] not in options:
-        st.session_state[state.RECIPE_SELECTION] = "mask"
-    kind = st.radio("Select in each photo", list(options), key=state.RECIPE_SELECTION,
+    options = selection_options()
+    if st.session_state[forms.RECIPE_SELECTION] not in options:
+        st.session_state[forms.RECIPE_SELECTION] = "mask"
+    kind = st.radio("Select in each photo", list(options), key=forms.RECIPE_SELECTION,
                     format_func=lambda k: options[k][0])
-    policy = st.radio("Seeds", ["fixed", "per_image"], key=state.RECIPE_SEED_POLICY, horizontal=True,
+    policy = st.radio("Seeds", ["fixed", "per_image"], key=forms.RECIPE_SEED_POLICY, horizontal=True,
                       format_func={"fixed": f"This variant's ({result.seeds[index]}) for every photo",
                                    "per_image": "One per photo, from its file name"}.get)
-    name = st.text_input("Recipe name", key=state.RECIPE_NAME, placeholder="e.g. remove-logo")
+    name = st.text_input("Recipe name", key=forms.RECIPE_NAME, placeholder="e.g. remove-logo")
     recipe = recipe_for(result, index, kind, policy, name)
-    stem = (name.strip() or (state.photo().name or "photo").rsplit(".", 1)[0]).replace(" ", "-")
+    stem = (name.strip() or (session.photo().name or "photo").rsplit(".", 1)[0]).replace(" ", "-")
     download_col, batch_col = st.columns(2)
     download_col.download_button("Download recipe (JSON)", recipe.to_json(), file_name=f"{stem}-recipe.json",
                                  mime="application/json", on_click="ignore", width="stretch",
                                  key=f"{key_prefix}_download_recipe")
     if batch_col.button("Use for a batch", width="stretch", key=f"{key_prefix}_use_for_batch",
                         help="Make this the recipe on the Batch page."):
-        st.session_state[state.BATCH_RECIPE] = recipe
-        st.session_state[state.BATCH_RECIPE_SOURCE] = "session"
+        st.session_state[session.BATCH_RECIPE] = recipe
+        st.session_state[forms.BATCH_RECIPE_SOURCE] = "session"
         st.switch_page("pages/5_Batch.py")
 
 
@@ -120,7 +150,7 @@ def show_result(
         choice = st.radio("Variant", list(range(count)), key=choice_key, horizontal=True,
                           format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
     before_col, after_col = st.columns(2)
-    before_col.image(state.display_copy(480), caption="Before")
+    before_col.image(session.display_copy(480), caption="Before")
     after_col.image(variant_view(result, choice, 480), caption=f"After · {describe(choice)}")
     for note in result.notes:
         st.info(note, icon=":material/info:")
@@ -128,12 +158,12 @@ def show_result(
     st.caption(f"{footer} · {timing}")
     base_col, back_col = st.columns(2)
     base_col.button("Use as new base", type="primary", width="stretch", key=f"{key_prefix}_use_as_base",
-                    on_click=state.use_as_base, args=(result.images[choice],),
+                    on_click=session.use_as_base, args=(result.images[choice],),
                     help="Continue editing from this variant; the mask stays.")
-    back_col.button(f"Step back ({len(state.base_history())})", width="stretch", key=f"{key_prefix}_step_back",
-                    on_click=state.step_back, disabled=not state.base_history(),
+    back_col.button(f"Step back ({len(session.base_history())})", width="stretch", key=f"{key_prefix}_step_back",
+                    on_click=session.step_back, disabled=not session.base_history(),
                     help="Return to the photo before the last new base.")
-    stem = (state.photo().name or "photo").rsplit(".", 1)[0]
+    stem = (session.photo().name or "photo").rsplit(".", 1)[0]
     st.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-{file_suffix}.png",
                        mime="image/png", on_click="ignore", width="stretch", key=f"{key_prefix}_download")
     with st.expander("Save this edit as a recipe", icon=":material/receipt_long:"):

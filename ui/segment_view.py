@@ -6,7 +6,7 @@ from PIL import Image
 
 from core.masks import bounding_box, overlay
 from core.segment import SegmentPrompt
-from ui import state
+from ui import session
 from ui.canvas import draw_prompt
 
 SELECTION_COLOR = (0, 190, 255)
@@ -14,9 +14,9 @@ SELECTION_COLOR = (0, 190, 255)
 
 def selection_picture(width: int, selection: np.ndarray | None, prompt: SegmentPrompt) -> Image.Image:
     """The photo ``width`` px wide with the current mask faintly, the selection, clicks and box."""
-    loaded = state.photo()
-    picture = state.display_copy(width)
-    document = state.mask_document()
+    loaded = session.photo()
+    picture = session.display_copy(width)
+    document = session.mask_document()
     if document.mask.any():
         picture = overlay(picture, document.mask, opacity=0.25, outline=False)
     if selection is not None:
@@ -26,7 +26,7 @@ def selection_picture(width: int, selection: np.ndarray | None, prompt: SegmentP
 
 def thumbnail(mask: np.ndarray, size: int = 160) -> Image.Image:
     """The part of the photo around ``mask`` with the mask tinted, about ``size`` px wide."""
-    loaded = state.photo()
+    loaded = session.photo()
     x0, y0, x1, y1 = bounding_box(mask) or (0, 0, *loaded.size)
     margin_x, margin_y = (x1 - x0) // 8 + 1, (y1 - y0) // 8 + 1
     box = (max(0, x0 - margin_x), max(0, y0 - margin_y), min(loaded.size[0], x1 + margin_x),

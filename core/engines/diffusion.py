@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.catalog import BUILTIN, SCHEDULERS as SCHEDULER_NAMES, EngineEntry
+from core.catalog import BUILTIN, EngineEntry
+from core.catalog import SCHEDULERS as SCHEDULER_NAMES
 from core.engines.base import (
     CancelCheck,
     CatalogEngine,
@@ -33,6 +34,7 @@ from core.engines.base import (
     how_to_provide,
     require_all,
 )
+from core.engines.fast import bucket_size
 from core.engines.pipelines import (
     FP16_SAFE_SDXL_VAE,
     DiffusionOptions,
@@ -45,6 +47,7 @@ from core.engines.pipelines import (
     weights_variant,
 )
 from core.errors import GenerationFailed
+from core.region import engine_size
 
 # The UNet of an inpainting model takes the noisy latent (4 channels), the mask (1) and the
 # masked image's latent (4).
@@ -68,8 +71,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 BLACK_LEVEL = 4 / 255
 # An input crop whose brightest value is above this is not black, so a black output is a failure.
 NOT_BLACK_INPUT_LEVEL = 16 / 255
-
-FP16_SAFE_SDXL_VAE = "madebyollin/sdxl-vae-fp16-fix"
 
 
 class DiffusionEngine(CatalogEngine):
@@ -105,10 +106,12 @@ class DiffusionEngine(CatalogEngine):
         if request.preset is not None:
             options.update(few_step=request.preset, few_step_lora=request.path(entry.few_step[request.preset.name]))
         vae = getattr(settings, vae_setting, None) if vae_setting else None
-        return cls.load(entry, request.path(), diffusion_options(settings, request.device, fp16_safe_vae=vae, **options))
+        options = diffusion_options(settings, request.device, fp16_safe_vae=vae, **options)
+        return cls.load(entry, request.path(), options)
 
     @classmethod
-    def load(cls, entry: EngineEntry, path: str | Path, options: DiffusionOptions = DiffusionOptions()) -> DiffusionEngine:
+    def load(cls, entry: EngineEntry, path: str | Path,
+             options: DiffusionOptions = DiffusionOptions()) -> DiffusionEngine:
         """Load the inpainting pipeline at ``path`` (a ``save_pretrained`` folder or a cached hub id).
 
         The model's safety checker is not loaded (it blacks out whole variants; a photo editor
@@ -182,7 +185,8 @@ class DiffusionEngine(CatalogEngine):
                 **prompt, image=request.image, mask_image=request.mask, height=request.image.height,
                 width=request.image.width, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
                 strength=request.strength, output_type="np", **per_call),
-            self.options, generator_device=self.generator_device, fresh_scheduler=lambda: scheduler_for(request.scheduler),
+            self.options, generator_device=self.generator_device,
+            fresh_scheduler=lambda: scheduler_for(request.scheduler),
             progress=progress, should_cancel=should_cancel,
             doing=f"inpainting a {request.image.width}x{request.image.height} crop",
             advice="Use a smaller crop size or less padding, or turn on CPU offload.")
@@ -199,9 +203,6 @@ class DiffusionEngine(CatalogEngine):
     def work_size(self, crop_size: tuple[int, int]) -> tuple[int, int]:
         """The size a crop of ``crop_size`` is filled at: about the native resolution's area at the
         crop's aspect, or, with compile on (CUDA), the closest of a few fixed sizes."""
-        from core.engines.fast import bucket_size
-        from core.region import engine_size
-
         if self.options.compile and self.options.device == "cuda":
             return bucket_size(crop_size, self.native_resolution)
         return engine_size(crop_size, self.native_resolution)

@@ -28,10 +28,18 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+
 from PIL import Image
 
 from core.catalog import BUILTIN, EngineEntry
-from core.engines.base import CancelCheck, CatalogEngine, InpaintError, ModelLoadError, ProgressCallback, require_all
+from core.engines.base import (
+    CancelCheck,
+    CatalogEngine,
+    InpaintError,
+    ModelLoadError,
+    ProgressCallback,
+    require_all,
+)
 from core.engines.pipelines import (
     DiffusionOptions,
     diffusion_options,

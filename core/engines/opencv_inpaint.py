@@ -8,6 +8,7 @@ hole's area, which ``native_resolution`` bounds by having ``core.region`` scale 
 from __future__ import annotations
 
 import time
+
 import cv2
 import numpy as np
 from PIL import Image

@@ -18,6 +18,7 @@ from PIL import Image
 
 from core.catalog import FewStep
 from core.engines.base import CancelCheck, Cancelled, ModelLoadError, ProgressCallback
+from core.engines.fast import apply_few_step
 from core.errors import GenerationFailed
 
 DEVICES = ("cuda", "mps", "cpu")
@@ -117,7 +118,8 @@ def run_variants(
 
         started = time.perf_counter()
         result = call_within_memory(
-            lambda: call(generator=torch.Generator(generator_device).manual_seed(seed), callback_on_step_end=on_step_end),
+            lambda: call(generator=torch.Generator(generator_device).manual_seed(seed),
+                         callback_on_step_end=on_step_end),
             pipe, options.device, doing=doing, advice=advice)
         finished = time.perf_counter()
         if pipe.interrupt:
@@ -212,8 +214,6 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
 
 def fuse_few_step(pipe, options: DiffusionOptions) -> None:
     """Fuse the few-step preset's LoRA; ModelLoadError naming the file when it does not fit."""
-    from core.engines.fast import apply_few_step
-
     preset = options.few_step
     try:
         apply_few_step(pipe, preset, options.few_step_lora)

@@ -71,8 +71,8 @@ def _shade(edit, image, mask, engine, progress, should_cancel):
 OPERATIONS: dict[str, Operation] = {
     operation.name: operation
     for operation in (
-        Operation("inpaint", "Inpaint", InpaintParams, _inpaint, lambda e: f"inpaint “{e.params.prompt}” ({e.params.engine})",
-                  engine_kinds=("diffusion", "removal")),
+        Operation("inpaint", "Inpaint", InpaintParams, _inpaint,
+                  lambda e: f"inpaint “{e.params.prompt}” ({e.params.engine})", engine_kinds=("diffusion", "removal")),
         Operation("remove", "Remove", InpaintParams, _inpaint, lambda e: f"remove ({e.params.engine})",
                   engine_kinds=("removal",)),
         Operation("lit_fill", "Fill with light", InpaintParams, _lit_fill,

@@ -19,7 +19,6 @@ from core.masks import MaskError, check_mask, crop_box, feather
 from core.operations.fields import MAX_SEED, MAX_VARIANTS, check, resolve_seeds, setting
 from core.region import engine_size
 
-
 RelightMode = Literal["subject", "whole"]
 NEUTRAL_GREY = 127  # IC-Light fc places the cut-out subject on this grey
 

@@ -1,12 +1,34 @@
-"""What a person does in the app, as Playwright steps shared by the browser tests."""
+"""What a person does in the app, as Playwright steps shared by the browser tests, and the helpers
+they share: the app served in its own process, Chromium's options, the bundled example photos."""
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "assets" / "examples"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 
 
@@ -65,3 +87,70 @@ def download_mask(page) -> np.ndarray:
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download mask (PNG)").click()
     return np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes()))) > 127
+
+
+def spot_with_an_object(tiny_models) -> tuple[float, float]:
+    """Where the (random) tiny FastSAM finds an object in the cat photo, as fractions of its size.
+
+    The tiny model is deterministic, so the app finds the same candidates for the same photo.
+    """
+    from core.engines.fastsam import FastSAMEngine, FastSAMSettings
+    from core.images import load_image
+
+    image = load_image(EXAMPLES / "chelsea.jpg")
+    candidates = FastSAMEngine.load(tiny_models["fastsam"]).everything(image, FastSAMSettings())
+    largest = int(np.argmax(candidates.areas))
+    ys, xs = np.nonzero(candidates.mask(largest))
+    middle = len(xs) // 2
+    return (xs[middle] + 0.5) / image.width, (ys[middle] + 0.5) / image.height
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(settings: dict[str, str], log: Path, *args: str, process: list | None = None):
+    """Run the app in its own server process with ``settings`` in its environment; yield its URL.
+
+    ``args``: more ``streamlit run`` options. ``process``: a list that receives the server's Popen.
+    On exit the server is stopped, and any error it logged fails the test.
+    """
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("INPAINT_STUDIO_MODEL")}
+    env.update(settings)
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [
+                sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                "--server.port", str(port), "--server.address", "127.0.0.1",
+                "--server.headless", "true", "--browser.gatherUsageStats", "false", *args,
+            ],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    if process is not None:
+        process.append(server)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"The app did not start:\n{log.read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    errors = [line for line in log.read_text().splitlines() if "Traceback" in line or "Error" in line]
+    assert not errors, f"The server logged errors:\n{log.read_text()}"

@@ -9,8 +9,16 @@ from PIL import Image
 
 from core import masks
 from core.images import load_image
-from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
-from tests.browser.test_segment_flow import EXAMPLES, spot_with_an_object
+from tests.browser.actions import (
+    EXAMPLES,
+    choose_example,
+    click_canvas,
+    download_mask,
+    drag,
+    go_to,
+    spot_with_an_object,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from tests.browser.conftest import CHROMIUM_ARGS, serve_app
-from tests.browser.test_segment_flow import EXAMPLES
+from tests.browser.actions import CHROMIUM_ARGS, EXAMPLES, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 

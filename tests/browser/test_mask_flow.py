@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from core.masks import bounding_box
 from core.catalog import BUILTIN
+from core.masks import bounding_box
 from tests.browser.actions import choose_example, download_mask, drag, go_to, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -1,33 +1,21 @@
 """Selecting by clicking in Chromium: the selection appears, goes to the mask at the clicked place."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
-from tests.browser.actions import choose_example, click_canvas, download_mask, drag, go_to, wait_idle
+from tests.browser.actions import (
+    choose_example,
+    click_canvas,
+    download_mask,
+    drag,
+    go_to,
+    spot_with_an_object,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CAT_SIZE = (451, 300)
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
-
-
-def spot_with_an_object(tiny_models) -> tuple[float, float]:
-    """Where the (random) tiny FastSAM finds an object in the cat photo, as fractions of its size.
-
-    The tiny model is deterministic, so the app finds the same candidates for the same photo.
-    """
-    from core.engines.fastsam import FastSAMEngine, FastSAMSettings
-    from core.images import load_image
-
-    image = load_image(EXAMPLES / "chelsea.jpg")
-    candidates = FastSAMEngine.load(tiny_models["fastsam"]).everything(image, FastSAMSettings())
-    largest = int(np.argmax(candidates.areas))
-    ys, xs = np.nonzero(candidates.mask(largest))
-    middle = len(xs) // 2
-    return (xs[middle] + 0.5) / image.width, (ys[middle] + 0.5) / image.height
 
 
 def test_click_selects_and_adds_to_the_mask_at_the_clicked_place(page, app_url, tiny_models):
