@@ -156,6 +156,10 @@ class Manifest:
             earlier = data["recipe"]
         except (ValueError, KeyError, TypeError) as error:
             raise BatchInputError(f"{path}: cannot be read to resume ({error}); remove it to start over.") from error
+        try:  # compared as this version writes it: an earlier version's file of the same recipe matches
+            earlier = Recipe.from_dict(earlier).to_dict()
+        except RecipeError:
+            pass
         if earlier != recipe.to_dict():
             raise BatchInputError(
                 f"{path}: the results there were made with another recipe; resume with that recipe, or use a "

@@ -415,5 +415,3 @@ def check_image(image: np.ndarray, name: str = "The image") -> np.ndarray:
 def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}×{image.shape[0]}"
 
-
-# --- relighting with a generative engine (IC-Light) ------------------------------------------

@@ -59,7 +59,7 @@ def engine_class(entry: EngineEntry) -> type:
     module_name, _, class_name = entry.engine.partition(":")
     try:
         return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 (importing a module of engines may raise anything)
         raise ModelUnavailable(f"The engine {entry.name!r} names {entry.engine}, which cannot be imported "
                                f"({type(error).__name__}: {error}).") from error
 
@@ -80,7 +80,7 @@ class ModelManager:
         self.release_after_use = release_after_use
         self.options = dict(options or {})
         self._engines: dict[str, Any] = {}
-        self._failures: dict[str, tuple[float, ModelUnavailable]] = {}
+        self._failures: dict[str, tuple[float, str, type[ModelUnavailable]]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._running = 0
@@ -143,27 +143,36 @@ class ModelManager:
         return name in self._engines
 
     def load(self, name: str) -> Any:
-        """Engine ``name``, loaded on first use and kept. Raises ModelUnavailable (the catalog's
-        UnknownName for a name it does not have) saying what is missing and how to provide it; a
-        failed load is reported again without retrying for a few seconds."""
+        """Engine ``name``, loaded on first use and kept (the load counts as running work). Raises
+        ModelUnavailable (the catalog's UnknownName for a name it does not have) saying what is missing
+        or what went wrong, whatever the engine's loader raised; a failed load is reported again
+        without retrying for :data:`FAILED_LOAD_RETRY_SECONDS`."""
         if name in self._engines:
             return self._engines[name]
         entry, preset = self.catalog.engine(name)
-        failed = self._failures.get(name)
-        if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_RETRY_SECONDS:
-            raise failed[1]
-        with self.lock(name):
+        self._raise_recent_failure(name)
+        with self.lock(name), self.running():
+            self._raise_recent_failure(name)  # another caller's load failed while this one waited
             if name not in self._engines:
                 try:
                     statuses = map(self.status, self.catalog.roles_of(name))
                     paths = {status.role.name: status.require() for status in statuses}
                     request = LoadRequest(entry, preset, paths, self.settings, self.device, self.options)
                     self._engines[name] = engine_class(entry).from_catalog(request)
-                except ModelUnavailable as error:
-                    self._failures[name] = (time.monotonic(), error)
-                    raise
+                except Exception as error:  # noqa: BLE001 (an engine's loader may raise anything)
+                    failure = error if isinstance(error, ModelUnavailable) else ModelUnavailable(
+                        f"The {entry.title} model could not be loaded ({type(error).__name__}: {error}).")
+                    self._failures[name] = (time.monotonic(), str(failure), type(failure))
+                    if failure is error:
+                        raise
+                    raise failure from error
                 self._failures.pop(name, None)
         return self._engines[name]
+
+    def _raise_recent_failure(self, name: str) -> None:
+        failed = self._failures.get(name)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_RETRY_SECONDS:
+            raise failed[2](failed[1])  # a new exception each time: no traceback shared between callers
 
     def adopt(self, name: str, engine: Any) -> None:
         """Keep an engine loaded elsewhere as ``name`` (a test's, a benchmark's)."""
@@ -177,16 +186,27 @@ class ModelManager:
 
         ``waiting()``: a context (a spinner) entered while another caller holds the lock."""
         engine = self.load(name)
+        with self.hold(name, waiting=waiting):
+            yield engine
+
+    @contextlib.contextmanager
+    def hold(self, name: str, *,
+             waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[None]:
+        """Engine ``name``'s lock held and the work counted as running until the block ends (the
+        engine itself from :meth:`load`); ``waiting()`` as for :meth:`use`."""
         lock = self.lock(name)
-        if not lock.acquire(blocking=False):
-            with waiting() if waiting is not None else contextlib.nullcontext():
-                lock.acquire()
+        acquired = lock.acquire(blocking=False)
         self._count(+1)
         try:
-            yield engine
+            if not acquired:
+                with waiting() if waiting is not None else contextlib.nullcontext():
+                    lock.acquire()
+                    acquired = True
+            yield
         finally:
             self._count(-1)
-            lock.release()
+            if acquired:
+                lock.release()
             if self.release_after_use:
                 release_memory()
 

@@ -9,9 +9,9 @@ rerun gives the same pixels). Applying a recipe saved from an edit to the photo 
 reproduces that edit pixel for pixel, whichever variant was chosen (each variant is generated
 on its own; same device and dtype, and on a CPU the same number of threads).
 
-JSON layout (``version`` 2)::
+JSON layout (``version`` 3)::
 
-    {"version": 2, "app": "inpaint-studio", "name": "…",
+    {"version": 3, "app": "inpaint-studio", "name": "…",
      "selection": {"kind": "text", "text": "the cat", "top_k": 1},
      "mask_ops": [{"op": "grow", "px": 8}, {"op": "feather", "inner": 0, "outer": 12}],
      "action": {"type": "inpaint", "params": {…InpaintParams…}},
@@ -19,8 +19,9 @@ JSON layout (``version`` 2)::
 
 ``action`` is an edit of :mod:`core.operations` (``type`` names the operation in its registry):
 "relight" and "shade" add ``"light": {…LightParams…}``; "lit_fill" adds ``"light"`` and ``"start"``
-("current" or "removal"). Files that wrote the weight-free relight as ``"relight"`` with
-``"method": "shading"`` read as "shade". Version 1 files (a single edit's settings, as downloaded
+("current" or "removal"). Version 2 files (the same layout, written before the params' defaults
+became the pages') read too: their weight-free relight, ``"relight"`` with ``"method": "shading"``,
+is "shade", and a params field they leave out keeps its version 2 default (:data:`VERSION_2_DEFAULTS`). Version 1 files (a single edit's settings, as downloaded
 before recipes) are read with each photo's own mask file as the selection.
 """
 from __future__ import annotations
@@ -47,7 +48,14 @@ from core.operations.inpaint import InpaintParams
 from core.operations.relight import RelightParams
 from core.segment import SegmentError, SegmentPrompt
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
+# Version 2 files were written before the params' defaults became the pages' (padding 64, the page's
+# negative prompt, the Relight page's prompt): a field a version 2 file leaves out keeps its old default,
+# so the file replays as it did.
+VERSION_2_DEFAULTS: dict[str, dict[str, Any]] = {
+    "InpaintParams": {"negative_prompt": "", "padding": 32},
+    "RelightParams": {"prompt": "soft natural light"},
+}
 SELECTION_KINDS = {
     "mask": "the mask saved in the recipe, scaled to each photo",
     "mask_file": "each photo's own mask file, matched by file name",
@@ -231,15 +239,15 @@ class Recipe:
         version = data.get("version")
         if version == 1:
             return _from_version_1(data)
-        if version != RECIPE_VERSION:
-            raise RecipeError(f"version: this app reads recipe versions 1 and {RECIPE_VERSION} (got {version!r}).")
+        if version not in (2, RECIPE_VERSION):
+            raise RecipeError(f"version: this app reads recipe versions 1 to {RECIPE_VERSION} (got {version!r}).")
         _known(data, {"version", "app", "name", "selection", "mask_ops", "action", "seed"}, "the recipe")
         for key in ("selection", "action"):
             if key not in data:
                 raise RecipeError(f"{key}: missing.")
         return cls(
             selection=_build(Selection, data["selection"], "selection"),
-            action=_action(data["action"]),
+            action=_action(data["action"], version),
             mask_ops=tuple(_build(MaskOp, op, f"mask_ops[{i}]") for i, op in enumerate(_list(data, "mask_ops"))),
             seed=_build(SeedPolicy, data.get("seed", {}), "seed"),
             name=str(data.get("name", "")),
@@ -311,18 +319,27 @@ def _build(cls: type, data: Any, where: str):
         raise RecipeError(f"{where}: {error}") from error
 
 
-def _action(data: Any) -> Edit:
+def _action(data: Any, version: int = RECIPE_VERSION) -> Edit:
     if not isinstance(data, dict):
         raise RecipeError("action: an object ({…}) is expected.")
     _known(data, {"type", "params", "light", "method", "start"}, "action")
     kind = data.get("type")
-    if kind not in OPERATIONS and kind != "relight":
+    if not isinstance(kind, str) or (kind not in OPERATIONS and kind != "relight"):
         raise RecipeError(f"action.type: unknown {kind!r}; use one of {', '.join(OPERATIONS)}.")
     params_class = OPERATIONS["shade" if kind == "relight" else kind].params
-    params = _build(params_class, data.get("params", {}), "action.params")
+    given = data.get("params", {})
+    if version == 2 and isinstance(given, dict):
+        given = {**VERSION_2_DEFAULTS.get(params_class.__name__, {}), **given}
+    params = _build(params_class, given, "action.params")
     light = _build(LightParams, data["light"], "action.light") if data.get("light") is not None else None
     extra = {key: data[key] for key in ("method", "start") if key in data}
-    return Action(kind, params, light=light, **extra)
+    edit = Action(kind, params, light=light, **extra)
+    if edit.engine is not None and OPERATIONS[edit.operation].engine_kinds:
+        try:
+            operations.check_engine(edit.engine, OPERATIONS[edit.operation])
+        except UserError as error:
+            raise RecipeError(str(error)) from error
+    return edit
 
 
 def _from_version_1(data: dict) -> Recipe:

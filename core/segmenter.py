@@ -1,14 +1,13 @@
 """The selection service: answers :class:`SegmentPrompt`s for photos, running each model at most
 once per photo.
 
-The models come from the model manager (loaded on first use, one lock per model held around every
-call); per-photo results (FastSAM candidates, CLIP embeddings of the candidates, SAM image
+The models come from the model manager (loaded on first use; each call holds the model's lock and
+counts as running work, so the memory janitor waits); per-photo results (FastSAM candidates, CLIP embeddings of the candidates, SAM image
 embeddings) live here, in bounded LRU caches keyed by the photo's content hash and the settings
 that produced them, shared by every session of the server.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -49,10 +48,6 @@ class Segmenter:
         self._sam_cache: LRUCache[Any] = LRUCache(cache_size)
 
     # --- engines ---------------------------------------------------------------------------
-
-    def lock(self, role: str) -> threading.Lock:
-        """The lock serialising calls into ``role``'s model (the manager's)."""
-        return self.manager.lock(role)
 
     def engine(self, role: str) -> Any | None:
         """The loaded engine for ``role``, loading it on first use; None when it cannot be had
@@ -95,7 +90,7 @@ class Segmenter:
         if cached is not None:
             return cached, None
         timings: dict[str, float] = {}
-        with self.lock(settings.model), timed(timings, "everything"):
+        with self.manager.hold(settings.model), timed(timings, "everything"):
             cached = self.candidate_cache.get(key)  # another session may have just computed it
             if cached is None:
                 cached = engine.everything(image, settings)
@@ -109,7 +104,7 @@ class Segmenter:
         key = (image_id, settings)
         embeddings = self._clip_cache.get(key)
         if embeddings is None:
-            with self.lock("clip"):
+            with self.manager.hold("clip"):
                 embeddings = clip.embed_candidates(work_copy(image, settings.imgsz), candidates)
             self._clip_cache.put(key, embeddings)
         return embeddings
@@ -202,7 +197,7 @@ class Segmenter:
             embeddings = self._candidate_embeddings(image, image_id, candidates, settings)
         clip = self.engine("clip")
         with timed(timings, "text"):
-            with self.lock("clip"):
+            with self.manager.hold("clip"):
                 similarities = clip.score(embeddings, prompt.text)
             scorable = np.flatnonzero(np.isfinite(similarities))  # tiny candidates are not scored
             order, probabilities = top_k_by_text(similarities[scorable], clip.logit_scale, prompt.top_k)
@@ -225,7 +220,7 @@ class Segmenter:
         sam = self.engine("sam")
         timings: dict[str, float] = {}
         embedding = self._sam_cache.get(image_id)
-        with self.lock("sam"):
+        with self.manager.hold("sam"):
             if embedding is None:
                 with timed(timings, "embed"):
                     embedding = sam.embed(image)

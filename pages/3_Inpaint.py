@@ -20,7 +20,6 @@ st.title("Inpaint")
 require_photo()
 loaded = session.photo()
 document = session.mask_document()
-statuses = {status.role.name: status for status in resources.statuses()}
 
 
 def apply_preset() -> None:
@@ -49,7 +48,7 @@ if st.session_state[forms.INPAINT_ENGINE] not in engines:
 for note in resources.memory_notes():
     st.info(note, icon=":material/memory:")
 if not diffusion and not resources.memory_notes():
-    sd15 = statuses["sd15_inpaint"]
+    sd15 = resources.first_model("diffusion")
     st.info(f"No diffusion model is on this machine ({sd15.configured}), so the region can be removed "
             f"(filled from its surroundings) but not regenerated from a prompt. To generate, set "
             f"{sd15.role.setting} to a local copy of an inpainting model.", icon=":material/info:")

@@ -21,9 +21,9 @@ st.title("Relight")
 require_photo()
 loaded = session.photo()
 document = session.mask_document()
-statuses = {status.role.name: status for status in resources.statuses()}
 has_subject = document.mask.any()
-missing = [statuses[role] for role in ("iclight", "iclight_base") if not statuses[role].available]
+relighter = resources.catalog().engine_names(("relight",))[0]
+missing = resources.manager().missing(relighter)
 fill_engines = [name for name in resources.engines("diffusion") if resources.catalog().engine(name)[0].can("strength")]
 
 
@@ -105,7 +105,7 @@ with controls_col:
                                  help="Relight the subject at full resolution with this light (no model needed).")
     else:
         if not fill_engines:
-            sd15 = statuses["sd15_inpaint"]
+            sd15 = resources.first_model("diffusion")
             st.info(f"Filling with light needs an inpainting model ({sd15.configured}), not on this machine; "
                     f"set {sd15.role.setting} to a local copy.", icon=":material/info:")
         if st.session_state[forms.LIT_ENGINE] not in fill_engines:
@@ -124,12 +124,14 @@ with controls_col:
             padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
             blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
             blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
+            blend_mode = st.radio("Blending", ["feather", "poisson"], key=forms.INPAINT_BLEND, horizontal=True,
+                                  format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
             color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
         try:
             params = InpaintParams(
                 prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
                 seed=seed, variants=variants, padding=padding, mask_blur=blur_outside, mask_blur_inside=blur_inside,
-                color_match=color_match, engine=engine_name or "sd15",
+                blend=blend_mode, color_match=color_match, engine=engine_name or InpaintParams().engine,
             )
             edit = Edit("lit_fill", params, light=light, start=start) if engine_name else None
         except UserError as error:

@@ -96,3 +96,13 @@ def test_an_extra_engine_is_in_the_inpaint_pages_engine_list(app_without_models,
     options = at.selectbox(key=forms.INPAINT_ENGINE).options
     assert "Flat colour fill" in options
     assert catalog.current().engine("flat")[0].engine == "tests.extra_catalog:FlatColourFill"
+
+
+def test_a_catalog_module_that_cannot_be_imported_is_a_message_on_every_page(app_without_models):
+    from streamlit.testing.v1 import AppTest
+
+    app_without_models.setenv("INPAINT_STUDIO_CATALOG_MODULES", "no_such_module_of_engines")
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    assert not at.exception
+    assert any("INPAINT_STUDIO_CATALOG_MODULES" in error.value and "no_such_module_of_engines" in error.value
+               for error in at.error)

@@ -58,8 +58,11 @@ def test_the_batch_command_exits_2_with_one_line_for_an_unknown_engine(tmp_path)
 
 
 def test_every_operation_checks_its_engine_kind_and_light():
+    photo, mask = Image.new("RGB", (32, 32)), np.ones((32, 32), bool)
     with pytest.raises(UserError, match="remove cannot use 'sd15'"):
-        Edit("remove", InpaintParams(engine="sd15"))
+        operations.run(Edit("remove", InpaintParams(engine="sd15")), photo, mask, manager_with())
+    with pytest.raises(UserError, match="inpaint cannot use 'sd3'"):
+        operations.run(Edit("inpaint", InpaintParams(engine="sd3")), photo, mask, manager_with())
     with pytest.raises(UserError, match="needs the light"):
         Edit("relight", RelightParams())
     with pytest.raises(UserError, match="strength below 1"):
@@ -103,14 +106,31 @@ def test_a_batch_counts_as_running_work_from_start_to_end(tmp_path):
     assert models._running == 0
 
 
-def test_a_missing_model_is_one_clear_error_and_loading_is_not_retried_at_once(tmp_path):
+def test_a_missing_model_is_one_clear_error_and_loading_is_not_retried_at_once(tmp_path, monkeypatch):
+    import core.manager
+
     models = manager_with(models_dir=tmp_path)
     with pytest.raises(ModelUnavailable, match="not on this machine") as first:
         models.load("sd15")
     assert "INPAINT_STUDIO_MODEL_SD15_INPAINT" in str(first.value)
+    (tmp_path / "stable-diffusion-v1-5" / "stable-diffusion-inpainting").mkdir(parents=True)  # now "there"
     with pytest.raises(ModelUnavailable) as second:
+        models.load("sd15")  # within the retry window: reported again, not retried
+    assert str(second.value) == str(first.value) and second.value is not first.value
+    monkeypatch.setattr(core.manager, "FAILED_LOAD_RETRY_SECONDS", 0.0)
+    with pytest.raises(ModelUnavailable, match="could not be loaded"):  # retried: the folder is no pipeline
         models.load("sd15")
-    assert second.value is first.value
+
+
+def test_an_engine_whose_loader_breaks_is_a_model_error_not_a_traceback(tmp_path, monkeypatch):
+    from core.engines.opencv_inpaint import OpenCVInpaint
+
+    def broken(request):
+        raise KeyError("method")
+
+    monkeypatch.setattr(OpenCVInpaint, "from_catalog", broken)
+    with pytest.raises(ModelUnavailable, match="Remove \\(OpenCV Telea\\) model could not be loaded \\(KeyError"):
+        manager_with().load("telea")
 
 
 def test_two_callers_wait_for_each_other_on_one_engine():
@@ -158,3 +178,35 @@ def test_catalog_names_are_unique_and_every_engine_role_is_a_model():
     for entry in BUILTIN.engines.values():
         assert all(role in BUILTIN.models for role in entry.roles)
     assert set(BUILTIN.main_models()) >= {"fastsam", "clip", "sd15_inpaint", "iclight", "iclight_base"}
+
+
+def test_a_version_2_file_leaving_out_fields_keeps_their_version_2_defaults():
+    v2 = {"version": 2, "app": "inpaint-studio", "selection": {"kind": "whole"},
+          "action": {"type": "inpaint", "params": {"prompt": "a bench", "engine": "telea"}},
+          "seed": {"policy": "fixed", "seed": 1}}
+    params = Recipe.from_dict(v2).action.params
+    assert params.padding == 32 and params.negative_prompt == "" and params.prompt == "a bench"
+    v3 = {**v2, "version": 3}
+    assert Recipe.from_dict(v3).action.params.padding == InpaintParams().padding == 64
+    shading = {**v2, "action": {"type": "relight", "method": "shading", "params": {},
+                                "light": LightParams().to_dict()}}
+    read = Recipe.from_dict(shading)
+    assert read.action.operation == "shade" and read.action.params.prompt == "soft natural light"
+    assert Recipe.from_dict(read.to_dict()) == read  # written as version 3, read back the same
+
+
+def test_a_recipe_whose_action_type_is_not_a_name_is_one_clear_error():
+    data = Recipe(Selection(kind="whole"), Edit("remove", InpaintParams(engine="telea"))).to_dict()
+    data["action"]["type"] = ["inpaint"]
+    with pytest.raises(RecipeError, match="action.type: unknown"):
+        Recipe.from_dict(data)
+
+
+def test_params_of_the_wrong_type_are_refused_when_read():
+    data = Recipe(Selection(kind="whole"), Edit("remove", InpaintParams(engine="telea"))).to_dict()
+    data["action"]["params"]["steps"] = "30"
+    with pytest.raises(RecipeError, match="Steps must be a whole number"):
+        Recipe.from_dict(data)
+    data["action"]["params"]["steps"] = True
+    with pytest.raises(RecipeError, match="Steps must be a whole number"):
+        Recipe.from_dict(data)

@@ -176,7 +176,7 @@ DELETE = object()
         (valid, "seed.policy", "random", "seed.policy"),
         (valid, "seed.seed", -1, "seed.seed: a whole number"),
         (valid, "seed.seed", 1.5, "seed.seed: a whole number"),
-        (valid, "version", 3, "version: this app reads recipe versions 1 and 2 (got 3)"),
+        (valid, "version", 4, "version: this app reads recipe versions 1 to 3 (got 4)"),
         (valid, "version", DELETE, "version: this app reads recipe versions"),
         (lit_fill, "action.params.strength", 1.0,
          "action.params.strength: filling with light needs a strength below 1"),

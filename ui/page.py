@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import Settings, SettingsError
+from core.config import Settings
+from core.errors import UserError
 from ui import access, forms, resources, session
 
 APP_NAME = "Inpaint Studio"
@@ -27,7 +28,9 @@ def setup_page(title: str, icon: str) -> Settings:
     st.set_page_config(page_title=f"{title} · {APP_NAME}", page_icon=icon, layout="wide")
     try:
         settings, _ = resources.settings()
-    except SettingsError as error:
+        resources.manager()  # the catalog (INPAINT_STUDIO_CATALOG_MODULES) is read here
+        resources.model_fetch()  # INPAINT_STUDIO_DOWNLOAD_ON_START's roles are checked here
+    except UserError as error:
         st.error(f"The app's configuration has a problem: {error}")
         st.stop()
     resources.memory_janitor()  # started by the first page drawn in this server process

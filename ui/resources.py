@@ -73,6 +73,12 @@ def memory_notes() -> list[str]:
     return manager().memory_notes("diffusion")
 
 
+def first_model(kind: str) -> ModelStatus:
+    """The main model of the catalog's first engine of ``kind`` (what to say is missing)."""
+    entry = catalog().engines[catalog().engine_names((kind,), variants=False)[0]]
+    return manager().status(entry.roles[0])
+
+
 def engine_title(name: str) -> str:
     """How an engine is named on the pages (a few-step variant with its preset and steps)."""
     return catalog().title(name)

@@ -167,7 +167,7 @@ class DiffusionEngine(CatalogEngine):
         variants; a variant's step count is the pipeline's, ``int(steps * strength)`` for most
         schedulers but one more for PNDM (the SD1.5 default). When ``should_cancel()`` returns True the remaining steps are skipped (the
         pipeline still decodes its latents once) and :class:`Cancelled` is raised. Raises
-        :class:`InpaintError` for invalid requests, out-of-memory, and black or NaN outputs. Timings:
+        InpaintError for invalid requests, GenerationFailed for out-of-memory and black or NaN outputs. Timings:
         ``denoise`` (call start to the last step: prompt and image encoding plus the steps) and
         ``decode`` (VAE decoding and post-processing), in ms.
         """
@@ -178,14 +178,15 @@ class DiffusionEngine(CatalogEngine):
         notes = self.load_notes + self._prompt_notes(request)
 
         # 2. One pipeline call per variant, each with a fresh scheduler and its own seed's generator
-        prompt = self._prompt_embeddings(request.prompt, request.negative_prompt, request.guidance_scale)
-        outputs, denoise_ms, decode_ms = run_variants(
-            self.pipe, request.seeds,
-            lambda **per_call: self.pipe(
+        def call(**per_call):  # the prompt encoded inside the out-of-memory guard (once, then cached)
+            prompt = self._prompt_embeddings(request.prompt, request.negative_prompt, request.guidance_scale)
+            return self.pipe(
                 **prompt, image=request.image, mask_image=request.mask, height=request.image.height,
                 width=request.image.width, num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                strength=request.strength, output_type="np", **per_call),
-            self.options, generator_device=self.generator_device,
+                strength=request.strength, output_type="np", **per_call)
+
+        outputs, denoise_ms, decode_ms = run_variants(
+            self.pipe, request.seeds, call, self.options, generator_device=self.generator_device,
             fresh_scheduler=lambda: scheduler_for(request.scheduler),
             progress=progress, should_cancel=should_cancel,
             doing=f"inpainting a {request.image.width}x{request.image.height} crop",
@@ -318,7 +319,7 @@ def _check_request(request: EngineRequest) -> None:
 
 
 def _check_outputs(pixels: np.ndarray, request: EngineRequest) -> None:
-    """Raise InpaintError when a variant is NaN or black although the input crop was not."""
+    """Raise GenerationFailed when a variant is black although the input crop was not (NaN is caught per call)."""
     import numpy as np
 
     input_is_black = np.asarray(request.image).max() / 255 <= NOT_BLACK_INPUT_LEVEL

@@ -137,7 +137,7 @@ def run_variants(
 
 
 def call_within_memory(call: Callable[[], Any], pipe, device: str, *, doing: str, advice: str) -> Any:
-    """``call()``; when it runs out of memory, free what it left and raise an InpaintError that says
+    """``call()``; when it runs out of memory, free what it left and raise a GenerationFailed that says
     what was being done and what to try instead."""
     out_of_memory = None
     try:

@@ -13,7 +13,7 @@ region to change); results carry ``images``, ``seeds``, ``metadata(i)``, ``notes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,8 +91,9 @@ class Edit:
 
     ``params``: the operation's params type. ``light``: for the light-driven operations. ``start``:
     lit fill only, "current" or "removal" (see ``core.operations.lit_fill``). Validated on
-    construction (UserError naming the field), including that the engine exists in the catalog
-    and suits the operation.
+    construction (UserError naming the field); whether its engine exists in the catalog and suits
+    the operation is checked where a recipe is read and where the edit runs (against the manager's
+    catalog)
     """
 
     operation: str
@@ -112,8 +113,6 @@ class Edit:
             raise UserError(f"action.start: use \"current\" or \"removal\" (got {self.start!r}).")
         if (problem := op.needs(self.params)) is not None:
             raise UserError(f"action.params.{problem}")
-        if op.engine_kinds:
-            check_engine(self.params.engine, op)
 
     @property
     def engine(self) -> str | None:
@@ -123,9 +122,6 @@ class Edit:
 
     def describe(self) -> str:
         return OPERATIONS[self.operation].describe(self)
-
-    def with_params(self, **changes: Any) -> Edit:
-        return replace(self, params=replace(self.params, **changes))
 
 
 def check_engine(name: str, op: Operation, catalog: Catalog | None = None) -> None:
@@ -149,6 +145,8 @@ def run(
     """Apply ``edit`` to ``mask`` of ``image``, holding its engine (from ``manager``, a
     ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``."""
     op = OPERATIONS[edit.operation]
+    if op.engine_kinds:
+        check_engine(edit.engine, op, manager.catalog)
     if edit.engine is None:
         with manager.running():
             return op.runner(edit, image, mask, None, progress, should_cancel)

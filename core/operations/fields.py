@@ -34,20 +34,35 @@ def setting(default: Any, *, label: str, low: float | None = None, high: float |
         "unit": unit, "flag": flag})
 
 
-def meta(cls: type, name: str) -> dict[str, Any]:
-    return dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
-
-
 def defaults(cls: type) -> dict[str, Any]:
     """Each field's default."""
     return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    """Whether ``value`` is of ``kind`` as JSON would give it (a whole number is a fine float; a
+    boolean is no number)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
 
 
 def check(params: Any, error: type[UserError] = UserError) -> None:
     """Raise ``error`` naming the first field outside its bounds or choices."""
     for f in dataclasses.fields(params):
         info, value = f.metadata, getattr(params, f.name)
-        if not info or value is None or isinstance(value, bool):
+        if not info or value is None:
+            continue
+        kind = _KINDS.get(str(f.type).replace(" | None", ""))
+        if kind is not None and not _is(value, kind):
+            raise error(f"{info['label']} must be {_KIND_WORDS[kind]} (got {value!r}).")
+        if isinstance(value, bool):
             continue
         unit = f" {info['unit']}" if info.get("unit") else ""
         if info["choices"] and value not in info["choices"]:
