@@ -75,7 +75,7 @@ def test_a_folder_of_good_photos_exits_0_and_resume_only_adds_the_new_one(tmp_pa
     [
         ("not json", "is not valid JSON"),
         ("unknown kind", "selection.kind: unknown 'lasso'"),
-        ("version 3", "version: this app reads recipe versions 1 and 2 (got 3)"),
+        ("version 4", "version: this app reads recipe versions 1 to 3 (got 4)"),
         ("missing recipe", "cannot be read"),
     ],
 )
@@ -88,8 +88,8 @@ def test_a_bad_recipe_exits_2_with_one_line(tmp_path, recipe, problem, words):
     elif problem == "unknown kind":
         data["selection"]["kind"] = "lasso"
         recipe.write_text(json.dumps(data))
-    elif problem == "version 3":
-        data["version"] = 3
+    elif problem == "version 4":
+        data["version"] = 4
         recipe.write_text(json.dumps(data))
     else:
         recipe = tmp_path / "nowhere.json"

@@ -3,7 +3,7 @@
 Streamlit drops the state of widgets that a run does not draw; :func:`keep_values` re-assigns each
 value on every run, so a setting outlives a visit to another page. The defaults of the operations'
 settings come from their params' field metadata (``core.operations.fields``), the one source the
-command line and recipes use too.
+command line and recipes use too; only the number of variants differs (:data:`PAGE_VARIANTS`).
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from core.operations.relight import RelightParams
 
 _INPAINT = defaults(InpaintParams)
 _RELIGHT = defaults(RelightParams)
+# The one page default that is not the params' own: a page offers a pair of variants to choose
+# from, where a script or a recipe makes one image unless asked for more.
+PAGE_VARIANTS = 2
 
 MASK_TOOL = "mask_tool"
 BRUSH_SIZE = "brush_size"
@@ -103,7 +106,7 @@ DEFAULTS = {
     INPAINT_PROMPT: "",
     INPAINT_NEGATIVE: _INPAINT["negative_prompt"],
     INPAINT_PRESET: "Quality",
-    INPAINT_VARIANTS: _INPAINT["variants"],
+    INPAINT_VARIANTS: PAGE_VARIANTS,
     INPAINT_SEED: 42,
     INPAINT_RANDOM_SEED: False,
     INPAINT_GUIDANCE: _INPAINT["guidance_scale"],
@@ -126,7 +129,7 @@ DEFAULTS = {
     RELIGHT_ACTION: "relight",
     RELIGHT_PROMPT: _RELIGHT["prompt"],
     RELIGHT_NEGATIVE: _RELIGHT["negative_prompt"],
-    RELIGHT_VARIANTS: _RELIGHT["variants"],
+    RELIGHT_VARIANTS: PAGE_VARIANTS,
     RELIGHT_SEED: 12345,
     RELIGHT_RANDOM_SEED: False,
     RELIGHT_MODE: _RELIGHT["mode"],
