@@ -8,7 +8,7 @@ from core.errors import UserError
 from core.operations import Edit
 from core.operations.inpaint import InpaintParams
 from ui import forms, resources, session
-from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
+from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -81,12 +81,7 @@ with settings_col:
             st.session_state[forms.INPAINT_SCHEDULER] = schedulers[0]
         scheduler = st.selectbox("Scheduler", schedulers, key=forms.INPAINT_SCHEDULER,
                                  disabled=not entry.can("scheduler"))
-        padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
-        blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
-        blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
-        blend_mode = st.radio("Blending", ["feather", "poisson"], key=forms.INPAINT_BLEND, horizontal=True,
-                              format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
-        color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
+        padding, blur_outside, blur_inside, blend_mode, color_match = paste_inputs()
 
     params, problem = None, None
     try:

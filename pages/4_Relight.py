@@ -9,7 +9,7 @@ from core.operations.inpaint import InpaintParams
 from core.operations.lit_fill import FILL_STARTS
 from core.operations.relight import RelightParams
 from ui import forms, previews, resources, session
-from ui.generation import prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
+from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -121,12 +121,7 @@ with controls_col:
         seed = seed_inputs(forms.INPAINT_SEED, forms.INPAINT_RANDOM_SEED)
         with st.expander("More settings (shared with the Inpaint page)"):
             steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
-            padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
-            blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
-            blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
-            blend_mode = st.radio("Blending", ["feather", "poisson"], key=forms.INPAINT_BLEND, horizontal=True,
-                                  format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
-            color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
+            padding, blur_outside, blur_inside, blend_mode, color_match = paste_inputs()
         try:
             params = InpaintParams(
                 prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,

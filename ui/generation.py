@@ -13,7 +13,7 @@ import streamlit as st
 
 from core import operations
 from core.errors import Cancelled, StudioError
-from ui import resources
+from ui import forms, resources
 
 CANCEL = "cancel_generation"
 
@@ -84,3 +84,15 @@ def sampling_inputs(steps_key: str, guidance_key: str) -> tuple[int, float]:
     guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=guidance_key,
                          help="How closely to follow the prompt; higher follows it more literally.")
     return steps, guidance
+
+
+def paste_inputs() -> tuple[int, int, int, str, bool]:
+    """How the result goes back into the photo, shared by the Inpaint and Relight pages: context
+    around the mask, soft edge outside and inside, blending, colour matching."""
+    padding = st.slider("Context around the mask (px)", 0, 512, step=8, key=forms.INPAINT_PADDING)
+    blur_outside = st.slider("Soft edge outside (px)", 0, 100, key=forms.FEATHER_OUTER)
+    blur_inside = st.slider("Soft edge inside (px)", 0, 100, key=forms.FEATHER_INNER)
+    blend_mode = st.radio("Blending", ["feather", "poisson"], key=forms.INPAINT_BLEND, horizontal=True,
+                          format_func={"feather": "Soft edge", "poisson": "Poisson (seamless)"}.get)
+    color_match = st.toggle("Match colours to the surroundings", key=forms.INPAINT_COLOR_MATCH)
+    return padding, blur_outside, blur_inside, blend_mode, color_match
