@@ -37,6 +37,8 @@ if fetch is not None:
     for role, what in fetch.state.items():
         if what.startswith("failed"):
             st.warning(f"Fetching {role} {what}.", icon=":material/error:")
+in_use = resources.in_use()
+st.markdown("\n".join(f"- **{task}**: {what}" for task, what in in_use))
 rows = [
     {
         "Model": status.role.title,

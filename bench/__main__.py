@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.timing import machine
 
-BENCHMARKS = ("mask_chain", "segment_click", "inpaint_overhead", "relight_preview", "batch_throughput", "startup",
-              "gpu")
+BENCHMARKS = ("mask_chain", "segment_click", "sam2_click", "inpaint_overhead", "removal", "relight_preview",
+              "batch_throughput", "startup", "gpu")
 
 
 def table(rows: list[dict]) -> str:

@@ -24,7 +24,7 @@ from core.config import PREFIX, Settings, load_settings
 from core.errors import UserError
 
 EngineKind = Literal["diffusion", "removal", "relight", "selection"]
-DownloadKind = Literal["pipeline", "transformers", "lora", "file", "ultralytics"]
+DownloadKind = Literal["pipeline", "transformers", "lora", "file", "ultralytics", "url"]
 
 # What an engine can take, beyond an image and a mask.
 CAPABILITIES = ("prompt", "negative_prompt", "strength", "scheduler", "reference_image", "instruction")
@@ -45,6 +45,9 @@ class ModelEntry:
     a complete download holds (to find a hub id in the local cache); ``repo``: the hub repository a
     file is published in. ``download``: which of the repository's files ``models download`` takes.
     ``main``: fetched when ``models download`` is given no role. ``size_gb``: the download's size.
+    ``url`` / ``md5``: a file published outside the hub (download kind ``url``), fetched over HTTPS and
+    refused unless its MD5 matches. ``gated``: the hub repository asks each user to accept its licence
+    (downloads need a token).
     """
 
     name: str
@@ -59,6 +62,9 @@ class ModelEntry:
     main: bool = False
     licence: str = ""
     size_gb: float | None = None
+    url: str | None = None
+    md5: str | None = None
+    gated: bool = False
 
     @property
     def setting(self) -> str:
@@ -89,7 +95,10 @@ class EngineEntry:
     defaults. ``supports``: of :data:`CAPABILITIES`. ``few_step``: preset name → the role of its LoRA
     for this engine. ``memory_gb``: about what it takes on a GPU in 16-bit (``None``: measured from
     the weights on disk, or small). ``speed``: how fast, in words, for the engine picker.
-    ``options``: what its class needs to know (e.g. the diffusers pipeline class it must load as).
+    ``options``: what its class needs to know (e.g. the diffusers pipeline class it must load as);
+    a selection engine's ``answers`` says which prompts it answers ("everything": segments a whole
+    photo into candidates; "clicks": clicks and boxes; "concepts": every instance of a text or of
+    example boxes; "text": scores candidates against a text), in order of preference.
     """
 
     name: str
@@ -179,6 +188,11 @@ class Catalog:
                     names += [f"{entry.name}+{preset}" for preset in entry.few_step]
         return names
 
+    def answering(self, prompts: str) -> list[str]:
+        """The selection engines whose ``answers`` option is ``prompts``, best first."""
+        return [name for name, entry in self.engines.items()
+                if entry.kind == "selection" and entry.options.get("answers") == prompts]
+
     def title(self, name: str) -> str:
         """How engine ``name`` is named for people (a few-step variant with its preset and steps)."""
         entry, preset = self.engine(name)
@@ -213,7 +227,24 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("clip", "CLIP ViT-B/32", "select objects by naming them", "openai/clip-vit-base-patch32", "repo",
                "config.json", "text selection is disabled", "transformers", main=True, licence="MIT", size_gb=0.6),
     ModelEntry("sam", "SAM ViT-Base", "refine a selection by points", "facebook/sam-vit-base", "repo", "config.json",
-               "FastSAM point selection", "transformers", main=True, licence="Apache-2.0", size_gb=0.4),
+               "FastSAM point selection", "transformers", licence="Apache-2.0", size_gb=0.4),
+    ModelEntry("sam2", "SAM 2.1 Hiera-S", "refine a selection by include and exclude clicks",
+               "facebook/sam2.1-hiera-small", "repo", "config.json", "SAM ViT-Base, else FastSAM's candidates",
+               "transformers", main=True, licence="Apache-2.0", size_gb=0.18),
+    ModelEntry("sam2_large", "SAM 2.1 Hiera-L", "refine a selection by clicks (larger, more accurate)",
+               "facebook/sam2.1-hiera-large", "repo", "config.json", "SAM 2.1 Hiera-S", "transformers",
+               licence="Apache-2.0", size_gb=0.9),
+    ModelEntry("sam3", "SAM 3", "select every instance of a named concept, or objects like an example box",
+               "facebook/sam3", "repo", "config.json", "CLIP over FastSAM's candidates (one object at a time)",
+               "transformers", licence="SAM License", size_gb=3.4, gated=True),
+    ModelEntry("lama", "LaMa (big-lama)", "remove objects without a prompt (fills from the surroundings)",
+               "big-lama.pt", "file", "big-lama.pt", "MI-GAN, else OpenCV Telea", "url",
+               url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+               md5="e3aa4aaa15225a33ec84f9f4bc47e500", main=True, licence="Apache-2.0", size_gb=0.2),
+    ModelEntry("migan", "MI-GAN", "remove objects without a prompt (fastest)", "migan_traced.pt", "file",
+               "migan_traced.pt", "OpenCV Telea", "url",
+               url="https://github.com/Sanster/models/releases/download/migan/migan_traced.pt",
+               md5="76eb3b1a71c400ee3290524f7a11b89c", main=True, licence="MIT", size_gb=0.03),
     ModelEntry("sd15_inpaint", "Stable Diffusion 1.5 inpainting", "regenerate the masked region",
                "stable-diffusion-v1-5/stable-diffusion-inpainting", "repo", "model_index.json", _OPENCV, "pipeline",
                main=True, licence="CreativeML Open RAIL-M", size_gb=2.1),
@@ -256,21 +287,36 @@ ENGINES: tuple[EngineEntry, ...] = (
                 licence="CreativeML Open RAIL++-M", speed="seconds on a GPU", memory_gb=9.0,
                 # SDXL's stock VAE overflows in float16; INPAINT_STUDIO_SDXL_FP16_VAE replaces it there.
                 options={"pipeline_class": "StableDiffusionXLInpaintPipeline", "fp16_vae_setting": "sdxl_fp16_vae"}),
-    EngineEntry("telea", "Remove (OpenCV Telea)", "removal", "core.engines.opencv_inpaint:OpenCVInpaint",
+    # Removal engines in order of preference: "Remove object" uses the first one present.
+    EngineEntry("lama", "LaMa", "removal", "core.engines.lama:LamaEngine", ("lama",), native_size=1024,
+                licence="Apache-2.0", speed="seconds on a CPU, instant on a GPU", memory_gb=1.0),
+    EngineEntry("migan", "MI-GAN", "removal", "core.engines.migan:MiganEngine", ("migan",), native_size=512,
+                licence="MIT", speed="a second or two on a CPU (512 px), instant on a GPU", memory_gb=0.3),
+    EngineEntry("telea", "OpenCV Telea", "removal", "core.engines.opencv_inpaint:OpenCVInpaint",
                 native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "telea"}),
-    EngineEntry("navier_stokes", "Remove (OpenCV Navier-Stokes)", "removal",
+    EngineEntry("navier_stokes", "OpenCV Navier-Stokes", "removal",
                 "core.engines.opencv_inpaint:OpenCVInpaint", native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "navier_stokes"}),
     EngineEntry("iclight", "IC-Light (relight)", "relight", "core.engines.iclight:ICLightEngine",
                 ("iclight_base", "iclight"), 512, 25, 2.0, frozenset({"prompt", "negative_prompt"}),
                 licence="Apache-2.0 (base model: CreativeML Open RAIL-M)", speed="seconds on a GPU", memory_gb=4.0),
     EngineEntry("fastsam", "FastSAM-s", "selection", "core.engines.fastsam:FastSAMEngine", ("fastsam",), 1024,
-                licence="AGPL-3.0", speed="about a second on a CPU"),
+                licence="AGPL-3.0", speed="about a second on a CPU", options={"answers": "everything"}),
     EngineEntry("fastsam_x", "FastSAM-x", "selection", "core.engines.fastsam:FastSAMEngine", ("fastsam_x",), 1024,
-                licence="AGPL-3.0", speed="a few seconds on a CPU"),
+                licence="AGPL-3.0", speed="a few seconds on a CPU", options={"answers": "everything"}),
     EngineEntry("clip", "CLIP ViT-B/32", "selection", "core.engines.clip_text:ClipScorer", ("clip",), 224,
-                licence="MIT", speed="instant"),
+                licence="MIT", speed="instant", options={"answers": "text"}),
+    EngineEntry("sam2", "SAM 2.1 Hiera-S", "selection", "core.engines.sam2:Sam2Engine", ("sam2",), 1024,
+                licence="Apache-2.0", speed="a second or two per photo on a CPU, then instant per click",
+                options={"answers": "clicks"}),
+    EngineEntry("sam2_large", "SAM 2.1 Hiera-L", "selection", "core.engines.sam2:Sam2Engine", ("sam2_large",), 1024,
+                licence="Apache-2.0", speed="several seconds per photo on a CPU, then instant per click",
+                options={"answers": "clicks"}),
     EngineEntry("sam", "SAM ViT-Base", "selection", "core.engines.sam:SamEngine", ("sam",), 1024,
-                licence="Apache-2.0", speed="seconds per photo on a CPU, then instant per click"),
+                licence="Apache-2.0", speed="seconds per photo on a CPU, then instant per click",
+                options={"answers": "clicks"}),
+    EngineEntry("sam3", "SAM 3", "selection", "core.engines.sam3:Sam3Engine", ("sam3",), 1008,
+                licence="SAM License", speed="several seconds per photo on a CPU, then about a second per text",
+                options={"answers": "concepts"}),
 )
 
 BUILTIN = Catalog(MODELS, ENGINES, FEW_STEP)

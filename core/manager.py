@@ -112,9 +112,11 @@ class ModelManager:
     def shortfall(self, name: str) -> str | None:
         """Why engine ``name``'s model is not offered on this device (too little memory), or None."""
         entry, _ = self.catalog.engine(name)
-        if not entry.roles:
+        if not entry.roles or entry.kind != "diffusion":  # the others are small next to a diffusion model
             return None
-        return memory_shortfall(self.status(entry.roles[0]), self.settings, self.device)
+        removers = self.engines("removal")
+        remover = self.catalog.engines[removers[0]].title if removers else "none"
+        return memory_shortfall(self.status(entry.roles[0]), self.settings, self.device, remover)
 
     def engines(self, *kinds: str) -> list[str]:
         """The engines of ``kinds`` (all when none) that can run here: their models present and, for

@@ -104,8 +104,9 @@ def memory_available_gb(settings, device) -> float | None:
     return psutil.virtual_memory().total / 2**30
 
 
-def memory_shortfall(status, settings, device) -> str | None:
+def memory_shortfall(status, settings, device, remover: str = "OpenCV") -> str | None:
     """Why ``status``'s model cannot run on ``device`` (too little memory), or None when it fits.
+    ``remover``: what still removes objects (named in the reason).
 
     ``INPAINT_STUDIO_MEMORY_CHECK=0`` turns the check off."""
     if not settings.memory_check or status.path is None or not Path(status.path).is_dir():
@@ -116,5 +117,5 @@ def memory_shortfall(status, settings, device) -> str | None:
     where = f"the GPU's {available:.0f} GB" if device.kind == "cuda" and not settings.cpu_offload else (
         f"this server's {available:.1f} GB of memory" + (" and no GPU" if device.kind == "cpu" else ""))
     return (f"{status.role.title} needs about {needed:.1f} GB on {device.kind.upper()} ({device.dtype}), more than "
-            f"{where}, so it is not offered; removal (OpenCV) still works. Set INPAINT_STUDIO_MEMORY_CHECK=0 to "
+            f"{where}, so it is not offered; removal ({remover}) still works. Set INPAINT_STUDIO_MEMORY_CHECK=0 to "
             "try anyway.")

@@ -5,12 +5,16 @@ Downloads take only the files the app loads (the catalog entry's ``download`` ki
 weights (the fp16 variant of the diffusion pipelines, which every device can load: the CPU
 upcasts it), configs and tokenizers; never ``.bin``/``.ckpt`` duplicates, EMA or ONNX/Flax
 exports. Hub models go through ``huggingface_hub`` (into its cache, or into ``--dir``), FastSAM
-checkpoints through ultralytics' own asset downloader.
+checkpoints through ultralytics' own asset downloader, files published outside the hub (LaMa and
+MI-GAN's TorchScript files) over HTTPS, kept only when their MD5 matches the catalog's.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import threading
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,9 @@ PATTERNS: dict[str, list[str] | None] = {
     "lora": ["pytorch_lora_weights.safetensors"],
     "file": None,
     "ultralytics": None,
+    "url": None,
 }
+URL_TIMEOUT_SECONDS = 30  # for the connection and each read, not the whole download
 
 
 @dataclass(frozen=True)
@@ -177,23 +183,106 @@ def download(role_name: str, settings: Settings, folder: Path | None = None,
         return Path(configured).expanduser()
     if role.download == "ultralytics":
         return _download_fastsam(role, folder or settings.models_dir, log)
+    if role.download == "url":
+        return download_url(role, folder or settings.models_dir, log)
     from huggingface_hub import hf_hub_download, snapshot_download
 
     os.environ.pop("HF_HUB_OFFLINE", None)
-    if role.kind == "file":
-        repo = role.repo or ""
-        log(f"{role.name}: {repo}/{role.default}")
-        path = hf_hub_download(repo, role.default, local_dir=str(folder) if folder else None)
-        return Path(path)
-    target = folder / role.default.split("/")[-1] if folder else None
-    wanted = patterns(role)
-    if wanted == PIPELINE_FILES:  # the fp16 weights where the repository has them, else the plain ones
-        from huggingface_hub import list_repo_files
+    with _hub_errors(role):
+        if role.kind == "file":
+            repo = role.repo or ""
+            log(f"{role.name}: {repo}/{role.default}")
+            path = hf_hub_download(repo, role.default, local_dir=str(folder) if folder else None)
+            return Path(path)
+        target = folder / role.default.split("/")[-1] if folder else None
+        wanted = patterns(role)
+        if wanted == PIPELINE_FILES:  # the fp16 weights where the repository has them, else the plain ones
+            from huggingface_hub import list_repo_files
 
-        wanted = pipeline_patterns(list_repo_files(role.default))
-    log(f"{role.name}: {role.default} ({', '.join(wanted)})")
-    path = snapshot_download(role.default, allow_patterns=wanted, local_dir=str(target) if target else None)
-    return Path(path)
+            wanted = pipeline_patterns(list_repo_files(role.default))
+        log(f"{role.name}: {role.default} ({', '.join(wanted)})")
+        path = snapshot_download(role.default, allow_patterns=wanted, local_dir=str(target) if target else None)
+        return Path(path)
+
+
+def _gated_message(role: ModelEntry, reason: str) -> str:
+    repo = role.repo or role.default
+    return (f"{role.title} ({repo}) is gated on the Hugging Face hub: {reason}. Accept its licence at "
+            f"https://huggingface.co/{repo} while signed in, create a read token at "
+            "https://huggingface.co/settings/tokens, then set HF_TOKEN to it (or run `hf auth login`) and run "
+            "this again.")
+
+
+class _hub_errors:
+    """Turn the hub's refusals of a gated repository (no token, licence not accepted) into a
+    DownloadError saying what to do; check for a token before asking."""
+
+    def __init__(self, role: ModelEntry) -> None:
+        self.role = role
+
+    def __enter__(self) -> None:
+        if self.role.gated:
+            from huggingface_hub import get_token
+
+            if not get_token():
+                raise DownloadError(_gated_message(self.role, "no hub token is set on this machine"))
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None:
+            return False
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if isinstance(error, GatedRepoError) or (
+            self.role.gated and isinstance(error, HfHubHTTPError) and status in (401, 403)
+        ):
+            raise DownloadError(_gated_message(
+                self.role, "the hub refused the token (its licence is not accepted for this account, "
+                "or the token is invalid)")) from error
+        return False
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_url(role: ModelEntry, folder: Path, log: Callable[[str], None] = print) -> Path:
+    """Fetch ``role.url`` into ``folder/role.default``; the file is kept only when its MD5 is
+    ``role.md5`` (DownloadError otherwise, nothing left behind). A file already there with the right
+    checksum is not fetched again."""
+    if not role.url or not role.md5:
+        raise DownloadError(f"{role.title} has no download address in the catalog; set {role.setting} "
+                            "to a local copy.")
+    target = Path(folder) / role.default
+    if target.exists() and file_md5(target) == role.md5:
+        log(f"{role.name}: {target} is already here (checksum verified)")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    log(f"{role.name}: {role.url}")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(role.url, timeout=URL_TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{role.title} could not be fetched from {role.url} ({error}). Check this "
+                            f"machine's internet access, or download it elsewhere and set {role.setting} "
+                            "to its path.") from error
+    if digest.hexdigest() != role.md5:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{role.title} from {role.url} does not have the published checksum (MD5 "
+                            f"{digest.hexdigest()}, expected {role.md5}), so it was not kept. Try again; if "
+                            "it persists, the file at that address has changed: download it elsewhere, check "
+                            f"it, and set {role.setting} to its path.")
+    shutil.move(partial, target)
+    return target
 
 
 def pipeline_patterns(files: list[str]) -> list[str]:

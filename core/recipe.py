@@ -12,7 +12,7 @@ on its own; same device and dtype, and on a CPU the same number of threads).
 JSON layout (``version`` 3)::
 
     {"version": 3, "app": "inpaint-studio", "name": "…",
-     "selection": {"kind": "text", "text": "the cat", "top_k": 1},
+     "selection": {"kind": "text", "text": "logo", "top_k": 1, "all_instances": true, "min_score": 0.5},
      "mask_ops": [{"op": "grow", "px": 8}, {"op": "feather", "inner": 0, "outer": 12}],
      "action": {"type": "inpaint", "params": {…InpaintParams…}},
      "seed": {"policy": "per_image", "seed": 42}}
@@ -84,8 +84,11 @@ class Selection:
     top_k: int = 1  # text: the union of the best k objects
     points: tuple[tuple[float, float, int], ...] = ()  # (x, y, label 1 include / 0 exclude)
     box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1)
-    step: int = 0  # clicks: 0 = the smallest object at the click, +1 the next larger…
+    step: int = 0  # clicks: FastSAM 0 = the smallest object at the click, +1 the next larger…; SAM: from its best
     backend: str = "fastsam"
+    refiner: str = "sam2"  # backend "sam": which SAM (SAM 2.1 by default; another one present if it is not)
+    all_instances: bool = False  # text: every instance SAM 3 finds (else the best top_k)
+    min_score: float = 0.5  # text with SAM 3: the lowest instance score kept
     mask_png: str = ""  # kind "mask": the mask as a base64 PNG (white = edit)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class Selection:
             raise RecipeError(message)
         if self.top_k < 1:
             raise RecipeError("selection.top_k must be at least 1.")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise RecipeError("selection.min_score is a score from 0 to 1.")
 
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> Selection:
@@ -129,7 +134,8 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind}
-        keep = {"text": ("text", "top_k"), "points": ("points", "step", "backend"), "box": ("box", "backend"),
+        keep = {"text": ("text", "top_k", "all_instances", "min_score"),
+                "points": ("points", "step", "backend", "refiner"), "box": ("box", "backend", "refiner"),
                 "mask": ("mask_png",)}.get(self.kind, ())
         for name in keep:
             value = getattr(self, name)
@@ -426,7 +432,8 @@ def select_region(
             points=tuple((x * width, y * height, label) for x, y, label in selection.points),
             box=tuple(v * s for v, s in zip(selection.box, (width, height, width, height))) if selection.box else None,
             text=selection.text if selection.kind == "text" else "",
-            top_k=selection.top_k, step=selection.step, backend=selection.backend,
+            top_k=selection.top_k, step=selection.step, backend=selection.backend, refiner=selection.refiner,
+            min_score=selection.min_score,
         )
         try:
             result = segmenter.segment(image, image_id or content_hash(image), prompt)
@@ -436,7 +443,12 @@ def select_region(
             notes.append(result.fallback)
         if result.message:
             notes.append(result.message)
-        chosen = result.masks[: selection.top_k] if selection.kind == "text" else result.masks[:1]
+        if selection.kind != "text":
+            chosen = result.masks[:1]
+        elif selection.all_instances and result.instances:
+            chosen = result.masks  # every instance of the concept SAM 3 found
+        else:
+            chosen = result.masks[: selection.top_k]
         mask = np.logical_or.reduce(chosen) if chosen else np.zeros((height, width), bool)
     for op in recipe.mask_ops:
         mask = _apply_op(mask, op)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -34,14 +34,23 @@ class SegmentError(UserError):
 # --- the prompt ------------------------------------------------------------------------------
 
 
+def _ordered(box) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
 @dataclass(frozen=True)
 class SegmentPrompt:
     """What the user asked for, in the photo's pixel coordinates.
 
     ``points``: ``(x, y, label)`` with label 1 = part of the object, 0 = not part of it.
     ``box``: ``(x0, y0, x1, y1)``. ``text``: what the object is called. ``top_k``: how many text
-    candidates to return. ``step``: 0 picks the smallest candidate at each positive point, +1 the
-    next larger one, and so on. ``clip_to_box``: cut the box's best candidate to the box.
+    candidates to return. ``step``: FastSAM: 0 picks the smallest candidate at each positive point,
+    +1 the next larger one, and so on; SAM: 0 is the mask SAM scores best, -1 the next smaller of its
+    proposals, +1 the next larger. ``clip_to_box``: cut the box's best candidate to the box.
+    ``refiner``: the SAM engine (a catalog name) that answers the ``sam`` backend. ``examples``: boxes
+    showing the concept by example, ``((x0, y0, x1, y1), label)`` with label 1 = like this, 0 = not
+    like this (SAM 3). ``min_score``: SAM 3's lowest instance score kept.
     """
 
     points: tuple[tuple[float, float, int], ...] = ()
@@ -51,6 +60,9 @@ class SegmentPrompt:
     backend: Backend = "fastsam"
     step: int = 0
     clip_to_box: bool = False
+    refiner: str = "sam2"
+    examples: tuple[tuple[tuple[float, float, float, float], int], ...] = ()
+    min_score: float = 0.5
 
     def __post_init__(self) -> None:
         points = tuple((float(x), float(y), int(label)) for x, y, label in self.points)
@@ -58,8 +70,13 @@ class SegmentPrompt:
             raise SegmentError("A point's label must be 1 (include) or 0 (exclude).")
         object.__setattr__(self, "points", points)
         if self.box is not None:
-            x0, y0, x1, y1 = (float(v) for v in self.box)
-            object.__setattr__(self, "box", (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            object.__setattr__(self, "box", _ordered(self.box))
+        examples = tuple((_ordered(box), int(label)) for box, label in self.examples)
+        if any(label not in (0, 1) for _, label in examples):
+            raise SegmentError("An example box's label must be 1 (like this) or 0 (not like this).")
+        object.__setattr__(self, "examples", examples)
+        if not 0.0 <= self.min_score <= 1.0:
+            raise SegmentError(f"min_score is a score from 0 to 1 (got {self.min_score}).")
         object.__setattr__(self, "text", self.text.strip())
         if self.top_k < 1:
             raise SegmentError("top_k must be at least 1.")
@@ -76,7 +93,12 @@ class SegmentPrompt:
 
     @property
     def is_empty(self) -> bool:
-        return not self.points and self.box is None and not self.text
+        return not self.points and self.box is None and not self.text and not self.examples
+
+    @property
+    def is_concept(self) -> bool:
+        """A concept to find every instance of: a text, example boxes, or both."""
+        return bool(self.text or self.examples)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +114,9 @@ class SegmentPrompt:
             backend=data.get("backend", "fastsam"),
             step=int(data.get("step", 0)),
             clip_to_box=bool(data.get("clip_to_box", False)),
+            refiner=str(data.get("refiner", "sam2")),
+            examples=tuple((tuple(box), int(label)) for box, label in data.get("examples", ())),
+            min_score=float(data.get("min_score", 0.5)),
         )
 
     def checked_for(self, image_size: tuple[int, int]) -> SegmentPrompt:
@@ -101,13 +126,16 @@ class SegmentPrompt:
         """
         width, height = image_size
         points = tuple((x, y, label) for x, y, label in self.points if 0 <= x < width and 0 <= y < height)
-        box = self.box
-        if box is not None:
+
+        def clamped(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
             x0, y0, x1, y1 = box
             box = (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
             if box[2] - box[0] < 1 or box[3] - box[1] < 1:
                 raise SegmentError("The box has no area inside the photo: drag a box around the object.")
-        return SegmentPrompt(points, box, self.text, self.top_k, self.backend, self.step, self.clip_to_box)
+            return box
+
+        return replace(self, points=points, box=clamped(self.box) if self.box is not None else None,
+                       examples=tuple((clamped(box), label) for box, label in self.examples))
 
 
 @dataclass
@@ -130,7 +158,9 @@ class SegmentResult:
     timings: dict[str, float] = field(default_factory=dict)
     message: str = ""
     fallback: str = ""
-    levels: int = 0  # point prompts: how many nested candidates the clicks can step through
+    levels: int = 0  # point prompts: how many nested candidates (or SAM proposals) Bigger / Smaller step through
+    level: int = 0  # which of them is shown, 0 = the smallest
+    instances: bool = False  # the masks are every instance of a concept found (SAM 3), not ranked guesses
 
     @property
     def mask(self) -> np.ndarray | None:

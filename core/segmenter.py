@@ -1,10 +1,16 @@
-"""The selection service: answers :class:`SegmentPrompt`s for photos, running each model at most
-once per photo.
+"""The selection service: answers :class:`SegmentPrompt`s for photos, running each model's heavy
+part at most once per photo.
+
+Which engine answers what comes from the catalog (each selection entry's ``answers`` option, best
+first): clicks and boxes go to FastSAM's candidates, or to a SAM (SAM 2.1 by default, SAM ViT-Base as
+a setting) when the prompt asks to refine; a concept (a text, example boxes) goes to SAM 3, else to
+CLIP scoring FastSAM's candidates; GrabCut answers clicks and boxes when no model can. A result says
+which engine answered and, when it is not the one asked for, why (``fallback``).
 
 The models come from the model manager (loaded on first use; each call holds the model's lock and
-counts as running work, so the memory janitor waits); per-photo results (FastSAM candidates, CLIP embeddings of the candidates, SAM image
-embeddings) live here, in bounded LRU caches keyed by the photo's content hash and the settings
-that produced them, shared by every session of the server.
+counts as running work, so the memory janitor waits); per-photo results (FastSAM candidates, CLIP
+embeddings of the candidates, SAM and SAM 3 image embeddings) live here, in bounded LRU caches keyed
+by the photo's content hash and the settings that produced them, shared by every session of the server.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from core.segment import (
 # CLIP ViT-B/32 cosine similarity below which a text "matches nothing well" (good matches of a
 # blanked-out object crop score about 0.25-0.33).
 WEAK_TEXT_MATCH = 0.22
+CONCEPT_CACHE_SIZE = 2  # photos whose SAM 3 embedding is kept
 
 
 class Segmenter:
@@ -45,7 +52,9 @@ class Segmenter:
         self._errors: dict[str, str] = {}
         self.candidate_cache: LRUCache[CandidateSet] = LRUCache(cache_size)
         self._clip_cache: LRUCache[np.ndarray] = LRUCache(cache_size)
-        self._sam_cache: LRUCache[Any] = LRUCache(cache_size)
+        self._embeddings: LRUCache[Any] = LRUCache(cache_size)  # (engine, photo) → a SAM's image embedding
+        # SAM 3's multi-scale features take about 250 MB a photo in float32: fewer are kept.
+        self._concept_embeddings: LRUCache[Any] = LRUCache(min(cache_size, CONCEPT_CACHE_SIZE))
 
     # --- engines ---------------------------------------------------------------------------
 
@@ -63,6 +72,20 @@ class Segmenter:
     def error(self, role: str) -> str | None:
         """Why ``role``'s engine could not be loaded, if it could not."""
         return self._errors.get(role)
+
+    def first_available(self, names: list[str]) -> str | None:
+        """The first of engines ``names`` that loads (the others' errors are kept), or None."""
+        return next((name for name in names if self.engine(name) is not None), None)
+
+    def refiners(self) -> list[str]:
+        """The engines that refine clicks and boxes (SAM 2.1, SAM), best first."""
+        return self.manager.catalog.answering("clicks")
+
+    def concept_engine(self) -> str | None:
+        """The engine that finds every instance of a concept (SAM 3), when it is on this machine."""
+        present = [name for name in self.manager.catalog.answering("concepts")
+                   if self.manager.is_loaded(name) or self.manager.has(name)]
+        return self.first_available(present)
 
     def has_candidates(self, image_id: str, settings: FastSAMSettings = FastSAMSettings()) -> bool:
         """Whether the photo's everything pass with these settings is already cached."""
@@ -97,6 +120,18 @@ class Segmenter:
                 self.candidate_cache.put(key, cached)
         return cached, timings["everything"]
 
+    def embedding(self, name: str, image: Image.Image, image_id: str, timings: dict[str, float]) -> Any:
+        """Engine ``name``'s embedding of the photo (its image encoder runs once per photo); hold the
+        engine's lock around the call."""
+        key = (name, image_id)
+        cache = self._concept_embeddings if name in self.manager.catalog.answering("concepts") else self._embeddings
+        embedding = cache.get(key)
+        if embedding is None:
+            with timed(timings, "embed"):
+                embedding = self.engine(name).embed(image)
+            cache.put(key, embedding)
+        return embedding
+
     def _candidate_embeddings(
         self, image: Image.Image, image_id: str, candidates: CandidateSet, settings: FastSAMSettings
     ) -> np.ndarray:
@@ -120,9 +155,11 @@ class Segmenter:
     ) -> SegmentResult:
         """Answer ``prompt`` for ``image`` (RGB, full resolution); masks come at full resolution.
 
-        Falls back to GrabCut for clicks and boxes when FastSAM cannot be had, and says so in the
-        result's message. Raises SegmentError for a prompt that cannot be answered at all (empty,
-        a zero-area box, text without CLIP).
+        A concept (text, example boxes) goes to SAM 3, else (text only) to CLIP over FastSAM's
+        candidates; clicks and boxes to FastSAM, or to the prompt's SAM refiner for the ``sam``
+        backend (another SAM when that one is missing); GrabCut when no model can answer. The
+        result's ``fallback`` says why another engine answered. Raises SegmentError for a prompt that
+        cannot be answered at all (empty, a zero-area box, text with neither SAM 3 nor CLIP).
         """
         checked = prompt.checked_for(image.size)
         dropped = len(prompt.points) - len(checked.points)
@@ -130,14 +167,17 @@ class Segmenter:
         if checked.is_empty:
             raise SegmentError(note + "Click on the object, drag a box around it, or type what it is.")
 
-        if checked.text:
-            result = self._text(image, image_id, checked, settings)
-        elif checked.backend == "sam" and self.engine("sam") is not None:
-            result = self._sam(image, image_id, checked)
+        refiners = [checked.refiner, *(name for name in self.refiners() if name != checked.refiner)]
+        if checked.is_concept:
+            result = self._concept(image, image_id, checked, settings)
+        elif checked.backend == "sam" and (refiner := self.first_available(refiners)) is not None:
+            result = self._sam(image, image_id, checked, refiner)
+            if refiner != checked.refiner:
+                result.fallback = f"{self.error(checked.refiner)} Used {self._title(refiner)} instead."
         elif checked.backend in ("fastsam", "sam") and self.engine(settings.model) is not None:
             result = self._fastsam(image, image_id, checked, settings)
             if checked.backend == "sam":
-                result.fallback = f"{self.error('sam')} Used FastSAM instead."
+                result.fallback = f"{self.error(checked.refiner)} No SAM is available; used FastSAM instead."
         else:
             result = self._grabcut(image, checked)
             if checked.backend != "grabcut":
@@ -167,6 +207,7 @@ class Segmenter:
                     protected.add(best)
             positive = [candidates.to_work(x, y) for x, y in prompt.positive]
             from_points, chosen, result.levels, missed = select_positive(candidates, positive, prompt.step)
+            result.level = min(max(prompt.step, 0), max(result.levels - 1, 0))
             mask |= from_points
             scores.extend(float(candidates.scores[i]) for i in chosen)
             protected |= {int(i) for x, y in positive for i in candidates.containing(x, y)}
@@ -179,6 +220,42 @@ class Segmenter:
         with timed(timings, "upscale"):
             result.masks = [candidates.to_image(mask)]
         result.scores = [float(np.mean(scores))] if scores else [0.0]
+        return result
+
+    def _title(self, name: str) -> str:
+        return self.manager.catalog.title(name)
+
+    def _concept(
+        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings
+    ) -> SegmentResult:
+        """Every instance of the prompt's concept: SAM 3, else CLIP's ranking of FastSAM's candidates."""
+        concepts = self.manager.catalog.answering("concepts")
+        name = self.concept_engine()
+        if name is not None:
+            return self._instances(image, image_id, prompt, name)
+        why = next((self.error(n) for n in concepts if self.error(n)), None) or (
+            f"{self._title(concepts[0])} is not on this machine." if concepts else "No concept model is configured.")
+        if not prompt.text:
+            raise SegmentError(f"Selecting by example boxes needs SAM 3: {why} Type what the object is instead, "
+                               "or click it.")
+        result = self._text(image, image_id, prompt, settings)
+        result.fallback = f"{why} CLIP chose among FastSAM's candidates instead (one object at a time)."
+        return result
+
+    def _instances(self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str) -> SegmentResult:
+        timings: dict[str, float] = {}
+        engine = self.engine(name)
+        with self.manager.hold(name):
+            embedding = self.embedding(name, image, image_id, timings)
+            with timed(timings, "find"):
+                instances = engine.find(embedding, text=prompt.text, boxes=prompt.examples,
+                                        threshold=prompt.min_score)
+        result = SegmentResult([instance.mask for instance in instances], [instance.score for instance in instances],
+                               name, engine.model_id, timings=timings, instances=True)
+        if not instances:
+            what = f"“{prompt.text}”" if prompt.text else "anything like the example boxes"
+            result.message = (f"{self._title(name)} found no {what} scoring at least {prompt.min_score:.2f} in this "
+                              "photo; try another word, an example box, or a lower minimum score.")
         return result
 
     def _text(
@@ -216,21 +293,32 @@ class Segmenter:
             )
         return result
 
-    def _sam(self, image: Image.Image, image_id: str, prompt: SegmentPrompt) -> SegmentResult:
-        sam = self.engine("sam")
+    def _sam(self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str) -> SegmentResult:
+        """Clicks and a box answered by SAM engine ``name`` from the photo's cached embedding. Its
+        proposals, smallest first, are the levels Bigger / Smaller step through (``prompt.step``
+        away from the answer). A lone click is ambiguous (a shirt, or the person wearing it): the
+        answer is the proposal SAM scores best. More clicks or a box are not: the answer is SAM's
+        single mask for them, placed among the proposals by its area."""
+        sam = self.engine(name)
         timings: dict[str, float] = {}
-        embedding = self._sam_cache.get(image_id)
-        with self.manager.hold("sam"):
-            if embedding is None:
-                with timed(timings, "embed"):
-                    embedding = sam.embed(image)
-                self._sam_cache.put(image_id, embedding)
+        with self.manager.hold(name):
+            embedding = self.embedding(name, image, image_id, timings)
             with timed(timings, "decode"):
-                mask, score = sam.segment(embedding, prompt.points, prompt.box)
-        result = SegmentResult([mask], [score], "sam", sam.model_id, timings=timings)
+                proposals = sam.proposals(embedding, prompt.points, prompt.box)
+                single = sam.segment(embedding, prompt.points, prompt.box) \
+                    if len(prompt.points) != 1 or prompt.box is not None else None
+        if single is None:
+            best = max(range(len(proposals)), key=lambda i: proposals[i][1])
+        else:
+            area = int(single[0].sum())
+            best = min(range(len(proposals)), key=lambda i: abs(int(proposals[i][0].sum()) - area))
+        level = min(max(best + prompt.step, 0), len(proposals) - 1)
+        mask, score = single if single is not None and prompt.step == 0 else proposals[level]
+        result = SegmentResult([mask], [score], name, sam.model_id, timings=timings, levels=len(proposals),
+                               level=level)
         if not mask.any():
             result.masks, result.scores = [], []
-            result.message = "SAM selected nothing there; try another spot or a box."
+            result.message = f"{self._title(name)} selected nothing there; try another spot or a box."
         return result
 
     def _grabcut(self, image: Image.Image, prompt: SegmentPrompt) -> SegmentResult:

@@ -99,10 +99,16 @@ with settings_col:
     generate_col, remove_col = st.columns(2)
     generate = generate_col.button("Generate", type="primary", width="stretch",
                                    disabled=params is None or not document.mask.any())
-    remover = removal[0]
+    remover = removal[0]  # the catalog lists removal engines best first: LaMa, MI-GAN, OpenCV
     remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
                                help=f"Fill the region from its surroundings ({resources.engine_title(remover)}), "
                                     "no prompt needed.")
+    remove_col.caption(f"with {resources.engine_title(remover)}")
+    if not catalog.engines[remover].roles:
+        learned = resources.first_model("removal")
+        st.caption(f"Removal uses OpenCV, a smooth fill that suits small regions: {learned.role.title} is not on "
+                   f"this machine. Get it with `python -m core models download {learned.role.name}` (about "
+                   f"{learned.role.size_gb * 1000:.0f} MB, runs on a CPU), or set {learned.role.setting}.")
 
     if generate or remove:
         edit = (Edit("inpaint", params) if generate else

@@ -208,3 +208,27 @@ def test_download_buttons_enable_once_there_is_a_mask(app_with_tiny_models):
     assert at.get("download_button")[0].disabled
     at = paint(at, (10, 10, 40, 40))
     assert not at.get("download_button")[0].disabled
+
+
+def test_the_home_page_says_what_does_each_task_on_this_machine(app_without_models, tiny_models):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    def tasks(at) -> str:
+        return next(m.value for m in at.markdown if "**Remove objects**" in m.value)
+
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    bare = tasks(at)
+    assert "**Remove objects**: OpenCV Telea (a smooth fill: no LaMa or MI-GAN here)" in bare
+    assert "**Select by click or box**: GrabCut" in bare and "**Refine a selection**: FastSAM's candidates" in bare
+    assert "**Select by text**: not available" in bare and "**Regenerate from a prompt**: not available" in bare
+
+    for role in ("migan", "sam", "sam3", "fastsam", "clip"):
+        app_without_models.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(tiny_models[role]))
+    st.cache_resource.clear()  # a new server process, as after installing models
+    st.cache_data.clear()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    equipped = tasks(at)
+    assert "**Remove objects**: MI-GAN\n" in equipped  # no LaMa here: the next best
+    assert "**Refine a selection**: SAM ViT-Base" in equipped and "**Select by text**: SAM 3, every instance" in equipped
+    assert "**Select by click or box**: FastSAM-s" in equipped

@@ -12,7 +12,8 @@ from tests.helpers import INPAINT_PAGE_PHOTO_SIZE as PHOTO_SIZE
 from tests.helpers import inpaint_page, make_photo, region
 from ui import forms, session
 
-REMOVAL_ENGINES = BUILTIN.engine_names(("removal",))  # ["telea", "navier_stokes"]
+REMOVAL_ENGINES = [name for name in BUILTIN.engine_names(("removal",))
+                   if not BUILTIN.engines[name].roles]  # OpenCV's, which need no model
 
 
 def button(at: AppTest, label: str):
@@ -94,6 +95,19 @@ def test_without_diffusion_models_remove_object_still_works(app_without_models):
     assert not at.exception and not at.error
     result = at.session_state[session.INPAINT_RESULT]
     assert result.engine == "telea" and len(result.images) == 1
+    assert outside_band_unchanged(result.images[0], at.session_state[forms.FEATHER_OUTER])
+    assert any("Removal uses OpenCV" in c.value and "python -m core models download lama" in c.value
+               for c in at.caption)
+
+
+def test_remove_object_uses_lama_when_it_is_here_and_says_so(app_with_tiny_models):
+    at = inpaint_page()
+    assert "with LaMa" in [c.value for c in at.caption]
+    assert not any("Removal uses OpenCV" in c.value for c in at.caption)
+    at = generate(at, "Remove object")
+    assert not at.exception and not at.error
+    result = at.session_state[session.INPAINT_RESULT]
+    assert result.engine == "lama" and result.model_id.endswith("big-lama.pt") and len(result.images) == 1
     assert outside_band_unchanged(result.images[0], at.session_state[forms.FEATHER_OUTER])
 
 

@@ -75,7 +75,7 @@ def test_click_selects_with_fastsam_and_adds_to_the_mask(app_with_tiny_models, t
     at = click(segment_page(), x, y)
     assert not at.exception and not at.error
     assert at.session_state[session.SEGMENT_POINTS] == [(pytest.approx(x, abs=1), pytest.approx(y, abs=1), 1)]
-    assert "with fastsam" in selected_caption(at)
+    assert "with FastSAM-s (fastsam)" in selected_caption(at)
     result = at.session_state[session.SEGMENT_RESULT][1]
     assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0]) and result.mask[y, x]
 
@@ -119,9 +119,11 @@ def test_exclude_clicks_and_clear(app_with_tiny_models, tiny_models):
     assert at.session_state[session.SEGMENT_POINTS] == [] and selected_caption(at) is None
 
 
-def test_text_prompt_shows_candidates_to_choose_from(app_with_tiny_models):
+def test_text_without_sam3_ranks_fastsams_candidates_with_clip(app_with_tiny_models, tmp_path):
+    app_with_tiny_models.setenv("INPAINT_STUDIO_MODEL_SAM3", str(tmp_path / "no-sam3"))
     at = segment_page()
     at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()
+    assert any("CLIP** ranks FastSAM's objects" in c.value and "models download sam3" in c.value for c in at.caption)
     at.text_input(key=forms.SEGMENT_TEXT).input("a red disk")
     at.number_input(key=forms.SEGMENT_TOP_K).set_value(3)
     next(b for b in at.get("button") if b.label == "Find").click()
@@ -136,6 +138,58 @@ def test_text_prompt_shows_candidates_to_choose_from(app_with_tiny_models):
     button(at, "Replace mask").click().run()
     assert np.array_equal(at.session_state[session.MASK].mask, union)
     assert at.session_state[session.MASK].history == ["segment: “a red disk”"]
+
+
+def find(at: AppTest, text: str, min_score: float | None = None) -> AppTest:
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()
+    at.text_input(key=forms.SEGMENT_TEXT).input(text)
+    if min_score is not None:
+        at.slider(key=forms.SEGMENT_MIN_SCORE).set_value(min_score)
+    next(b for b in at.get("button") if b.label == "Find").click()
+    return at.run()
+
+
+def test_text_with_sam3_shows_every_instance_to_pick_several_or_all(app_with_tiny_models):
+    at = segment_page()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()
+    assert any("SAM 3** finds every instance" in c.value for c in at.caption)
+    at = find(at, "red disk", min_score=0.0)  # the tiny random SAM 3 scores everything low
+    assert not at.exception and not at.error
+    result = at.session_state[session.SEGMENT_RESULT][1]
+    assert result.backend == "sam3" and result.instances and len(result.masks) >= 3
+    picks = [c for c in at.checkbox if c.label.startswith("#")]
+    assert len(picks) == len(result.masks) and all(pick.value for pick in picks)  # every instance, at first
+    assert "(sam3)" in selected_caption(at)
+    button(at, "Select none").click().run()
+    assert not any(c.value for c in at.checkbox if c.label.startswith("#"))
+    assert selected_caption(at) is None and button(at, "Add to mask").disabled
+    picks = [c for c in at.checkbox if c.label.startswith("#")]
+    picks[0].check()
+    picks[2].check()
+    at.run()
+    button(at, "Replace mask").click().run()
+    assert np.array_equal(at.session_state[session.MASK].mask, result.masks[0] | result.masks[2])
+    assert at.session_state[session.MASK].history == ["segment: “red disk”"]
+    button(at, f"Select all {len(result.masks)}").click().run()
+    assert np.array_equal(at.session_state[session.SEGMENT_RESULT][1].masks[1], result.masks[1])
+    assert all(c.value for c in at.checkbox if c.label.startswith("#"))
+
+
+def test_sam3_finds_objects_like_example_boxes(app_with_tiny_models):
+    at = find(segment_page(), "", min_score=0.0)
+    assert session.SEGMENT_RESULT not in at.session_state  # an empty text asks nothing
+    at.button_group(key=forms.SEGMENT_EXAMPLE_LABEL).set_value("Like this").run()
+    at = rect(at, 150, 90, 330, 250)
+    (box, label), = at.session_state[session.SEGMENT_EXAMPLES]
+    assert box == pytest.approx((150, 90, 330, 250), abs=0.5) and label == 1
+    at.button_group(key=forms.SEGMENT_EXAMPLE_LABEL).set_value("Not like this").run()
+    at = rect(at, 0, 0, 60, 60)
+    assert [label for _, label in at.session_state[session.SEGMENT_EXAMPLES]] == [1, 0]
+    assert not at.exception and not at.error
+    result = at.session_state[session.SEGMENT_RESULT][1]
+    assert result.backend == "sam3" and result.masks
+    button(at, "Clear selection").click().run()
+    assert at.session_state[session.SEGMENT_EXAMPLES] == []
 
 
 def test_zero_area_box_is_a_clear_error(app_with_tiny_models):
@@ -177,8 +231,8 @@ def test_sam_refinement_answers_clicks(app_with_tiny_models):
     at = click(at, 240, 170)
     assert not at.exception and not at.error
     result = at.session_state[session.SEGMENT_RESULT][1]
-    assert result.backend == "sam"
-    assert "with sam" in selected_caption(at)
+    assert result.backend == "sam2"  # SAM 2.1 refines by default
+    assert f"({result.backend})" in selected_caption(at)
     assert result.mask.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0])
     # Another click on the same photo reuses SAM's image embedding: only the decoder runs.
     at = click(at, 100, 60)

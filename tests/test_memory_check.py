@@ -50,7 +50,8 @@ def test_the_inpaint_page_says_why_and_offers_removal(app_with_tiny_models, monk
     monkeypatch.setattr(core.memory, "memory_available_gb", lambda settings, device: 1e-6)
     at = inpaint_page()
     assert not at.exception
-    assert at.selectbox(key=forms.INPAINT_ENGINE).value == "telea"
+    assert at.selectbox(key=forms.INPAINT_ENGINE).value == "lama"  # the best remover, which fits
     notes = [info.value for info in at.info if "not offered" in info.value]
     assert len(notes) == 2 and any("Stable Diffusion 1.5" in note for note in notes)
+    assert all("removal (LaMa) still works" in note for note in notes)
     assert not any("No diffusion model is on this machine" in info.value for info in at.info)

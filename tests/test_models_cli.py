@@ -187,3 +187,93 @@ def test_a_pipeline_repository_without_fp16_weights_gets_its_plain_ones():
     wanted = model_files.pipeline_patterns(plain)
     assert "*/diffusion_pytorch_model.safetensors" in wanted and not any(p.endswith(".bin") for p in wanted)
     assert "*/diffusion_pytorch_model.bin" in model_files.pipeline_patterns(["unet/diffusion_pytorch_model.bin"])
+
+
+# --- files published outside the hub (LaMa, MI-GAN): HTTPS with the MD5 checked ------------------------
+
+
+def _published(tmp_path, content: bytes, md5: str | None = None):
+    """A catalog entry like LaMa's whose address is a local file (``urllib`` fetches file:// as https://)."""
+    import dataclasses
+    import hashlib
+
+    source = tmp_path / "published" / "big-lama.pt"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(content)
+    return dataclasses.replace(ROLES["lama"], url=source.as_uri(),
+                               md5=md5 or hashlib.md5(content).hexdigest())
+
+
+def test_a_published_file_is_fetched_into_the_models_folder_and_found_there(no_models, tmp_path):
+    from core.model_files import download_url, locate
+
+    role = _published(tmp_path, b"torchscript bytes")
+    models = tmp_path / "models"
+    logged = []
+    path = download_url(role, models, logged.append)
+    assert path == models / "big-lama.pt" and path.read_bytes() == b"torchscript bytes"
+    assert locate("lama", load_settings()).path == path  # the app finds it with no setting
+    assert download_url(role, models, logged.append) == path and "checksum verified" in logged[-1]
+
+
+def test_a_download_whose_checksum_differs_is_refused_and_nothing_is_kept(no_models, tmp_path):
+    from core.model_files import DownloadError, download_url
+
+    role = _published(tmp_path, b"a changed file", md5="e3aa4aaa15225a33ec84f9f4bc47e500")
+    with pytest.raises(DownloadError, match="checksum") as refused:
+        download_url(role, tmp_path / "models", lambda text: None)
+    assert "e3aa4aaa15225a33ec84f9f4bc47e500" in str(refused.value) and role.setting in str(refused.value)
+    assert list((tmp_path / "models").iterdir()) == []  # neither the file nor a partial one
+
+
+def test_an_unreachable_address_says_what_to_do(no_models, tmp_path):
+    import dataclasses
+
+    from core.model_files import DownloadError, download_url
+
+    role = dataclasses.replace(ROLES["migan"], url=(tmp_path / "nowhere.pt").as_uri())
+    with pytest.raises(DownloadError, match="could not be fetched") as failed:
+        download_url(role, tmp_path / "models", lambda text: None)
+    assert "INPAINT_STUDIO_MODEL_MIGAN" in str(failed.value)
+
+
+def test_models_download_lama_goes_through_the_checksummed_fetch(no_models, monkeypatch, capsys, tmp_path):
+    no_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    fetched = []
+    monkeypatch.setattr(model_files, "download_url",
+                        lambda role, folder, log: fetched.append((role.name, role.url, role.md5)) or folder / role.default)
+    assert cli.main(["models", "download", "lama", "migan", "--dir", str(tmp_path / "out")]) == 0
+    assert [name for name, _, _ in fetched] == ["lama", "migan"]
+    assert all(url.startswith("https://") and len(md5) == 32 for _, url, md5 in fetched)
+    assert f"INPAINT_STUDIO_MODEL_LAMA={tmp_path / 'out' / 'big-lama.pt'}" in capsys.readouterr().out
+
+
+def test_a_gated_model_without_a_token_says_how_to_get_access(no_models, monkeypatch):
+    import huggingface_hub
+
+    from core.model_files import DownloadError, download
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *args, **kwargs: pytest.fail("nothing is asked of the hub without a token"))
+    with pytest.raises(DownloadError, match="gated") as refused:
+        download("sam3", load_settings())
+    assert "HF_TOKEN" in str(refused.value) and "huggingface.co/facebook/sam3" in str(refused.value)
+
+
+def test_a_gated_model_refused_by_the_hub_says_the_licence_must_be_accepted(no_models, monkeypatch):
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError
+
+    from core.model_files import DownloadError, download
+
+    def refuse(*args, **kwargs):
+        response = httpx.Response(403, request=httpx.Request("GET", "https://huggingface.co/facebook/sam3"))
+        raise GatedRepoError("403 Client Error: access to model facebook/sam3 is restricted", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(DownloadError, match="refused the token") as refused:
+        download("sam3", load_settings())
+    assert "Accept its licence" in str(refused.value)

@@ -186,7 +186,7 @@ DELETE = object()
         (relight, "action.method", "magic", "action.method"),
         (relight, "action.params.denoise", 0, "action.params: Denoise"),
         (relight, "action.params.strength", 0.5, "action.params: unknown field strength"),
-        (valid, "action.type", "remove", "action.params.engine: remove cannot use 'sdxl'; use one of telea"),
+        (valid, "action.type", "remove", "action.params.engine: remove cannot use 'sdxl'; use one of lama, migan, telea"),
     ],
 )
 def test_bad_recipes_name_the_field(base, path, value, words):

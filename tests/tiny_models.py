@@ -2,9 +2,9 @@
 
 No real weights can be downloaded here, yet the app's loading code must be exercised end to end:
 ``AutoPipelineForInpainting.from_pretrained(dir)``, ``ultralytics.FastSAM(path)``,
-``CLIPModel.from_pretrained(dir)``, ``SamModel.from_pretrained(dir)``. This module builds, on CPU,
-without network and in seconds, a randomly initialised model per role, saved exactly the way the
-real ones are distributed:
+``CLIPModel.from_pretrained(dir)``, ``SamModel.from_pretrained(dir)``, ``torch.jit.load(path)``. This
+module builds, on CPU, without network and in seconds, a randomly initialised model per role, saved
+exactly the way the real ones are distributed:
 
 ========================  ==========================================================================
 role                      output under OUTDIR
@@ -17,6 +17,11 @@ role                      output under OUTDIR
 ``iclight_base``          ``iclight_base/``: SD1.5 text-to-image ``StableDiffusionPipeline``, 4-channel UNet
 ``iclight``               ``iclight_sd15_fc.safetensors``: IC-Light fc offsets for ``iclight_base``'s UNet
                           widened to 8 input channels (a subset of its keys, ``conv_in.weight`` included)
+``lama``                  ``big-lama.pt``: a TorchScript module with big-lama's call contract
+                          (``torch.jit.save``, as IOPaint publishes it)
+``migan``                 ``migan_traced.pt``: a traced TorchScript module with MI-GAN's call contract
+``sam2``                  ``sam2/``: a ``Sam2Model`` and its ``Sam2Processor`` (:mod:`tests.tiny_sam2`)
+``sam3``                  ``sam3/``: a ``Sam3Model`` and its ``Sam3Processor`` (:mod:`tests.tiny_sam3`)
 ========================  ==========================================================================
 
 Their outputs are noise; what they guarantee is everything that does not depend on weights: the
@@ -46,7 +51,7 @@ from pathlib import Path
 from core.config import OFFLINE_ENV
 
 ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam", "iclight_base", "iclight", "lcm_lora_sd15",
-         "lcm_lora_sdxl")
+         "lcm_lora_sdxl", "lama", "migan", "sam2", "sam3")
 
 # The environment setting through which the app takes each role's local model path.
 ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
@@ -62,6 +67,10 @@ OUTPUT_NAMES = {
     "iclight": "iclight_sd15_fc.safetensors",
     "lcm_lora_sd15": "lcm_lora_sd15",
     "lcm_lora_sdxl": "lcm_lora_sdxl",
+    "lama": "big-lama.pt",
+    "migan": "migan_traced.pt",
+    "sam2": "sam2",
+    "sam3": "sam3",
 }
 LORA_RANK = 4
 
@@ -99,6 +108,13 @@ ICLIGHT_OFFSET_KEYS = (
     "conv_out.bias",
 )
 ICLIGHT_OFFSET_SCALE = 0.05
+
+# The removal models' sizes. The tiny LaMa, like big-lama, halves its input three times and doubles it
+# back, so a side that is not a multiple of 8 fails inside it (the engine must pad). The tiny MI-GAN,
+# like the traced MI-GAN (whose noise constants are 512×512), takes 512×512 inputs and nothing else.
+LAMA_DOWNSAMPLINGS = 3
+MIGAN_SIZE = 512
+REMOVAL_CHANNELS = 8
 
 
 # --- shared pieces ---------------------------------------------------------------------------------
@@ -476,6 +492,105 @@ def build_lcm_lora_sdxl(outdir: Path) -> Path:
     return _build_once(Path(outdir) / OUTPUT_NAMES["lcm_lora_sdxl"], lambda path: _write_lora(path, "sdxl_inpaint"))
 
 
+def _tiny_lama():
+    """A module with big-lama's contract: ``forward(image, mask)``, image (1, 3, H, W) RGB in [0, 1],
+    mask (1, 1, H, W) with 1 = hole, H and W multiples of 8; returns (1, 3, H, W) in [0, 1].
+
+    As in LaMa's own forward, the hole is blanked out of the image, the mask is appended as a fourth
+    channel, and the prediction (a sigmoid) is blended in inside the hole only: known pixels pass through.
+    """
+    import torch
+    from torch import nn
+
+    class TinyLama(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            width = REMOVAL_CHANNELS
+            self.down = nn.Sequential(*(nn.Conv2d(4 if i == 0 else width, width, 3, stride=2, padding=1)
+                                        for i in range(LAMA_DOWNSAMPLINGS)))
+            self.up = nn.Sequential(*(nn.ConvTranspose2d(width, width, 2, stride=2)
+                                      for _ in range(LAMA_DOWNSAMPLINGS)))
+            self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            masked = torch.cat([image * (1 - mask), mask], dim=1)
+            predicted = torch.sigmoid(self.to_rgb(torch.relu(self.up(torch.relu(self.down(masked))))))
+            return mask * predicted + (1 - mask) * image
+
+    torch.manual_seed(SEED)
+    return TinyLama().eval()
+
+
+def _write_lama(path: Path) -> None:
+    import torch
+
+    module = _tiny_lama()
+    example = (torch.rand(1, 3, 64, 96), (torch.rand(1, 1, 64, 96) > 0.5).float())
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example)  # convolutions only: it runs at any size the model takes
+    torch.jit.save(traced, str(path))
+
+
+def build_lama(outdir: Path) -> Path:
+    """Build a tiny LaMa as ``outdir/big-lama.pt`` (a TorchScript file loadable by ``torch.jit.load``,
+    IOPaint's big-lama contract) unless it exists; return its path."""
+    return _build_once(Path(outdir) / OUTPUT_NAMES["lama"], _write_lama)
+
+
+def _tiny_migan():
+    """A module with the traced MI-GAN's contract: ``forward(x)``, x (1, 4, 512, 512) =
+    ``cat([0.5 - mask, image * (1 - mask)])`` with the image in [-1, 1] and 1 = hole; returns
+    (1, 3, 512, 512) in [-1, 1] (a tanh). A fixed 512×512 noise constant, like MI-GAN's, makes any
+    other size fail."""
+    import torch
+    from torch import nn
+
+    class TinyMigan(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            width = REMOVAL_CHANNELS
+            self.down = nn.Conv2d(4, width, 3, stride=2, padding=1)
+            self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+            self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
+            self.register_buffer("noise_const", torch.randn(MIGAN_SIZE, MIGAN_SIZE))
+            self.noise_strength = nn.Parameter(torch.tensor(0.1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = torch.relu(self.up(torch.relu(self.down(x)))) + self.noise_const * self.noise_strength
+            return torch.tanh(self.to_rgb(features))
+
+    torch.manual_seed(SEED)
+    return TinyMigan().eval()
+
+
+def _write_migan(path: Path) -> None:
+    import torch
+
+    with torch.no_grad():
+        traced = torch.jit.trace(_tiny_migan(), torch.zeros(1, 4, MIGAN_SIZE, MIGAN_SIZE))
+    torch.jit.save(traced, str(path))
+
+
+def build_migan(outdir: Path) -> Path:
+    """Build a tiny MI-GAN as ``outdir/migan_traced.pt`` (a traced TorchScript file, IOPaint's
+    MI-GAN contract: 512×512 only) unless it exists; return its path."""
+    return _build_once(Path(outdir) / OUTPUT_NAMES["migan"], _write_migan)
+
+
+def build_sam2(outdir: Path) -> Path:
+    """Build a tiny SAM 2.1 as ``outdir/sam2/`` (see :mod:`tests.tiny_sam2`)."""
+    from tests.tiny_sam2 import build_sam2 as build  # that module imports this one
+
+    return build(outdir)
+
+
+def build_sam3(outdir: Path) -> Path:
+    """Build a tiny SAM 3 as ``outdir/sam3/`` (see :mod:`tests.tiny_sam3`)."""
+    from tests.tiny_sam3 import build_sam3 as build  # that module imports this one
+
+    return build(outdir)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd15_inpaint": build_sd15_inpaint,
     "sdxl_inpaint": build_sdxl_inpaint,
@@ -486,6 +601,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "iclight": build_iclight,
     "lcm_lora_sd15": build_lcm_lora_sd15,
     "lcm_lora_sdxl": build_lcm_lora_sdxl,
+    "lama": build_lama,
+    "migan": build_migan,
+    "sam2": build_sam2,
+    "sam3": build_sam3,
 }
 
 

@@ -60,16 +60,17 @@ def mask_canvas(background: Image.Image, *, tool: str, brush: int) -> np.ndarray
 
 
 def prompt_canvas(
-    background: Image.Image, *, mode: str, label: int
+    background: Image.Image, *, mode: str, label: int, labelled_boxes: bool = False
 ) -> tuple[list[tuple[float, float, int]], tuple[float, float, float, float] | None]:
     """A canvas for clicks (``mode="point"``) or a box (``mode="rect"``) over ``background``.
 
     Returns the new clicks as ``(x, y, label)`` and the newest box ``(x0, y0, x1, y1)``, both in
-    the photo's pixels (empty / None until something is drawn).
+    the photo's pixels (empty / None until something is drawn). ``labelled_boxes``: boxes are drawn
+    in the label's colour (example boxes: like this / not like this).
     """
     result = st_canvas(
         stroke_width=2,
-        stroke_color=POINT_COLORS[label] if mode == "point" else BOX_COLOR,
+        stroke_color=POINT_COLORS[label] if mode == "point" or labelled_boxes else BOX_COLOR,
         fill_color="rgba(255, 214, 0, 0.15)" if mode == "rect" else POINT_COLORS[label],
         background_image=background,
         background_image_fit="contain",
@@ -106,14 +107,16 @@ def draw_prompt(
     image_size: tuple[int, int],
     points: list[tuple[float, float, int]],
     box: tuple[float, float, float, float] | None,
+    examples: list[tuple[tuple[float, float, float, float], int]] = (),
 ) -> Image.Image:
-    """``image`` (a display copy of a photo of ``image_size``) with the clicks and box drawn on."""
+    """``image`` (a display copy of a photo of ``image_size``) with the clicks, box and example boxes
+    (green: like this, red: not like this) drawn on."""
     out = image.copy()
     draw = ImageDraw.Draw(out)
     scale_x, scale_y = image.width / image_size[0], image.height / image_size[1]
-    if box is not None:
-        x0, y0, x1, y1 = box
-        draw.rectangle((x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y), outline=BOX_COLOR, width=3)
+    for (x0, y0, x1, y1), color in [*(((box), BOX_COLOR),) * (box is not None),
+                                    *((example, POINT_COLORS[label]) for example, label in examples)]:
+        draw.rectangle((x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y), outline=color, width=3)
     for x, y, label in points:
         cx, cy, r = x * scale_x, y * scale_y, 6
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=POINT_COLORS[label], outline="white", width=2)

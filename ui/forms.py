@@ -37,6 +37,9 @@ SEGMENT_CONF = "segment_conf"
 SEGMENT_IOU = "segment_iou"
 SEGMENT_RETINA = "segment_retina"
 SEGMENT_CLIP_TO_BOX = "segment_clip_to_box"
+SEGMENT_REFINER = "segment_refiner"
+SEGMENT_MIN_SCORE = "segment_min_score"
+SEGMENT_EXAMPLE_LABEL = "segment_example_label"
 INPAINT_ENGINE = "inpaint_engine"
 INPAINT_PROMPT = "inpaint_prompt"
 INPAINT_NEGATIVE = "inpaint_negative"
@@ -102,6 +105,9 @@ DEFAULTS = {
     SEGMENT_IOU: 0.9,
     SEGMENT_RETINA: True,
     SEGMENT_CLIP_TO_BOX: False,
+    SEGMENT_REFINER: "sam2",
+    SEGMENT_MIN_SCORE: 0.5,
+    SEGMENT_EXAMPLE_LABEL: "Like this",
     INPAINT_ENGINE: None,
     INPAINT_PROMPT: "",
     INPAINT_NEGATIVE: _INPAINT["negative_prompt"],

@@ -73,6 +73,37 @@ def memory_notes() -> list[str]:
     return manager().memory_notes("diffusion")
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def in_use() -> list[tuple[str, str]]:
+    """(task, what does it on this machine now) for the home page: the best engine present for each
+    task, or its fallback."""
+    models, catalog_ = manager(), catalog()
+
+    def best(names: list[str]) -> str | None:
+        return next((catalog_.title(name) for name in names if models.has(name)), None)
+
+    def ready(kind: str) -> list[str]:
+        return models.engines(kind)
+
+    clicks = best(catalog_.answering("everything")) or "GrabCut (no FastSAM here)"
+    refine = best(catalog_.answering("clicks")) or "FastSAM's candidates (no SAM here)"
+    concepts = best(catalog_.answering("concepts"))
+    text = (f"{concepts}, every instance" if concepts else
+            "CLIP over FastSAM's candidates, one object at a time" if best(catalog_.answering("text"))
+            and best(catalog_.answering("everything")) else "not available (no SAM 3, CLIP or FastSAM here)")
+    removal, diffusion, relight = ready("removal"), ready("diffusion"), ready("relight")
+    return [
+        ("Select by click or box", clicks),
+        ("Refine a selection", refine),
+        ("Select by text", text),
+        ("Remove objects", catalog_.title(removal[0]) + (" (a smooth fill: no LaMa or MI-GAN here)"
+                                                         if not catalog_.engines[removal[0]].roles else "")),
+        ("Regenerate from a prompt", catalog_.title(diffusion[0]) if diffusion else
+         "not available (no diffusion model here, or too little memory)"),
+        ("Relight", catalog_.title(relight[0]) if relight else "the shading preview (no IC-Light here)"),
+    ]
+
+
 def first_model(kind: str) -> ModelStatus:
     """The main model of the catalog's first engine of ``kind`` (what to say is missing)."""
     entry = catalog().engines[catalog().engine_names((kind,), variants=False)[0]]

@@ -70,19 +70,28 @@ def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
         "mask": ("This mask, scaled to each photo", Selection.from_mask)
     }
     query = st.session_state.get(session.SEGMENT_QUERY, "")
+    answer = st.session_state.get(session.SEGMENT_RESULT)
     if query:
-        options["text"] = (f"The object named “{query}”", lambda _: Selection(kind="text", text=query))
+        every = answer is not None and answer[1].instances  # SAM 3 answered: every instance
+        min_score = float(st.session_state.get(forms.SEGMENT_MIN_SCORE, 0.5))
+        options["text"] = (f"Every “{query}” found" if every else f"The object named “{query}”",
+                           lambda _: Selection(kind="text", text=query, all_instances=every, min_score=min_score))
+    backend = {"FastSAM": "fastsam", "SAM (refine)": "sam", "GrabCut": "grabcut"}.get(
+        st.session_state.get(forms.SEGMENT_BACKEND, "FastSAM"), "fastsam")
+    refiner = st.session_state.get(forms.SEGMENT_REFINER, "sam2")
     points = st.session_state.get(session.SEGMENT_POINTS) or []
     if any(label == 1 for *_, label in points):
         relative = tuple((x / width, y / height, label) for x, y, label in points)
         step = st.session_state.get(session.SEGMENT_STEP, 0)
         options["points"] = ("The object at the same clicks",
-                             lambda _: Selection(kind="points", points=relative, step=step))
+                             lambda _: Selection(kind="points", points=relative, step=step, backend=backend,
+                                                 refiner=refiner))
     box = st.session_state.get(session.SEGMENT_BOX)
     if box is not None:
         x0, y0, x1, y1 = box
         relative_box = (x0 / width, y0 / height, x1 / width, y1 / height)
-        options["box"] = ("The object in the same box", lambda _: Selection(kind="box", box=relative_box))
+        options["box"] = ("The object in the same box",
+                          lambda _: Selection(kind="box", box=relative_box, backend=backend, refiner=refiner))
     options["mask_file"] = ("Each photo's own mask file", lambda _: Selection(kind="mask_file"))
     options["whole"] = ("The whole photo", lambda _: Selection(kind="whole"))
     return options

@@ -21,7 +21,7 @@ def selection_picture(width: int, selection: np.ndarray | None, prompt: SegmentP
         picture = overlay(picture, document.mask, opacity=0.25, outline=False)
     if selection is not None:
         picture = overlay(picture, selection, color=SELECTION_COLOR, opacity=0.45)
-    return draw_prompt(picture, loaded.size, list(prompt.points), prompt.box)
+    return draw_prompt(picture, loaded.size, list(prompt.points), prompt.box, list(prompt.examples))
 
 
 def thumbnail(mask: np.ndarray, size: int = 160) -> Image.Image:

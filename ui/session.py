@@ -26,7 +26,8 @@ MASK_CANVAS_VERSION = "mask_canvas_version"  # bumped to give the canvas a fresh
 SEGMENT_CANVAS_VERSION = "segment_canvas_version"
 SEGMENT_POINTS = "segment_points"  # [(x, y, label)] in photo pixels, label 1 include / 0 exclude
 SEGMENT_BOX = "segment_box"  # (x0, y0, x1, y1) in photo pixels, or None
-SEGMENT_STEP = "segment_step"  # 0 = smallest object at the clicks, +1 = next larger, ...
+SEGMENT_STEP = "segment_step"  # Bigger / Smaller: +1 = one size larger, -1 = smaller (see SegmentPrompt.step)
+SEGMENT_EXAMPLES = "segment_examples"  # [((x0, y0, x1, y1), label)] example boxes for SAM 3, label 1 like / 0 not
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
 INPAINT_RESULT = "inpaint_result"  # core.operations.inpaint.InpaintResult of the last generation
@@ -40,7 +41,7 @@ MAX_BASE_HISTORY = 10
 
 # Per-photo values that every page may read, with their empty defaults (set_photo resets them).
 SESSION_DEFAULTS = {SEGMENT_POINTS: list, SEGMENT_BOX: lambda: None, SEGMENT_STEP: int, SEGMENT_QUERY: str,
-                    BASE_HISTORY: list}
+                    SEGMENT_EXAMPLES: list, BASE_HISTORY: list}
 
 
 def init_session() -> None:
@@ -98,6 +99,7 @@ def clear_segment_prompt() -> None:
     st.session_state[SEGMENT_BOX] = None
     st.session_state[SEGMENT_STEP] = 0
     st.session_state[SEGMENT_QUERY] = ""
+    st.session_state[SEGMENT_EXAMPLES] = []
     st.session_state.pop(SEGMENT_RESULT, None)
     bump_canvas(SEGMENT_CANVAS_VERSION)
 

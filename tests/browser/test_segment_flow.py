@@ -27,7 +27,7 @@ def test_click_selects_and_adds_to_the_mask_at_the_clicked_place(page, app_url, 
     click_canvas(page, fx, fy)
     page.get_by_text("Selected").first.wait_for(timeout=30_000)
     caption = page.get_by_text("Selected").first.inner_text()
-    assert "with fastsam" in caption
+    assert "with FastSAM-s (fastsam)" in caption
     page.get_by_role("button", name="Add to mask").click()
     wait_idle(page)
     page.get_by_text("Added to the mask.").wait_for(timeout=30_000)
