@@ -289,9 +289,9 @@ ENGINES: tuple[EngineEntry, ...] = (
                 options={"pipeline_class": "StableDiffusionXLInpaintPipeline", "fp16_vae_setting": "sdxl_fp16_vae"}),
     # Removal engines in order of preference: "Remove object" uses the first one present.
     EngineEntry("lama", "LaMa", "removal", "core.engines.lama:LamaEngine", ("lama",), native_size=1024,
-                licence="Apache-2.0", speed="seconds on a CPU, instant on a GPU", memory_gb=1.0),
+                licence="Apache-2.0", speed="several seconds on a CPU, instant on a GPU", memory_gb=1.0),
     EngineEntry("migan", "MI-GAN", "removal", "core.engines.migan:MiganEngine", ("migan",), native_size=512,
-                licence="MIT", speed="a second or two on a CPU (512 px), instant on a GPU", memory_gb=0.3),
+                licence="MIT", speed="a few seconds on a CPU (at 512 px), instant on a GPU", memory_gb=0.3),
     EngineEntry("telea", "OpenCV Telea", "removal", "core.engines.opencv_inpaint:OpenCVInpaint",
                 native_size=1024, licence="Apache-2.0", speed="instant", options={"method": "telea"}),
     EngineEntry("navier_stokes", "OpenCV Navier-Stokes", "removal",

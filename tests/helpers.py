@@ -132,9 +132,9 @@ def region_mask(size=(80, 64)) -> np.ndarray:
     return mask
 
 
-def remove_recipe(policy: SeedPolicy = SeedPolicy("per_image", 7)) -> Recipe:
-    """Telea removal of the carried region: no model, fast, deterministic."""
-    params = InpaintParams(engine="telea", mask_blur=2, color_match=False, padding=8)
+def remove_recipe(policy: SeedPolicy = SeedPolicy("per_image", 7), engine: str = "telea") -> Recipe:
+    """Removal of the carried region (Telea: no model), fast and deterministic."""
+    params = InpaintParams(engine=engine, mask_blur=2, color_match=False, padding=8)
     return Recipe(Selection.from_mask(region_mask()), Action("remove", params), seed=policy, name="clean")
 
 

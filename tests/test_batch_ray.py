@@ -42,6 +42,7 @@ def runs(tmp_path_factory, tiny_models):
             if key.startswith("INPAINT_STUDIO_MODEL_"):
                 patch.delenv(key)
         patch.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
+        patch.setenv("INPAINT_STUDIO_MODEL_LAMA", str(tiny_models["lama"]))
         patch.setenv("INPAINT_STUDIO_MODELS_DIR", str(root / "no-models"))
         patch.setenv("INPAINT_STUDIO_DEVICE", "cpu")
         # On the CPU, torch's sums depend on its thread count (a level of 255 here and there): the
@@ -49,7 +50,7 @@ def runs(tmp_path_factory, tiny_models):
         patch.setenv("OMP_NUM_THREADS", "1")
         threads = torch.get_num_threads()
         try:
-            for name, recipe in (("remove", remove_recipe()),
+            for name, recipe in (("remove", remove_recipe(engine="lama")),  # a learned remover's file on each worker
                                  ("inpaint", inpaint_recipe(SeedPolicy("per_image", 11)))):
                 progress = []
                 on_ray = run_ray(recipe, folder, root / f"{name}-ray", on_progress=progress.append, **RAY_OPTIONS)

@@ -1,6 +1,7 @@
 """``python -m core inpaint``: the same edit as the app, with clear errors and exit codes."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -92,3 +93,24 @@ def test_a_mask_of_another_size_is_refused_unless_resized(files, tmp_path, capsy
     assert main(args) == EXIT_BAD_INPUT
     assert "120×80 but the photo is 240×160" in capsys.readouterr().err
     assert main(args + ["--resize-mask"]) == EXIT_OK
+
+
+def test_removal_with_lama_from_the_command_line(files, tmp_path, tiny_models, monkeypatch):
+    photo, mask_path, mask = files
+    out = tmp_path / "removed.png"
+    env = {**os.environ, "INPAINT_STUDIO_MODEL_LAMA": str(tiny_models["lama"])}
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "inpaint", str(photo), "--mask", str(mask_path), "--engine", "lama",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    removed, original = np.asarray(Image.open(out).convert("RGB")), np.asarray(Image.open(photo).convert("RGB"))
+    assert removed.shape == original.shape and not np.array_equal(removed[mask], original[mask])
+    missing = subprocess.run(
+        [sys.executable, "-m", "core", "inpaint", str(photo), "--mask", str(mask_path), "--engine", "migan",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**env, "INPAINT_STUDIO_MODEL_MIGAN": str(tmp_path / "nowhere.pt")},
+    )
+    assert missing.returncode == EXIT_FAILED and "models download migan" in missing.stderr
