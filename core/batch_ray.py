@@ -29,7 +29,7 @@ class ItemWorker:
     """A Ray Data actor: the recipe, the output folder and the models, for many photos."""
 
     def __init__(self, recipe_json: str, output: str) -> None:
-        self.recipe = Recipe.from_json(recipe_json)
+        self.recipe = Recipe.from_json(recipe_json).with_reference()  # the reference image, by its absolute path
         self.output = Path(output)
         self.models = BatchModels.own()
 

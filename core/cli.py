@@ -22,7 +22,7 @@ from core.errors import StudioError, UserError
 from core.images import encode_image, read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
-from core.operations.inpaint import InpaintParams
+from core.operations.inpaint import InpaintParams, load_reference
 from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -37,6 +37,8 @@ def _add_params_options(command: argparse.ArgumentParser, params: type, engines:
     """One option per field of ``params``, with its default and help (``--<name>``, or its ``flag``)."""
     for field in dataclasses.fields(params):
         info = field.metadata
+        if not info.get("option", True):
+            continue
         flag = info.get("flag") or "--" + field.name.replace("_", "-")
         help_text = info.get("help", "")
         if field.name == "engine":
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--masks", type=Path, default=None,
                        help="folder or .zip of masks named like the photos (photo.png for photo.jpg)")
     batch.add_argument("--resume", action="store_true", help="skip photos an earlier run in --output finished")
+    batch.add_argument("--reference", type=Path, default=None,
+                       help="reference image for the recipe's engine (default: the one the recipe names, looked "
+                            "for as given, then next to the recipe)")
     batch.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local: this process; ray: a Ray cluster (pip install -r requirements-distributed.txt)")
     batch.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
@@ -111,8 +116,10 @@ def inpaint_command(args: argparse.Namespace) -> int:
     mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
                            name=str(args.mask))
     catalogs.current().engine(args.engine)  # an unknown engine: one line naming the known ones
-    params = InpaintParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InpaintParams)})
-    edit = operations.Edit("inpaint", params)
+    params = InpaintParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InpaintParams)
+                              if field.metadata.get("option", True)})
+    reference = load_reference(params.reference) if params.reference else None
+    edit = operations.Edit("inpaint", params, reference_image=reference)
     settings = load_settings()
     apply_offline_mode(settings)
     quiet_library_progress()
@@ -129,7 +136,7 @@ def inpaint_command(args: argparse.Namespace) -> int:
 
 
 def batch_command(args: argparse.Namespace) -> int:
-    recipe = Recipe.load(args.recipe)
+    recipe = Recipe.load(args.recipe, args.reference)
     if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
         raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
     if args.workers < 1 or args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:

@@ -24,8 +24,8 @@ from core.catalog import Catalog, ModelEntry
 from core.config import MAIN_MODELS, Settings, SettingsError, hub_reachable
 from core.errors import ModelUnavailable, UserError
 
-PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.fp16.safetensors"]
-PIPELINE_CONFIGS = PIPELINE_FILES[:4]
+PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.model", "*/*.fp16.safetensors"]
+PIPELINE_CONFIGS = PIPELINE_FILES[:5]  # configs, tokenizers (a T5's spiece.model too), shard indexes
 PATTERNS: dict[str, list[str] | None] = {
     "pipeline": PIPELINE_FILES,
     "transformers": ["*.json", "*.txt", "model.safetensors"],
@@ -291,9 +291,9 @@ def pipeline_patterns(files: list[str]) -> list[str]:
     weights = [f for f in files if "/" in f]
     if any(f.endswith(".fp16.safetensors") for f in weights):
         return PIPELINE_FILES
-    if any(f.endswith(".safetensors") for f in weights):
-        return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
-    return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model.bin", "*/pytorch_model.bin"]
+    if any(f.endswith(".safetensors") for f in weights):  # one file or shards (FLUX, Qwen-Image)
+        return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model*.safetensors", "*/model*.safetensors"]
+    return [*PIPELINE_CONFIGS, "*/diffusion_pytorch_model*.bin", "*/pytorch_model*.bin"]
 
 
 def _download_fastsam(role: ModelEntry, folder: Path, log: Callable[[str], None]) -> Path:

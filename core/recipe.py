@@ -44,7 +44,7 @@ from core.images import content_hash
 from core.light import LightParams
 from core.operations import OPERATIONS, Edit
 from core.operations.fields import MAX_SEED, MAX_VARIANTS
-from core.operations.inpaint import InpaintParams
+from core.operations.inpaint import InpaintParams, load_reference, reference_sha256
 from core.operations.relight import RelightParams
 from core.segment import SegmentError, SegmentPrompt
 
@@ -271,13 +271,47 @@ class Recipe:
             raise RecipeError(f"{source}: {error}") from error
 
     @classmethod
-    def load(cls, path: str | Path) -> Recipe:
+    def load(cls, path: str | Path, reference: str | Path | None = None) -> Recipe:
+        """The recipe in file ``path``, with its reference image loaded (``reference``, else the
+        file its action names, looked for as given, then next to the recipe)."""
         path = Path(path)
         try:
             text = path.read_bytes()
         except OSError as error:
             raise RecipeError(f"{path}: cannot be read ({error.strerror or error}).") from error
-        return cls.from_json(text, str(path))
+        return cls.from_json(text, str(path)).with_reference(path.parent, reference)
+
+    def attach_reference(self, image: Image.Image) -> Recipe:
+        """This recipe with ``image`` as its reference picture, checked against the recorded hash
+        (RecipeError when it is another picture)."""
+        params = self.action.params
+        expected = getattr(params, "reference_sha256", "")
+        if expected and reference_sha256(image) != expected:
+            raise RecipeError(f"action.params.reference: this is not the picture the recipe was made with "
+                              f"({Path(params.reference).name}); upload that one.")
+        return replace(self, action=replace(self.action, reference_image=image.convert("RGB")))
+
+    def with_reference(self, base: Path | None = None, override: str | Path | None = None) -> Recipe:
+        """This recipe with its action's reference image loaded: ``override`` (a new picture, whose
+        hash is recorded), else the file the action names (as given, else under ``base``), checked
+        against its recorded hash. The recipe itself when its action takes no reference."""
+        params = self.action.params
+        named = getattr(params, "reference", "")
+        if override is None and (not named or self.action.reference_image is not None):
+            return self
+        if override is None and not hasattr(params, "reference"):
+            return self
+        if not hasattr(params, "reference"):
+            raise RecipeError(f"--reference: a {self.action.operation} recipe takes no reference image.")
+        path = Path(override if override is not None else named).expanduser()
+        if override is None and not path.is_absolute() and not path.exists() and base is not None:
+            path = base / path
+        try:
+            image = load_reference(path, "" if override is not None else params.reference_sha256)
+        except UserError as error:
+            raise RecipeError(f"action.params.reference: {error}") from error
+        params = replace(params, reference=str(path.resolve()), reference_sha256=reference_sha256(image))
+        return replace(self, action=replace(self.action, params=params, reference_image=image))
 
     def with_seed(self, seed: int) -> InpaintParams | RelightParams:
         """The action's params with the first variant's ``seed``."""
@@ -385,7 +419,8 @@ def recipe_from_result(result: Any, index: int, selection: Selection, mask_ops: 
         action = Edit("lit_fill", params, light=LightParams.from_dict(result.extra["light"]),
                       start=result.extra.get("start", "current"))
     else:
-        action = Edit("remove" if _is_removal(params.engine) else "inpaint", params)
+        action = Edit("remove" if _is_removal(params.engine) else "inpaint", params,
+                      reference_image=getattr(result, "reference_image", None))
     return Recipe(selection, action, tuple(mask_ops), seed, name)
 
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.catalog import SCHEDULERS
 from core.errors import UserError
+from core.images import read_image
 from core.operations import Edit
 from core.operations.inpaint import InpaintParams
 from ui import forms, resources, session
@@ -34,17 +35,38 @@ engines = diffusion + removal
 
 
 def apply_engine_preset() -> None:
-    """A few-step engine comes with its step count and guidance."""
+    """An engine comes with its own step count and guidance (a few-step variant's, FLUX's)."""
     name = st.session_state[forms.INPAINT_ENGINE]
-    if "+" in name:
-        steps, guidance = catalog.defaults(name)
+    steps, guidance = catalog.defaults(name)
+    if "+" in name or (steps, guidance) != catalog.defaults("sd15"):
         st.session_state[forms.INPAINT_STEPS] = steps
         st.session_state[forms.INPAINT_GUIDANCE] = guidance
         st.session_state[forms.INPAINT_PRESET] = "Custom"
 
 
+def engine_label(name: str) -> str:
+    """The engine picker's entry: what the engine does, then its name."""
+    entry = catalog.engine(name)[0]
+    does = "Remove" if entry.kind == "removal" else "Fill or instruct" if entry.can("instruction") else "Fill"
+    return f"{does} · {resources.engine_title(name)}"
+
+
+def read_reference() -> None:
+    upload = st.session_state.get("inpaint_reference_upload")
+    if upload is None:
+        return
+    try:
+        image = read_image(upload, name=upload.name).rgb
+    except UserError as error:
+        st.session_state["inpaint_reference_error"] = str(error)  # the earlier reference is kept
+        return
+    st.session_state[session.INPAINT_REFERENCE] = (upload.name, image)
+    st.session_state.pop("inpaint_reference_error", None)
+
+
 if st.session_state[forms.INPAINT_ENGINE] not in engines:
     st.session_state[forms.INPAINT_ENGINE] = engines[0]
+    apply_engine_preset()
 for note in resources.memory_notes():
     st.info(note, icon=":material/memory:")
 if not diffusion and not resources.memory_notes():
@@ -59,14 +81,33 @@ if not document.mask.any():
 
 settings_col, result_col = st.columns([2, 3], gap="large")
 with settings_col:
-    name = st.selectbox("Engine", engines, key=forms.INPAINT_ENGINE, format_func=resources.engine_title,
+    name = st.selectbox("Engine", engines, key=forms.INPAINT_ENGINE, format_func=engine_label,
                         on_change=apply_engine_preset)
     entry = catalog.engine(name)[0]
     st.caption(" · ".join(part for part in (entry.speed, f"licence: {entry.licence}" if entry.licence else "") if part))
+    instruct = False
+    if entry.can("instruction"):
+        instruct = st.segmented_control(
+            "Mode", ["Describe what should be there", "Say what to change"], key=forms.INPAINT_MODE,
+            required=True) == "Say what to change"
     prompt, negative = prompt_inputs(
         forms.INPAINT_PROMPT, forms.INPAINT_NEGATIVE,
-        placeholder="What should be there, e.g. “a wooden bench in the sun”",
+        placeholder="What to change, e.g. “make the jacket red”" if instruct else
+        "What should be there, e.g. “a wooden bench in the sun”",
         prompt_disabled=not entry.can("prompt"), negative_disabled=not entry.can("negative_prompt"))
+    reference = None
+    if entry.can("reference_image"):
+        st.file_uploader("Reference image (optional): a picture of what to put there", key="inpaint_reference_upload",
+                         type=["png", "jpg", "jpeg", "webp"], on_change=read_reference)
+        if "inpaint_reference_error" in st.session_state:
+            st.error(st.session_state["inpaint_reference_error"])
+        reference = st.session_state.get(session.INPAINT_REFERENCE)
+        if reference is not None:
+            thumb_col, clear_col = st.columns([1, 2])
+            thumb_col.image(reference[1], width=96)
+            clear_col.caption(f"Reference: {reference[0]}")
+            if clear_col.button("No reference"):
+                st.session_state[session.INPAINT_REFERENCE] = reference = None
     st.segmented_control("Preset", list(PRESETS) + ["Custom"], key=forms.INPAINT_PRESET,
                          on_change=apply_preset, required=True)
     variants = st.slider("Variants", 1, 4, key=forms.INPAINT_VARIANTS)
@@ -90,7 +131,7 @@ with settings_col:
             seed=seed, variants=variants,
             scheduler=None if scheduler == "default" else scheduler, padding=padding, mask_blur=blur_outside,
             mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
-            engine=name,
+            engine=name, mode="instruct" if instruct else "fill", reference=reference[0] if reference else "",
         )
     except UserError as error:
         problem = str(error)
@@ -111,8 +152,9 @@ with settings_col:
                    f"{learned.role.size_gb * 1000:.0f} MB, runs on a CPU), or set {learned.role.setting}.")
 
     if generate or remove:
-        edit = (Edit("inpaint", params) if generate else
-                Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="")))
+        edit = (Edit("inpaint", params, reference_image=reference[1] if reference else None) if generate else
+                Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="", mode="fill",
+                                       reference="")))
         result = run_edit(edit, loaded.rgb, document.mask)
         if result is not None:
             st.session_state[session.INPAINT_RESULT] = result

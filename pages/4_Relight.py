@@ -105,8 +105,9 @@ with controls_col:
                                  help="Relight the subject at full resolution with this light (no model needed).")
     else:
         if not fill_engines:
-            sd15 = resources.first_model("diffusion")
-            st.info(f"Filling with light needs an inpainting model ({sd15.configured}), not on this machine; "
+            sd15 = resources.first_model("diffusion", "strength")
+            st.info(f"Filling with light needs an inpainting model that keeps part of what is there "
+                    f"({sd15.configured}), not on this machine; "
                     f"set {sd15.role.setting} to a local copy.", icon=":material/info:")
         if st.session_state[forms.LIT_ENGINE] not in fill_engines:
             st.session_state[forms.LIT_ENGINE] = fill_engines[0] if fill_engines else None

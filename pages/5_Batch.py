@@ -1,4 +1,6 @@
 """Batch: one recipe over many photos, with a live queue, cancel, and a zip of the results."""
+from pathlib import Path
+
 import streamlit as st
 
 from core.batch import BatchModels
@@ -74,6 +76,20 @@ else:
             recipe = Recipe.from_json(upload.getvalue(), upload.name)
         except StudioError as error:
             st.error(f"{error} Save the recipe again from the Inpaint or Relight page, or fix the file.")
+    named = getattr(recipe.action.params, "reference", "") if recipe is not None else ""
+    if named and recipe.action.reference_image is None:
+        reference = st.file_uploader(f"Reference image: the recipe puts {Path(named).name} in the region",
+                                     type=["png", "jpg", "jpeg", "webp"], key="batch_reference_upload")
+        if reference is None:
+            st.info("Upload the recipe's reference image to run it.", icon=":material/image:")
+            recipe = None
+        else:
+            try:
+                image = read_image(reference, name=reference.name).rgb
+                recipe = recipe.attach_reference(image)
+            except StudioError as error:
+                st.error(str(error))
+                recipe = None
 if recipe is not None:
     st.markdown(recipe.describe())
     with st.expander("The recipe as JSON"):

@@ -120,7 +120,7 @@ def test_empty_mask_disables_generation(app_without_models):
 def test_a_few_step_engine_sets_its_steps_and_generates(app_with_tiny_models):
     at = inpaint_page()
     engine = at.selectbox(key=forms.INPAINT_ENGINE)
-    assert "Stable Diffusion 1.5 inpainting · LCM few-step (4 steps)" in engine.options
+    assert "Fill · Stable Diffusion 1.5 inpainting · LCM few-step (4 steps)" in engine.options
     engine.set_value("sd15+lcm").run()
     assert at.slider(key=forms.INPAINT_STEPS).value == 4 and at.slider(key=forms.INPAINT_GUIDANCE).value == 1.0
     at.slider(key=forms.INPAINT_VARIANTS).set_value(1)

@@ -184,9 +184,26 @@ def test_a_pipeline_repository_without_fp16_weights_gets_its_plain_ones():
     assert model_files.pipeline_patterns(fp16) == model_files.PIPELINE_FILES
     plain = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
              "text_encoder/model.safetensors", "unet/diffusion_pytorch_model.bin"]
-    wanted = model_files.pipeline_patterns(plain)
-    assert "*/diffusion_pytorch_model.safetensors" in wanted and not any(p.endswith(".bin") for p in wanted)
-    assert "*/diffusion_pytorch_model.bin" in model_files.pipeline_patterns(["unet/diffusion_pytorch_model.bin"])
+    assert fetched(plain) == plain[:4]
+    assert fetched(["unet/diffusion_pytorch_model.bin"]) == ["unet/diffusion_pytorch_model.bin"]
+
+
+def fetched(files: list[str]) -> list[str]:
+    """The files of a repository holding ``files`` that ``models download`` takes (the hub's own filter)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    return list(filter_repo_objects(files, allow_patterns=model_files.pipeline_patterns(files)))
+
+
+def test_a_flux_repository_gets_its_shards_and_its_t5_tokenizer_but_not_the_single_file_checkpoint():
+    layout = ["model_index.json", "flux1-fill-dev.safetensors", "ae.safetensors",
+              "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors.index.json",
+              "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+              "transformer/diffusion_pytorch_model-00003-of-00003.safetensors",
+              "text_encoder_2/model.safetensors.index.json", "text_encoder_2/model-00001-of-00002.safetensors",
+              "tokenizer_2/spiece.model", "tokenizer_2/tokenizer.json", "tokenizer/vocab.json",
+              "tokenizer/merges.txt", "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"]
+    assert fetched(layout) == [name for name in layout if "/" in name or name == "model_index.json"]
 
 
 # --- files published outside the hub (LaMa, MI-GAN): HTTPS with the MD5 checked ------------------------

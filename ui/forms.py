@@ -56,6 +56,7 @@ INPAINT_BLEND = "inpaint_blend"
 INPAINT_COLOR_MATCH = "inpaint_color_match"
 INPAINT_INVERT = "inpaint_invert"
 INPAINT_CHOICE = "inpaint_choice"
+INPAINT_MODE = "inpaint_mode"
 LIGHT_PRESET = "light_preset"
 LIGHT_AZIMUTH = "light_azimuth"
 LIGHT_ELEVATION = "light_elevation"
@@ -110,6 +111,7 @@ DEFAULTS = {
     SEGMENT_EXAMPLE_LABEL: "Like this",
     INPAINT_ENGINE: None,
     INPAINT_PROMPT: "",
+    INPAINT_MODE: "Describe what should be there",
     INPAINT_NEGATIVE: _INPAINT["negative_prompt"],
     INPAINT_PRESET: "Quality",
     INPAINT_VARIANTS: PAGE_VARIANTS,

@@ -81,7 +81,7 @@ def seed_inputs(seed_key: str, random_key: str) -> int | None:
 def sampling_inputs(steps_key: str, guidance_key: str) -> tuple[int, float]:
     """Steps and guidance (classifier-free guidance scale)."""
     steps = st.slider("Steps", 1, 100, key=steps_key)
-    guidance = st.slider("Guidance", 0.0, 20.0, step=0.5, key=guidance_key,
+    guidance = st.slider("Guidance", 0.0, 30.0, step=0.5, key=guidance_key,
                          help="How closely to follow the prompt; higher follows it more literally.")
     return steps, guidance
 

@@ -104,9 +104,10 @@ def in_use() -> list[tuple[str, str]]:
     ]
 
 
-def first_model(kind: str) -> ModelStatus:
-    """The main model of the catalog's first engine of ``kind`` (what to say is missing)."""
-    entry = catalog().engines[catalog().engine_names((kind,), variants=False)[0]]
+def first_model(kind: str, capability: str | None = None) -> ModelStatus:
+    """The main model of the catalog's first engine of ``kind`` (with ``capability``): what to say is missing."""
+    names = catalog().engine_names((kind,), variants=False)
+    entry = next(e for e in map(catalog().engines.get, names) if capability is None or e.can(capability))
     return manager().status(entry.roles[0])
 
 

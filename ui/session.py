@@ -30,6 +30,7 @@ SEGMENT_STEP = "segment_step"  # Bigger / Smaller: +1 = one size larger, -1 = sm
 SEGMENT_EXAMPLES = "segment_examples"  # [((x0, y0, x1, y1), label)] example boxes for SAM 3, label 1 like / 0 not
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
+INPAINT_REFERENCE = "inpaint_reference"  # (file name, RGB image) of the reference picture, or None
 INPAINT_RESULT = "inpaint_result"  # core.operations.inpaint.InpaintResult of the last generation
 RELIGHT_RESULT = "relight_result"  # core.operations.relight.RelightResult or, lit inpainting, core.operations.inpaint.InpaintResult
 RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.light.PreviewCache)

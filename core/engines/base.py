@@ -88,6 +88,9 @@ class EngineRequest:
     ``mask``: mode L, same size, 255 = repaint, 0 = keep. ``seeds``: one output per seed, in
     order; each output must be reproducible from its seed alone. ``steps``, ``guidance_scale``,
     ``strength``, ``scheduler`` and the prompts are ignored by engines that do not support them.
+    ``mode``: "fill" (the prompt says what should be in the region) or "instruct" (the prompt says
+    what to change there; engines with the "instruction" capability). ``reference_image``: an RGB
+    picture of what to put there, any size (engines with the "reference_image" capability).
     """
 
     image: Image.Image
@@ -99,6 +102,8 @@ class EngineRequest:
     steps: int = 30
     strength: float = 1.0
     scheduler: str | None = None
+    mode: str = "fill"
+    reference_image: Image.Image | None = None
 
 
 @dataclass

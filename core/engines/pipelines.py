@@ -1,12 +1,15 @@
-"""What every diffusers-based engine shares: load options, placing a pipeline on its device, the
-per-variant loop (a fresh scheduler and a seeded generator per call, progress, cancel, out-of-memory
-and NaN checks), few-step LoRAs, and freeing memory after a failure.
+"""What every diffusers-based engine shares: load options, checking a pipeline folder before
+loading it, placing a pipeline on its device, the per-variant loop (a fresh scheduler and a seeded
+generator per call, progress, cancel, out-of-memory and NaN checks), the black-output check,
+few-step LoRAs, and freeing memory after a failure.
 
-torch and diffusers are imported inside the functions that need them.
+Used by the SD 1.5 / SDXL engine (:mod:`core.engines.diffusion`) and the FLUX engines
+(:mod:`core.engines.flux`). torch and diffusers are imported inside the functions that need them.
 """
 from __future__ import annotations
 
 import gc
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,14 +19,24 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.catalog import FewStep
-from core.engines.base import CancelCheck, Cancelled, ModelLoadError, ProgressCallback
+from core.catalog import EngineEntry, FewStep
+from core.engines.base import CancelCheck, Cancelled, ModelLoadError, ProgressCallback, how_to_provide
 from core.engines.fast import apply_few_step
 from core.errors import GenerationFailed
 
 DEVICES = ("cuda", "mps", "cpu")
 DTYPES = ("float16", "bfloat16", "float32")
 FP16_SAFE_SDXL_VAE = "madebyollin/sdxl-vae-fp16-fix"
+NAN_ADVICE = (f"typically float16 overflowing. Run in float32 or bfloat16, or set the fp16-safe VAE "
+              f"({FP16_SAFE_SDXL_VAE} for SDXL).")
+
+# An output whose brightest value is at most this (of 1.0) is black. A float16 VAE that overflows
+# decodes NaN, which diffusers turns into 0, i.e. black.
+BLACK_LEVEL = 4 / 255
+# An input crop whose brightest value is above this is not black, so a black output is a failure.
+NOT_BLACK_INPUT_LEVEL = 16 / 255
+# Files that hold a pipeline component's weights (any of them, sharded or not).
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ def run_variants(
     should_cancel: CancelCheck | None,
     doing: str,
     advice: str,
+    nan_advice: str = NAN_ADVICE,
 ) -> tuple[list[np.ndarray], float, float]:
     """One pipeline call per seed: ``call(generator=…, callback_on_step_end=…)`` returning the
     pipeline's output with ``output_type="np"``; (images (H, W, 3) floats in [0, 1], denoise ms,
@@ -99,7 +113,8 @@ def run_variants(
     Each call gets a fresh scheduler (it keeps state between steps, and a cancelled call's must
     not carry over) and its own seed's generator, so a variant regenerated alone is bit-identical.
     ``progress(step, total)`` counts over all variants. Raises Cancelled when ``should_cancel()``
-    says so (between steps), GenerationFailed for out-of-memory and NaN images.
+    says so (between steps), GenerationFailed for out-of-memory (with ``advice``) and NaN images
+    (``nan_advice``: the likely cause and the fix, after "invalid (NaN) image for seed N, ").
     """
     import torch
 
@@ -126,14 +141,29 @@ def run_variants(
             raise Cancelled("The generation was cancelled.")
         pixels = result.images[0]
         if np.isnan(pixels).any():
-            raise GenerationFailed(
-                f"The model produced an invalid (NaN) image for seed {seed}, typically float16 overflowing. "
-                f"Run in float32 or bfloat16, or set the fp16-safe VAE ({FP16_SAFE_SDXL_VAE} for SDXL).")
+            raise GenerationFailed(f"The model produced an invalid (NaN) image for seed {seed}, {nan_advice}")
         images.append(pixels)
         last_step_at = last_step_at or finished
         denoise_ms += (last_step_at - started) * 1000
         decode_ms += (finished - last_step_at) * 1000
     return images, denoise_ms, decode_ms
+
+
+def check_not_black(pixels: np.ndarray, image: Image.Image, seeds: Sequence[int], advice: str) -> None:
+    """Raise GenerationFailed naming every seed whose variant (``pixels``: (variants, H, W, 3) floats
+    in [0, 1]) is black or NaN although the input crop ``image`` was not black (a black input may
+    rightly give a black fill). ``advice``: the likely cause and the fix, after "for seed(s) N, "."""
+    import numpy as np
+
+    input_is_black = np.asarray(image).max() / 255 <= NOT_BLACK_INPUT_LEVEL
+    failed = [
+        seed
+        for seed, variant in zip(seeds, pixels, strict=True)
+        if np.isnan(variant).any() or (not input_is_black and variant.max() <= BLACK_LEVEL)
+    ]
+    if failed:
+        raise GenerationFailed(
+            f"The model produced a black or invalid (NaN) image for seed(s) {', '.join(map(str, failed))}, {advice}")
 
 
 def call_within_memory(call: Callable[[], Any], pipe, device: str, *, doing: str, advice: str) -> Any:
@@ -173,6 +203,49 @@ def load_vae(path: str, dtype):
 
 
 
+def check_pipeline_folder(entry: EngineEntry, model_id: str, accepted: Sequence[str],
+                          fitting: Callable[[str], str | None] = lambda _: None) -> dict[str, Any] | None:
+    """Check the pipeline folder ``model_id`` of ``entry``'s model before loading it; its model_index.json.
+
+    Raises ModelLoadError, naming the folder and the setting that points at it, for a folder that
+    does not exist, has no model_index.json (not a diffusers pipeline), holds a pipeline class not in
+    ``accepted`` (``fitting(class_name)``: the engine that runs that class, named in the message), or
+    lacks a component's folder or weights (an interrupted download). Returns None for a hub id
+    (nothing to check before the loader looks in the cache).
+    """
+    local = Path(model_id).expanduser()
+    if not local.is_absolute() and not model_id.startswith(".") and not local.exists():
+        return None  # a hub id
+    fix = how_to_provide(entry)
+    title = f"The {entry.title} model"
+    if not local.is_dir():
+        raise ModelLoadError(f"{title} folder {model_id} does not exist. {fix}")
+    try:
+        index = json.loads((local / "model_index.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"{model_id} is not a diffusers pipeline folder (its model_index.json cannot be read: "
+            f"{type(error).__name__}). {fix}") from error
+    loaded = index.get("_class_name")
+    if loaded not in accepted:
+        engine = fitting(str(loaded))
+        advice = f"Load it with the {engine!r} engine, or set" if engine else "Set"
+        raise ModelLoadError(
+            f"{model_id} is a {loaded}, not a {entry.title} model ({' or '.join(accepted)}). "
+            f"{advice} {fix.removeprefix('Set ')}")
+    for component, spec in index.items():
+        if component.startswith("_") or not isinstance(spec, list) or None in spec:
+            continue
+        folder = local / component
+        if not folder.is_dir():
+            raise ModelLoadError(f"{title} {model_id} has no {component}/ folder (an interrupted download?). {fix}")
+        if (folder / "config.json").exists() and not any(
+                path.name.endswith(WEIGHT_SUFFIXES) for path in folder.iterdir()):
+            raise ModelLoadError(
+                f"{title} {model_id} has no weights in {component}/ (an interrupted download?). {fix}")
+    return index
+
+
 def weights_variant(folder: str) -> str | None:
     """``"fp16"`` when the pipeline folder holds only the fp16 variant of its UNet's weights (as
     ``python -m core models download`` fetches them), else None (the plain files)."""
@@ -192,15 +265,16 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
     import torch
 
     notes = []
+    denoiser = denoiser_of(pipe)
     try:
         if options.cpu_offload and options.device == "cuda":
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(options.device)
-        if options.channels_last:
-            pipe.unet.to(memory_format=torch.channels_last)
+        if options.channels_last and hasattr(pipe, "unet"):  # convolutions only: a transformer gains nothing
+            denoiser.to(memory_format=torch.channels_last)
         if options.compile and options.device == "cuda":
-            pipe.unet.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
+            denoiser.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
         elif options.compile:
             notes.append(f"Compiling (INPAINT_STUDIO_COMPILE) is for CUDA GPUs; skipped on {options.device}.")
     except Exception as error:  # noqa: BLE001 (torch raises many types for a missing device)
@@ -210,6 +284,12 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
         ) from error
     pipe.set_progress_bar_config(disable=True)
     return notes
+
+
+def denoiser_of(pipe):
+    """The network a pipeline runs at every step: its UNet (SD 1.5, SDXL) or its transformer
+    (FLUX, Qwen-Image)."""
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
 
 
 def fuse_few_step(pipe, options: DiffusionOptions) -> None:

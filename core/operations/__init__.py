@@ -13,7 +13,7 @@ region to change); results carry ``images``, ``seeds``, ``metadata(i)``, ``notes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,12 @@ class Operation:
     fixed_engine: str | None = None
     light: bool = False
     needs: Callable[[Any], str | None] = lambda params: None  # "field: problem" of params for this operation
+    requires: tuple[str, ...] = ()  # engine capabilities it needs (core.catalog.CAPABILITIES)
 
 
 def _inpaint(edit, image, mask, engine, progress, should_cancel):
-    return inpaint.inpaint(image, mask, edit.params, engine, progress=progress, should_cancel=should_cancel)
+    return inpaint.inpaint(image, mask, edit.params, engine, reference_image=edit.reference_image,
+                           progress=progress, should_cancel=should_cancel)
 
 
 def _lit_fill(edit, image, mask, engine, progress, should_cancel):
@@ -77,6 +79,7 @@ OPERATIONS: dict[str, Operation] = {
                   engine_kinds=("removal",)),
         Operation("lit_fill", "Fill with light", InpaintParams, _lit_fill,
                   lambda e: f"fill with light ({e.params.engine})", engine_kinds=("diffusion",), light=True,
+                  requires=("strength",),
                   needs=lambda p: None if p.strength < 1 else "strength: filling with light needs a strength below 1."),
         Operation("relight", "Relight", RelightParams, _relight, lambda e: "relight (iclight)",
                   fixed_engine="iclight", light=True),
@@ -90,7 +93,8 @@ class Edit:
     """One operation and everything it needs besides the photo and the mask.
 
     ``params``: the operation's params type. ``light``: for the light-driven operations. ``start``:
-    lit fill only, "current" or "removal" (see ``core.operations.lit_fill``). Validated on
+    lit fill only, "current" or "removal" (see ``core.operations.lit_fill``). ``reference_image``:
+    the picture ``params.reference`` names, loaded (inpaint; engines that take one). Validated on
     construction (UserError naming the field); whether its engine exists in the catalog and suits
     the operation is checked where a recipe is read and where the edit runs (against the manager's
     catalog)
@@ -100,6 +104,7 @@ class Edit:
     params: Any
     light: LightParams | None = None
     start: str = "current"
+    reference_image: Image.Image | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
@@ -132,6 +137,32 @@ def check_engine(name: str, op: Operation, catalog: Catalog | None = None) -> No
         raise UserError(f"action.params.engine: {op.name} cannot use {name!r}; use one of {', '.join(fitting)}.")
 
 
+def needed_capabilities(edit: Edit) -> dict[str, str]:
+    """The engine capabilities ``edit`` asks for (capability → what asks for it)."""
+    params = edit.params
+    needed = {capability: f"a strength below 1 ({edit.operation})" for capability in OPERATIONS[edit.operation].requires}
+    if getattr(params, "mode", "fill") == "instruct":
+        needed["instruction"] = "an instruction (mode \"instruct\")"
+    if getattr(params, "reference", "") or edit.reference_image is not None:
+        needed["reference_image"] = "a reference image"
+    return needed
+
+
+def check_capabilities(edit: Edit, catalog: Catalog | None = None) -> None:
+    """UserError naming the engines that can do what ``edit`` asks (an instruction, a reference
+    image) when its engine cannot; also when its reference image is named but not loaded."""
+    catalog = catalog or catalogs.current()
+    entry = catalog.engine(edit.engine)[0]
+    for capability, what in needed_capabilities(edit).items():
+        if not entry.can(capability):
+            able = [name for name, e in catalog.engines.items() if e.can(capability)]
+            raise UserError(f"action.params.engine: {entry.title} cannot take {what}; "
+                            f"use {' or '.join(able) or 'another engine'}.")
+    if getattr(edit.params, "reference", "") and edit.reference_image is None:
+        raise UserError(f"action.params.reference: the reference image {edit.params.reference} was not loaded; "
+                        "give it with --reference, or put it next to the recipe.")
+
+
 def run(
     edit: Edit,
     image: Image.Image,
@@ -147,6 +178,7 @@ def run(
     op = OPERATIONS[edit.operation]
     if op.engine_kinds:
         check_engine(edit.engine, op, manager.catalog)
+        check_capabilities(edit, manager.catalog)
     if edit.engine is None:
         with manager.running():
             return op.runner(edit, image, mask, None, progress, should_cancel)

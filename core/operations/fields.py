@@ -25,13 +25,13 @@ def resolve_seeds(seed: int | None, variants: int) -> list[int]:
 
 def setting(default: Any, *, label: str, low: float | None = None, high: float | None = None,
             above_low: bool = False, choices: tuple[str, ...] = (), help: str = "", unit: str = "",
-            flag: str | None = None) -> Any:
+            flag: str | None = None, option: bool = True) -> Any:
     """A params field: ``label`` names it in messages; ``low``/``high`` bound it (``above_low``:
     strictly above ``low``); ``choices`` lists its allowed values; ``flag`` is its command-line
-    option when not ``--<name>``."""
+    option when not ``--<name>``; ``option=False``: not a command-line option (recorded, not set)."""
     return dataclasses.field(default=default, metadata={
         "label": label, "low": low, "high": high, "above_low": above_low, "choices": choices, "help": help,
-        "unit": unit, "flag": flag})
+        "unit": unit, "flag": flag, "option": option})
 
 
 def defaults(cls: type) -> dict[str, Any]:

@@ -10,9 +10,11 @@ Contracts: photos are RGB ``PIL.Image``s, masks bool H×W at the photo's size (T
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +28,7 @@ from core.operations.fields import MAX_SEED, MAX_VARIANTS, check, resolve_seeds,
 from core.region import engine_size, plan_crops, seam_score
 
 BlendMode = Literal["feather", "poisson"]
+Mode = Literal["fill", "instruct"]
 DEFAULT_NEGATIVE = "blurry, low quality, distorted, watermark, text"
 
 
@@ -61,6 +64,14 @@ class InpaintParams:
                                 flag="--no-color-match")
     invert_mask: bool = setting(False, label="Invert mask", help="regenerate everything except the mask")
     engine: str = setting("sd15", label="Engine", help="the engine that fills the region")
+    mode: Mode = setting("fill", label="Mode", choices=("fill", "instruct"),
+                         help="fill: the prompt says what should be there; instruct: what to change there "
+                              "(engines that take instructions)")
+    reference: str = setting("", label="Reference image",
+                             help="a picture of what to put there (engines that take one); a recipe finds it "
+                                  "next to itself")
+    reference_sha256: str = setting("", label="Reference image hash", option=False,
+                                    help="the reference image's content hash, recorded so a replay can check it")
 
     def __post_init__(self) -> None:
         check(self, InpaintError)
@@ -100,6 +111,7 @@ class InpaintResult:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     mask: np.ndarray | None = field(default=None, repr=False)  # the mask given (before any inversion)
+    reference_image: Image.Image | None = field(default=None, repr=False)  # the reference picture given
 
     def metadata(self, index: int) -> dict[str, Any]:
         """What produced variant ``index``, for the PNG's text chunk and the recipe."""
@@ -116,16 +128,44 @@ class InpaintResult:
 # --- the edit --------------------------------------------------------------------------------
 
 
+def reference_sha256(image: Image.Image) -> str:
+    """The content hash of a reference image (its RGB pixels and size), as recipes record it."""
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def load_reference(path: str | Path, expected_sha256: str = "") -> Image.Image:
+    """The reference image at ``path`` (RGB); InpaintError naming the file when it cannot be read
+    or is not the image ``expected_sha256`` was recorded from."""
+    from core.images import ImageError, read_image
+
+    try:
+        image = read_image(Path(path), name=str(path)).rgb
+    except (OSError, ImageError) as error:
+        raise InpaintError(f"The reference image {path} cannot be read ({error}). Give the picture of what to "
+                           "put in the region (PNG, JPEG, WebP…).") from error
+    if expected_sha256 and reference_sha256(image) != expected_sha256:
+        raise InpaintError(f"The reference image {path} is not the one this edit was made with (its content "
+                           "differs). Use the original picture, or clear the recorded hash to use this one.")
+    return image
+
+
 def inpaint(
     image: Image.Image,
     mask: np.ndarray,
     params: InpaintParams,
     engine: InpaintEngine,
     *,
+    reference_image: Image.Image | None = None,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
 ) -> InpaintResult:
     """Regenerate ``mask`` of ``image`` with ``engine``; every pixel outside the soft edge is kept.
+
+    ``reference_image``: a picture of what to put there, for engines that take one (its hash is
+    recorded in the result's params).
 
     Raises InpaintError for an empty mask or a mask of another size, Cancelled when
     ``should_cancel`` says so. ``progress`` receives (steps done, total steps) over all crops,
@@ -149,6 +189,8 @@ def inpaint(
     # 2. Plan the crops and the soft edge.
     seeds = resolve_seeds(params.seed, params.variants)
     used = replace(params, seed=seeds[0])
+    if reference_image is not None:
+        used = replace(used, reference_sha256=reference_sha256(reference_image))
     crops = plan_crops(mask, params.padding)
     original = np.asarray(image)
     outputs = [original.copy() for _ in seeds]
@@ -160,7 +202,7 @@ def inpaint(
         crop_mask = mask[y0:y1, x0:x1]
         crop_original = original[y0:y1, x0:x1]
         stage = time.perf_counter()
-        request = _request(image.crop((x0, y0, x1, y1)), crop_mask, params, seeds, engine)
+        request = _request(image.crop((x0, y0, x1, y1)), crop_mask, params, seeds, engine, reference_image)
         timings["resize"] = timings.get("resize", 0.0) + (time.perf_counter() - stage) * 1000
 
         def crop_progress(step: int, total: int, crops_done: int = number) -> None:
@@ -198,11 +240,13 @@ def inpaint(
         crops=crops,
         notes=notes,
         mask=selected,
+        reference_image=reference_image,
     )
 
 
 def _request(
-    crop: Image.Image, crop_mask: np.ndarray, params: InpaintParams, seeds: Sequence[int], engine: InpaintEngine
+    crop: Image.Image, crop_mask: np.ndarray, params: InpaintParams, seeds: Sequence[int], engine: InpaintEngine,
+    reference_image: Image.Image | None = None,
 ) -> EngineRequest:
     """The crop and its mask scaled to the engine's resolution.
 
@@ -225,4 +269,6 @@ def _request(
         steps=params.steps,
         strength=params.strength,
         scheduler=params.scheduler,
+        mode=params.mode,
+        reference_image=reference_image,
     )
