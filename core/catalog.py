@@ -290,7 +290,7 @@ ENGINES: tuple[EngineEntry, ...] = (
                 ("flux2_klein",), 1024, 4, 1.0, frozenset({"prompt", "reference_image"}),
                 licence="Apache-2.0", speed="about a second on a recent GPU", memory_gb=16.0),
     EngineEntry("flux_fill", "FLUX.1 Fill [dev]", "diffusion", "core.engines.flux:FluxFillEngine",
-                ("flux_fill",), 1024, 28, 30.0, frozenset({"prompt"}),
+                ("flux_fill",), 1024, 50, 30.0, frozenset({"prompt"}),  # the model card's steps and guidance
                 licence="FLUX.1 [dev] Non-Commercial License", speed="several seconds on a recent GPU",
                 memory_gb=33.0),
     EngineEntry("qwen_image_edit", "Qwen-Image-Edit", "diffusion", "core.engines.qwen_image:QwenImageEditEngine",

@@ -18,7 +18,7 @@ from core import model_files, operations
 from core.batch import BatchProgress, run
 from core.batch_ray import run_ray
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
-from core.errors import StudioError, UserError
+from core.errors import ModelUnavailable, StudioError, UserError
 from core.images import encode_image, read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
@@ -27,6 +27,9 @@ from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+AUTO_ENGINE = "auto"
 
 
 class BadInput(UserError):
@@ -42,8 +45,9 @@ def _add_params_options(command: argparse.ArgumentParser, params: type, engines:
         flag = info.get("flag") or "--" + field.name.replace("_", "-")
         help_text = info.get("help", "")
         if field.name == "engine":
-            command.add_argument(flag, dest=field.name, default=field.default, metavar="ENGINE",
-                                 help=f"{help_text}, one of {', '.join(engines)} ({titles}; default {field.default})")
+            command.add_argument(flag, dest=field.name, default=AUTO_ENGINE, metavar="ENGINE",
+                                 help=f"{help_text}, one of {', '.join(engines)} ({titles}; default {AUTO_ENGINE}: "
+                                      "the best diffusion engine this machine has and fits)")
         elif field.type in (bool, "bool"):
             command.add_argument(flag, dest=field.name, action="store_false" if field.default else "store_true",
                                  help=f"do not {help_text}" if field.default else help_text)
@@ -107,6 +111,20 @@ def _progress(done: int, total: int) -> None:
         print(file=sys.stderr)
 
 
+def best_diffusion_engine(manager: ModelManager) -> str:
+    """The first diffusion engine of the catalog whose model is here and fits (what the Inpaint page
+    starts on); ModelUnavailable saying what to do when there is none."""
+    offered = [name for name in manager.engines("diffusion") if "+" not in name]
+    if not offered:
+        notes = " ".join(manager.memory_notes("diffusion"))
+        removers = manager.engines("removal")
+        raise ModelUnavailable(
+            "No diffusion model is on this machine (or none fits its memory), so nothing can be generated from a "
+            f"prompt. {notes + ' ' if notes else ''}Fetch one (python -m core models download flux2_klein) and set "
+            f"its setting, or remove the region without a prompt: --engine {removers[0] if removers else 'telea'}.")
+    return offered[0]
+
+
 def inpaint_command(args: argparse.Namespace) -> int:
     output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
     if output_format is None:
@@ -115,15 +133,19 @@ def inpaint_command(args: argparse.Namespace) -> int:
     mask_file = read_image(args.mask, name=str(args.mask))
     mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
                            name=str(args.mask))
+    settings = load_settings()
+    apply_offline_mode(settings)
+    manager = ModelManager(settings)
+    if args.engine == AUTO_ENGINE:
+        args.engine = best_diffusion_engine(manager)
+        print(f"engine: {args.engine} ({manager.catalog.title(args.engine)})", file=sys.stderr)
     catalogs.current().engine(args.engine)  # an unknown engine: one line naming the known ones
     params = InpaintParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InpaintParams)
                               if field.metadata.get("option", True)})
     reference = load_reference(params.reference) if params.reference else None
     edit = operations.Edit("inpaint", params, reference_image=reference)
-    settings = load_settings()
-    apply_offline_mode(settings)
     quiet_library_progress()
-    result = operations.run(edit, photo.rgb, mask, ModelManager(settings), progress=_progress)
+    result = operations.run(edit, photo.rgb, mask, manager, progress=_progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
@@ -182,7 +204,12 @@ def models_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     for role in args.roles:
         catalog.model(role)  # UnknownName lists the roles
-    model_files.check_online(settings)
+    gated = [catalog.model(role) for role in args.roles if catalog.model(role).gated]
+    try:
+        model_files.check_online(settings)
+    except model_files.DownloadError as error:
+        hints = [model_files.gated_hint(role) for role in gated if not model_files.has_hub_token()]
+        raise model_files.DownloadError(" ".join([str(error), *hints])) from error
     lines, failed = [], []
     for role in args.roles or catalog.main_models():
         try:

@@ -24,8 +24,9 @@ from core.catalog import Catalog, ModelEntry
 from core.config import MAIN_MODELS, Settings, SettingsError, hub_reachable
 from core.errors import ModelUnavailable, UserError
 
-PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.model", "*/*.fp16.safetensors"]
-PIPELINE_CONFIGS = PIPELINE_FILES[:5]  # configs, tokenizers (a T5's spiece.model too), shard indexes
+PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.model", "*/*.jinja",
+                  "*/*.fp16.safetensors"]
+PIPELINE_CONFIGS = PIPELINE_FILES[:6]  # configs, tokenizers (a T5's spiece.model, a chat template), shard indexes
 PATTERNS: dict[str, list[str] | None] = {
     "pipeline": PIPELINE_FILES,
     "transformers": ["*.json", "*.txt", "model.safetensors"],
@@ -211,6 +212,20 @@ def _gated_message(role: ModelEntry, reason: str) -> str:
             f"https://huggingface.co/{repo} while signed in, create a read token at "
             "https://huggingface.co/settings/tokens, then set HF_TOKEN to it (or run `hf auth login`) and run "
             "this again.")
+
+
+def has_hub_token() -> bool:
+    """Whether a Hugging Face token is set on this machine (HF_TOKEN or a saved login)."""
+    from huggingface_hub import get_token
+
+    return bool(get_token())
+
+
+def gated_hint(role: ModelEntry) -> str:
+    """What a gated model needs before ``models download`` can fetch it."""
+    repo = role.repo or role.default
+    return (f"{role.title} ({repo}) is gated: accept its licence at https://huggingface.co/{repo}, then set "
+            "HF_TOKEN (or run `hf auth login`) on the machine that downloads it.")
 
 
 class _hub_errors:

@@ -32,6 +32,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return build_all(tmp_path_factory.mktemp("tiny-models"))
 
 
+@pytest.fixture(scope="session")
+def tiny_modern_models(tiny_models) -> dict[str, Path]:
+    """Tiny FLUX.2 [klein], FLUX.1 Fill and Qwen-Image-Edit pipelines, beside the other tiny models."""
+    from tests.tiny_models import BUILDERS, MODERN_ROLES
+
+    outdir = next(iter(tiny_models.values())).parent
+    return {role: BUILDERS[role](outdir) for role in MODERN_ROLES}
+
+
 @pytest.fixture
 def app_without_models(monkeypatch, tmp_path):
     """For AppTest runs: empty process-wide caches and no model on the machine (every fallback).

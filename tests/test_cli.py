@@ -114,3 +114,17 @@ def test_removal_with_lama_from_the_command_line(files, tmp_path, tiny_models, m
         env={**env, "INPAINT_STUDIO_MODEL_MIGAN": str(tmp_path / "nowhere.pt")},
     )
     assert missing.returncode == EXIT_FAILED and "models download migan" in missing.stderr
+
+
+def test_without_an_engine_the_best_diffusion_engine_here_is_used(files, tmp_path, monkeypatch, capsys):
+    from core.catalog import BUILTIN
+
+    photo, mask_path, _ = files
+    for key in list(os.environ):
+        if key.startswith("INPAINT_STUDIO_MODEL_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "--out", str(tmp_path / "o.png")]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "No diffusion model is on this machine" in err and "--engine telea" in err
+    assert BUILTIN.engine_names(("diffusion",), variants=False)[0] == "flux2_klein"  # what auto prefers

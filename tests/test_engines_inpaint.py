@@ -452,19 +452,22 @@ def test_every_registered_engine_declares_what_it_can_do(name):
     assert isinstance(engine.title, str) and engine.title
     assert engine.native_resolution in (512, 1024)
     for flag in ("supports_prompt", "supports_negative_prompt", "supports_strength"):
-        assert getattr(engine, flag) is (name not in REMOVAL_ENGINES)
+        assert getattr(engine, flag) is entry.can(flag.removeprefix("supports_"))
+    assert entry.can("prompt") is (name not in REMOVAL_ENGINES)  # every diffusion engine takes a prompt
     assert isinstance(engine_class.schedulers, tuple)
     assert bool(engine_class.schedulers) is (name not in REMOVAL_ENGINES)
     assert callable(engine_class.generate)
 
 
 def test_removal_engines_need_no_weights_and_unknown_names_are_refused():
-    assert REMOVAL_ENGINES == ["telea", "navier_stokes"]
+    assert REMOVAL_ENGINES == ["lama", "migan", "telea", "navier_stokes"]  # best first
     assert set(REMOVAL_ENGINES) <= set(INPAINT_ENGINES)
     manager = manager_with()  # no model on disk
-    assert all(manager.load(name).model_id == "opencv" for name in REMOVAL_ENGINES)
-    with pytest.raises(UnknownName, match="Unknown engine 'lama'") as error:
-        manager.load("lama")
+    without_weights = [name for name in REMOVAL_ENGINES if not BUILTIN.engines[name].roles]
+    assert without_weights == ["telea", "navier_stokes"]
+    assert all(manager.load(name).model_id == "opencv" for name in without_weights)
+    with pytest.raises(UnknownName, match="Unknown engine 'dalle'") as error:
+        manager.load("dalle")
     assert all(f"{name}, " in str(error.value) for name in ("sd15", "sdxl", "telea"))
     assert "navier_stokes" in str(error.value)
 

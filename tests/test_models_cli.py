@@ -294,3 +294,20 @@ def test_a_gated_model_refused_by_the_hub_says_the_licence_must_be_accepted(no_m
     with pytest.raises(DownloadError, match="refused the token") as refused:
         download("sam3", load_settings())
     assert "Accept its licence" in str(refused.value)
+
+
+def test_a_gated_model_asked_for_offline_gets_the_token_hint_too(no_models, monkeypatch, capsys):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    no_models.setenv("INPAINT_STUDIO_OFFLINE", "1")
+    assert cli.main(["models", "download", "flux_fill"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing is downloaded" in err and "FLUX.1 Fill [dev] (black-forest-labs/FLUX.1-Fill-dev) is gated" in err
+    assert "HF_TOKEN" in err
+
+
+def test_models_list_shows_the_non_commercial_licence_of_flux_fill(no_models, capsys):
+    assert cli.main(["models", "list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("flux_fill "))
+    assert "FLUX.1 [dev] Non-Commercial License" in line and "missing" in line

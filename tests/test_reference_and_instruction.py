@@ -146,3 +146,25 @@ def test_an_uploaded_reference_is_checked_against_the_recipes_hash():
     again = operations.run(replace(attached.action, params=replace(attached.action.params, seed=3)), photo(),
                            region(), manager)
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
+
+
+def test_a_flux2_klein_edit_with_a_reference_replays_bit_for_bit_from_its_recipe(tiny_modern_models, tmp_path):
+    from core.catalog import BUILTIN
+    from core.engines.flux import Flux2KleinEngine
+
+    small = replace(BUILTIN.engines["flux2_klein"], native_size=64)  # the tiny pipeline, at a tiny size
+    manager = manager_with(flux2_klein=Flux2KleinEngine.load(small, tiny_modern_models["flux2_klein"]))
+    reference().save(tmp_path / "object.png")
+    edit = Edit("inpaint", params(reference="object.png", prompt="a red box", steps=2, variants=2),
+                reference_image=reference())
+    result = operations.run(edit, photo(), region(), manager)
+    assert not np.array_equal(np.asarray(result.images[0]), np.asarray(result.images[1]))  # variants differ
+    saved = tmp_path / "recipe.json"
+    saved.write_text(recipe_from_result(result, 1, Selection.from_mask(region())).to_json())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo().save(photos / "a.png")
+    summary = run(Recipe.load(saved), photos, tmp_path / "out", models=BatchModels(manager))
+    assert summary.ok
+    replayed = np.asarray(Image.open(tmp_path / "out" / "a.png").convert("RGB"))
+    assert np.array_equal(replayed, np.asarray(result.images[1]))  # the chosen variant, alone, bit for bit

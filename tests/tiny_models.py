@@ -52,9 +52,12 @@ from core.config import OFFLINE_ENV
 
 ROLES = ("sd15_inpaint", "sdxl_inpaint", "fastsam", "clip", "sam", "iclight_base", "iclight", "lcm_lora_sd15",
          "lcm_lora_sdxl", "lama", "migan", "sam2", "sam3")
+# The newer diffusion engines, built on request (the ``tiny_modern_models`` fixture): in the default set
+# the app would pick FLUX first wherever the older tests expect SD 1.5.
+MODERN_ROLES = ("flux2_klein", "flux_fill", "qwen_image_edit")
 
 # The environment setting through which the app takes each role's local model path.
-ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES}
+ENV_VARS = {role: "INPAINT_STUDIO_MODEL_" + role.upper() for role in ROLES + MODERN_ROLES}
 
 # Where each role's model lies under the output directory.
 OUTPUT_NAMES = {
@@ -71,6 +74,9 @@ OUTPUT_NAMES = {
     "migan": "migan_traced.pt",
     "sam2": "sam2",
     "sam3": "sam3",
+    "flux2_klein": "flux2_klein",
+    "flux_fill": "flux_fill",
+    "qwen_image_edit": "qwen_image_edit",
 }
 LORA_RANK = 4
 
@@ -591,6 +597,27 @@ def build_sam3(outdir: Path) -> Path:
     return build(outdir)
 
 
+def build_flux2_klein(outdir: Path) -> Path:
+    """Build a tiny FLUX.2 [klein] inpainting pipeline as ``outdir/flux2_klein/`` (see :mod:`tests.tiny_flux`)."""
+    from tests.tiny_flux import build_flux2_klein as build  # that module imports this one
+
+    return build(outdir)
+
+
+def build_flux_fill(outdir: Path) -> Path:
+    """Build a tiny FLUX.1 Fill pipeline as ``outdir/flux_fill/`` (see :mod:`tests.tiny_flux`)."""
+    from tests.tiny_flux import build_flux_fill as build
+
+    return build(outdir)
+
+
+def build_qwen_image_edit(outdir: Path) -> Path:
+    """Build a tiny Qwen-Image-Edit pipeline as ``outdir/qwen_image_edit/`` (see :mod:`tests.tiny_qwen_image`)."""
+    from tests.tiny_qwen_image import build_qwen_image_edit as build
+
+    return build(outdir)
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd15_inpaint": build_sd15_inpaint,
     "sdxl_inpaint": build_sdxl_inpaint,
@@ -605,6 +632,9 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "migan": build_migan,
     "sam2": build_sam2,
     "sam3": build_sam3,
+    "flux2_klein": build_flux2_klein,
+    "flux_fill": build_flux_fill,
+    "qwen_image_edit": build_qwen_image_edit,
 }
 
 

@@ -20,7 +20,14 @@ import numpy as np
 from PIL import Image
 
 from core.catalog import EngineEntry, FewStep
-from core.engines.base import CancelCheck, Cancelled, ModelLoadError, ProgressCallback, how_to_provide
+from core.engines.base import (
+    CancelCheck,
+    Cancelled,
+    EngineRequest,
+    ModelLoadError,
+    ProgressCallback,
+    how_to_provide,
+)
 from core.engines.fast import apply_few_step
 from core.errors import GenerationFailed
 
@@ -37,6 +44,7 @@ BLACK_LEVEL = 4 / 255
 NOT_BLACK_INPUT_LEVEL = 16 / 255
 # Files that hold a pipeline component's weights (any of them, sharded or not).
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+PROMPT_CACHE_SIZE = 8  # prompts whose text-encoder outputs an engine keeps
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,8 @@ class DiffusionOptions:
 
 
 
-def diffusion_options(settings, device, *, fp16_safe_vae: str | None = None, **options: Any) -> DiffusionOptions:
+def diffusion_options(settings, device, *, fp16_safe_vae: str | None = None,
+                      **options: Any) -> DiffusionOptions:
     """:class:`DiffusionOptions` for ``device`` (a ``core.device.DeviceInfo``) and the settings;
     ``options`` override."""
     defaults = {
@@ -149,6 +158,45 @@ def run_variants(
     return images, denoise_ms, decode_ms
 
 
+def request_checks(request: EngineRequest) -> list[tuple[bool, str]]:
+    """The checks every diffusion engine makes of a request, as (passed, what to change) pairs for
+    :func:`core.errors.require_all`: seeds, steps, guidance, strength, image and mask modes and sizes."""
+    image, mask = request.image, request.mask
+    return [
+        (len(request.seeds) >= 1, "At least one seed is needed (one variant per seed)."),
+        (all(isinstance(seed, int) and 0 <= seed < 2**64 for seed in request.seeds),
+         f"Seeds must be whole numbers from 0 to 2**64 - 1 (got {request.seeds})."),
+        (request.steps >= 1, f"Steps must be at least 1 (got {request.steps})."),
+        (request.guidance_scale >= 0, f"Guidance scale must be 0 or more (got {request.guidance_scale})."),
+        (0 < request.strength <= 1, f"Strength must be above 0 and at most 1 (got {request.strength})."),
+        (image.mode == "RGB", f"The image must be RGB (got mode {image.mode})."),
+        (mask.mode == "L", f"The mask must be mode L, 255 = repaint (got mode {mask.mode})."),
+        (image.size == mask.size,
+         f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) must be the same "
+         "size."),
+    ]
+
+
+def cached(cache: dict, key: Any, compute: Callable[[], Any], size: int = PROMPT_CACHE_SIZE) -> Any:
+    """``cache[key]``, computed first (``compute()``, without gradients) when missing; the oldest
+    entries are dropped beyond ``size``. For text-encoder outputs: a batch runs one prompt on every
+    photo, and a person regenerates with the same prompt often."""
+    import torch
+
+    if key not in cache:
+        with torch.no_grad():
+            cache[key] = compute()
+        while len(cache) > size:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
+def fresh_scheduler(scheduler):
+    """A new scheduler of ``scheduler``'s class and config: no state of an earlier (possibly
+    cancelled) call carries over."""
+    return type(scheduler).from_config(scheduler.config)
+
+
 def check_not_black(pixels: np.ndarray, image: Image.Image, seeds: Sequence[int], advice: str) -> None:
     """Raise GenerationFailed naming every seed whose variant (``pixels``: (variants, H, W, 3) floats
     in [0, 1]) is black or NaN although the input crop ``image`` was not black (a black input may
@@ -162,8 +210,9 @@ def check_not_black(pixels: np.ndarray, image: Image.Image, seeds: Sequence[int]
         if np.isnan(variant).any() or (not input_is_black and variant.max() <= BLACK_LEVEL)
     ]
     if failed:
+        seeds_text = ", ".join(map(str, failed))
         raise GenerationFailed(
-            f"The model produced a black or invalid (NaN) image for seed(s) {', '.join(map(str, failed))}, {advice}")
+            f"The model produced a black or invalid (NaN) image for seed(s) {seeds_text}, {advice}")
 
 
 def call_within_memory(call: Callable[[], Any], pipe, device: str, *, doing: str, advice: str) -> Any:
@@ -238,7 +287,8 @@ def check_pipeline_folder(entry: EngineEntry, model_id: str, accepted: Sequence[
             continue
         folder = local / component
         if not folder.is_dir():
-            raise ModelLoadError(f"{title} {model_id} has no {component}/ folder (an interrupted download?). {fix}")
+            raise ModelLoadError(
+                f"{title} {model_id} has no {component}/ folder (an interrupted download?). {fix}")
         if (folder / "config.json").exists() and not any(
                 path.name.endswith(WEIGHT_SUFFIXES) for path in folder.iterdir()):
             raise ModelLoadError(

@@ -34,6 +34,15 @@ def app_url(tiny_models, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def modern_app_url(tiny_models, tiny_modern_models, tmp_path_factory):
+    """The app pointed at the tiny models and the tiny FLUX / Qwen-Image-Edit pipelines."""
+    models = {**tiny_models, **tiny_modern_models}
+    settings = {f"INPAINT_STUDIO_MODEL_{role.upper()}": str(path) for role, path in models.items()}
+    with serve_app(settings, tmp_path_factory.mktemp("modern-server") / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def fresh_app_url(tmp_path_factory):
     """The app as a new user first sees it: no model on the machine, every fallback in use."""
     models_dir = tmp_path_factory.mktemp("no-models")

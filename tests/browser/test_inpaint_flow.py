@@ -100,3 +100,42 @@ def test_cancel_stops_a_generation_and_the_next_one_runs(page, app_url):
     wait_idle(page)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("seed 42").first.wait_for(timeout=120_000)
+
+
+def test_select_then_instruct_with_qwen_image_edit(page, modern_app_url, tiny_models):
+    """Select the cat with a click, then tell Qwen-Image-Edit what to change there."""
+    fx, fy = spot_with_an_object(tiny_models)
+    original = np.asarray(load_image(EXAMPLES / "chelsea.jpg"))
+    choose_example(page, modern_app_url)
+    go_to(page, "Segment")
+    click_canvas(page, fx, fy)
+    page.get_by_text("Selected").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Add to mask").click()
+    wait_idle(page)
+    go_to(page, "Mask")
+    mask = download_mask(page)
+
+    go_to(page, "Inpaint")
+    page.get_by_test_id("stSelectbox").filter(has_text="Engine").click()
+    page.get_by_role("option", name="Fill or instruct · Qwen-Image-Edit").click()
+    wait_idle(page)
+    page.get_by_text("Say what to change").click()
+    wait_idle(page)
+    page.get_by_text("More settings").click()  # two steps: the tiny pipeline runs at 1024 px on a CPU
+    page.get_by_test_id("stSlider").filter(has_text="Steps").get_by_role("slider").focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    wait_idle(page)
+    page.get_by_label("Prompt", exact=True).fill("make the cat wear a red scarf")
+    page.keyboard.press("Control+Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("seed 42").first.wait_for(timeout=240_000)
+    wait_idle(page)
+    page.get_by_text("Qwen-Image-Edit ·").first.wait_for(timeout=30_000)  # the result's footer names the engine
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download PNG").first.click()
+    result = np.asarray(Image.open(io.BytesIO(download_info.value.path().read_bytes())).convert("RGB"))
+    band = masks.grow(mask, 8)
+    assert np.array_equal(result[~band], original[~band]), "pixels outside the edit changed"
+    assert (result[mask] != original[mask]).any(), "nothing was changed"
