@@ -49,7 +49,9 @@ class Settings:
     models: Mapping[str, str] = field(default_factory=dict)  # role → hub id or local path
     sdxl_fp16_vae: str | None = None  # fp16-safe SDXL VAE (hub id or folder), used in float16
     cpu_offload: bool = False  # diffusion sub-models wait on the CPU (small GPUs)
-    compile: bool = False  # torch.compile the UNet (slow first call, faster after)
+    compile: bool = False  # torch.compile the UNet or transformer (slow first call, faster after)
+    fuse_qkv: bool = True  # fuse each attention's query, key and value projections (CUDA, diffusion models)
+    fp8: bool = False  # FP8 weights through torchao for the transformer (CUDA GPUs of compute capability 8.9+)
     auth: str = "none"  # "none", "password" (a shared password) or "oidc" (st.login, [auth] in secrets)
     password: str | None = field(default=None, repr=False)
     auth_provider: str | None = None  # the [auth.<name>] provider st.login uses, when there are several
@@ -132,6 +134,8 @@ def load_settings(
         sdxl_fp16_vae=get("SDXL_FP16_VAE") or None,
         cpu_offload=bool(_parse_bool(PREFIX + "CPU_OFFLOAD", get("CPU_OFFLOAD") or "0")),
         compile=bool(_parse_bool(PREFIX + "COMPILE", get("COMPILE") or "0")),
+        fuse_qkv=bool(_parse_bool(PREFIX + "FUSE_QKV", get("FUSE_QKV") or "1")),
+        fp8=bool(_parse_bool(PREFIX + "FP8", get("FP8") or "0")),
         auth=auth,
         password=password,
         auth_provider=get("AUTH_PROVIDER") or None,

@@ -491,3 +491,34 @@ def test_importing_the_flux_engines_loads_no_heavy_library():
                             check=True)
 
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cuda_fast_path_fuses_attention_projections_and_says_why_fp8_is_skipped(flux_models, monkeypatch):
+    """On the CPU, what the fast path does to the denoiser (the timing needs a GPU: ``bench/gpu.py``)."""
+    import builtins
+
+    import torch
+
+    from core.catalog import BUILTIN
+    from core.engines.pipelines import DiffusionOptions, apply_fast_path
+
+    engine = FluxFillEngine.load(BUILTIN.engines["flux_fill"], flux_models["flux_fill"])
+    transformer = engine.pipe.transformer
+    hidden = torch.randn(1, 16, transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+    attention = transformer.transformer_blocks[0].attn
+    before = attention.to_q(hidden)
+    assert apply_fast_path(transformer, DiffusionOptions(fuse_qkv=True), capability=(9, 0)) == []
+    assert attention.fused_projections
+    fused = attention.to_qkv(hidden) if hasattr(attention, "to_qkv") else None
+    assert fused is not None and torch.allclose(fused[..., : before.shape[-1]], before, atol=1e-5)
+
+    real_import = builtins.__import__
+
+    def without_torchao(name, *args, **kwargs):
+        if name.startswith("torchao"):
+            raise ImportError("No module named 'torchao'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_torchao)
+    notes = apply_fast_path(transformer, DiffusionOptions(fp8=True), capability=(9, 0))
+    assert notes and "pip install torchao" in notes[0]

@@ -60,7 +60,8 @@ class DiffusionOptions:
     :func:`core.engines.fast.bucket_size`). ``channels_last``: the UNet's memory format (faster
     convolutions on CUDA). ``warm_up``: run a 2-step fill at load, so the first person's first
     generation is not the slow one. ``few_step``: a preset of :mod:`core.engines.fast` whose LoRA
-    (``few_step_lora``, a folder or file) is fused into the UNet.
+    (``few_step_lora``, a folder or file) is fused into the UNet. ``fuse_qkv`` / ``fp8``: the CUDA
+    fast path of :func:`apply_fast_path` (fused attention projections; FP8 weights through torchao).
     """
 
     device: str = "cpu"
@@ -72,6 +73,8 @@ class DiffusionOptions:
     warm_up: bool = False
     few_step: FewStep | None = None
     few_step_lora: str | None = None
+    fuse_qkv: bool = False
+    fp8: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -97,6 +100,8 @@ def diffusion_options(settings, device, *, fp16_safe_vae: str | None = None,
         # The CUDA fast path: channels-last convolutions, and the first generation warmed up at load.
         "channels_last": device.kind == "cuda",
         "warm_up": device.kind == "cuda",
+        "fuse_qkv": settings.fuse_qkv and device.kind == "cuda",
+        "fp8": settings.fp8,
     }
     return DiffusionOptions(**{**defaults, **options})
 
@@ -323,6 +328,10 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
             pipe.to(options.device)
         if options.channels_last and hasattr(pipe, "unet"):  # convolutions only: a transformer gains nothing
             denoiser.to(memory_format=torch.channels_last)
+        if options.device == "cuda":
+            notes += apply_fast_path(denoiser, options)
+        elif options.fp8:
+            notes.append(f"FP8 weights (INPAINT_STUDIO_FP8) are for CUDA GPUs; skipped on {options.device}.")
         if options.compile and options.device == "cuda":
             denoiser.compile(mode="max-autotune-no-cudagraphs", dynamic=False)
         elif options.compile:
@@ -333,6 +342,36 @@ def place_pipeline(pipe, options: DiffusionOptions, what: str) -> list[str]:
             f"({type(error).__name__}: {error}). Choose another device or dtype."
         ) from error
     pipe.set_progress_bar_config(disable=True)
+    return notes
+
+
+FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper GPUs and newer have FP8 tensor cores
+
+
+def apply_fast_path(denoiser, options: DiffusionOptions, capability: tuple[int, int] | None = None) -> list[str]:
+    """The CUDA fast path on the denoiser, before it is compiled: fused query/key/value projections
+    (one matmul instead of three per attention) and, when asked, FP8 weights with dynamic FP8
+    activations through torchao. ``capability``: the GPU's compute capability (read from the
+    device when None). Returns notes for a person (what was skipped and why)."""
+    notes = []
+    if options.fuse_qkv and hasattr(denoiser, "fuse_qkv_projections"):
+        denoiser.fuse_qkv_projections()
+    if options.fp8:
+        if capability is None:
+            import torch
+
+            capability = torch.cuda.get_device_capability()
+        try:
+            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+        except ImportError:
+            notes.append("FP8 weights (INPAINT_STUDIO_FP8) need torchao: pip install torchao. Running in "
+                         f"{options.dtype}.")
+        else:
+            if tuple(capability) < FP8_MIN_CAPABILITY:
+                notes.append(f"FP8 weights need a GPU of compute capability 8.9 or newer (this one is "
+                             f"{capability[0]}.{capability[1]}); running in {options.dtype}.")
+            else:
+                quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
     return notes
 
 
