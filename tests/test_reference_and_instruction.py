@@ -168,3 +168,19 @@ def test_a_flux2_klein_edit_with_a_reference_replays_bit_for_bit_from_its_recipe
     assert summary.ok
     replayed = np.asarray(Image.open(tmp_path / "out" / "a.png").convert("RGB"))
     assert np.array_equal(replayed, np.asarray(result.images[1]))  # the chosen variant, alone, bit for bit
+
+
+def test_a_ray_worker_loads_the_reference_the_recipe_names_by_its_absolute_path(tmp_path):
+    pytest.importorskip("ray", reason="Ray is installed by make test (requirements-distributed.txt)")
+    from core.batch_ray import ItemWorker
+
+    manager = manager_with(flux2_klein=ReferenceEngine())
+    reference().save(tmp_path / "object.png")
+    result = operations.run(Edit("inpaint", params(reference="object.png"), reference_image=reference()), photo(),
+                            region(), manager)
+    saved = tmp_path / "recipe.json"
+    saved.write_text(recipe_from_result(result, 0, Selection.from_mask(region())).to_json())
+    loaded = Recipe.load(saved)  # what `batch --engine ray` hands its workers, as JSON
+    worker = ItemWorker(loaded.to_json(), str(tmp_path / "out"))
+    assert worker.recipe.action.reference_image is not None
+    assert worker.recipe.action.params.reference_sha256 == reference_sha256(reference())
