@@ -14,6 +14,9 @@ The presets and each engine's LoRA roles are catalog entries (``core.catalog``).
 
 ``torch.compile`` specialises the UNet to the shapes it sees; with compile on, crops are filled
 at one of a few fixed sizes (:func:`bucket_size`), so a new crop shape does not recompile.
+
+FP8 weights (:func:`quantize_fp8`, torchao) go into the transformer blocks' linear layers after
+their query/key/value projections are fused and before compiling (``core.engines.pipelines.apply_fast_path``).
 """
 from __future__ import annotations
 
@@ -63,3 +66,40 @@ def bucket_size(crop_size: tuple[int, int], native: int) -> tuple[int, int]:
     """The bucket whose aspect is closest to ``crop_size``'s (in log space)."""
     aspect = math.log(crop_size[0] / crop_size[1])
     return min(size_buckets(native), key=lambda size: abs(math.log(size[0] / size[1]) - aspect))
+
+
+# --- FP8 weights (the CUDA fast path; see core.engines.pipelines.apply_fast_path) --------------------
+
+# The projections fused QKV leaves in the model unused (the fused ``to_qkv`` / ``to_added_qkv`` replace them).
+FUSED_AWAY = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
+
+
+def fp8_filter(transformer):
+    """torchao's ``filter_fn``: the linear layers of the transformer blocks, less the
+    per-block modulation of FLUX.1 (``norm*.linear``, one row per step: nothing to gain) and the
+    projections that fused QKV left unused. Embeddings, modulation and the output layer stay bf16."""
+    import torch
+
+    unused = {f"{name}.{child}" for name, module in transformer.named_modules()
+              if getattr(module, "fused_projections", False) for child in FUSED_AWAY}
+
+    def selected(module, fqn: str) -> bool:
+        return (isinstance(module, torch.nn.Linear) and "transformer_blocks." in fqn and ".norm" not in fqn
+                and fqn not in unused)
+
+    return selected
+
+
+def quantize_fp8(transformer) -> None:
+    """FP8 (e4m3) weights and dynamically scaled FP8 activations, per-row scales, in the
+    transformer blocks' linear layers, through torchao; after fusing QKV, before compiling."""
+    from torchao.quantization import quantize_
+
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    except ImportError:  # torchao before 0.10 names it as a function
+        from torchao.quantization import float8_dynamic_activation_float8_weight
+        from torchao.quantization.granularity import PerRow
+        config = float8_dynamic_activation_float8_weight(granularity=PerRow())
+    quantize_(transformer, config, filter_fn=fp8_filter(transformer))

@@ -28,7 +28,7 @@ from core.engines.base import (
     ProgressCallback,
     how_to_provide,
 )
-from core.engines.fast import apply_few_step
+from core.engines.fast import apply_few_step, quantize_fp8
 from core.errors import GenerationFailed
 
 DEVICES = ("cuda", "mps", "cpu")
@@ -362,7 +362,7 @@ def apply_fast_path(denoiser, options: DiffusionOptions, capability: tuple[int, 
 
             capability = torch.cuda.get_device_capability()
         try:
-            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+            import torchao.quantization  # noqa: F401
         except ImportError:
             notes.append("FP8 weights (INPAINT_STUDIO_FP8) need torchao: pip install torchao. Running in "
                          f"{options.dtype}.")
@@ -371,7 +371,7 @@ def apply_fast_path(denoiser, options: DiffusionOptions, capability: tuple[int, 
                 notes.append(f"FP8 weights need a GPU of compute capability 8.9 or newer (this one is "
                              f"{capability[0]}.{capability[1]}); running in {options.dtype}.")
             else:
-                quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig())
+                quantize_fp8(denoiser)
     return notes
 
 
