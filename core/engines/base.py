@@ -136,3 +136,19 @@ class InpaintEngine(Protocol):
     ) -> EngineOutput:
         """Fill ``request``; raise Cancelled when ``should_cancel`` says so between steps."""
         ...
+
+
+def check_request(request: EngineRequest) -> None:
+    """InpaintError unless ``request`` has seeds, an RGB image and a mode L mask of the same size."""
+    image, mask = request.image, request.mask
+    if not request.seeds:
+        raise InpaintError("At least one seed is needed (one variant per seed).")
+    if image.mode != "RGB" or mask.mode != "L":
+        raise InpaintError(
+            f"The image must be RGB and the mask mode L, 255 = repaint (got {image.mode}, {mask.mode})."
+        )
+    if image.size != mask.size:
+        raise InpaintError(
+            f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
+            "must be the same size."
+        )

@@ -42,6 +42,7 @@ from core.engines.pipelines import (
     fuse_few_step,
     load_vae,
     place_pipeline,
+    request_checks,
     run_variants,
     to_pil,
     weights_variant,
@@ -297,21 +298,11 @@ def _check_pipeline(entry: EngineEntry, model_id: str, pipe) -> None:
 
 def _check_request(request: EngineRequest) -> None:
     """Raise InpaintError, saying what to change, for a request the pipeline cannot fill as asked."""
-    image, mask = request.image, request.mask
+    image = request.image
     checks = [
-        (len(request.seeds) >= 1, "At least one seed is needed (one variant per seed)."),
-        (all(isinstance(seed, int) and 0 <= seed < 2**64 for seed in request.seeds),
-         f"Seeds must be whole numbers from 0 to 2**64 - 1 (got {request.seeds})."),
-        (request.steps >= 1, f"Steps must be at least 1 (got {request.steps})."),
-        (request.guidance_scale >= 0, f"Guidance scale must be 0 or more (got {request.guidance_scale})."),
-        (0 < request.strength <= 1, f"Strength must be above 0 and at most 1 (got {request.strength})."),
+        *request_checks(request),
         (int(request.steps * request.strength) >= 1,
          f"Steps x strength must be at least 1 (got {request.steps} x {request.strength}): raise either."),
-        (image.mode == "RGB", f"The image must be RGB (got mode {image.mode})."),
-        (mask.mode == "L", f"The mask must be mode L, 255 = repaint (got mode {mask.mode})."),
-        (image.size == mask.size,
-         f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
-         "must be the same size."),
         (image.width % 8 == 0 and image.height % 8 == 0,
          f"The crop's width and height must be multiples of 8 (got {image.width}x{image.height})."),
     ]

@@ -20,8 +20,8 @@ from core.engines.base import (
     CatalogEngine,
     EngineOutput,
     EngineRequest,
-    InpaintError,
     ProgressCallback,
+    check_request,
 )
 
 DEFAULT_RADIUS = 5  # px around each filled pixel from whose known neighbours it is computed
@@ -60,17 +60,7 @@ class OpenCVInpaint(CatalogEngine):
         scheduler are ignored.
         """
         image, mask = request.image, request.mask
-        if not request.seeds:
-            raise InpaintError("At least one seed is needed (one variant per seed).")
-        if image.mode != "RGB" or mask.mode != "L":
-            raise InpaintError(
-                f"The image must be RGB and the mask mode L, 255 = repaint (got {image.mode}, {mask.mode})."
-            )
-        if image.size != mask.size:
-            raise InpaintError(
-                f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
-                "must be the same size."
-            )
+        check_request(request)
         if should_cancel is not None and should_cancel():
             raise Cancelled("Inpainting was cancelled before it started.")
 

@@ -29,31 +29,15 @@ from core.engines.base import (
     CatalogEngine,
     EngineOutput,
     EngineRequest,
-    InpaintError,
     ModelLoadError,
     ProgressCallback,
+    check_request,
 )
 from core.engines.pipelines import is_out_of_memory
 from core.errors import GenerationFailed
 
 HOLE_LEVEL = 128  # a mask value at or above it is hole (filled), below it kept, as OpenCVInpaint reads it
 DEVICES = ("cpu", "cuda", "mps")
-
-
-def check_request(request: EngineRequest) -> None:
-    """InpaintError unless ``request`` has seeds, an RGB image and a mode L mask of the same size."""
-    image, mask = request.image, request.mask
-    if not request.seeds:
-        raise InpaintError("At least one seed is needed (one variant per seed).")
-    if image.mode != "RGB" or mask.mode != "L":
-        raise InpaintError(
-            f"The image must be RGB and the mask mode L, 255 = repaint (got {image.mode}, {mask.mode})."
-        )
-    if image.size != mask.size:
-        raise InpaintError(
-            f"The image ({image.width}x{image.height}) and mask ({mask.width}x{mask.height}) "
-            "must be the same size."
-        )
 
 
 def pad_bottom_right(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
