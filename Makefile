@@ -9,9 +9,18 @@ ADDRESS ?= localhost
 
 .PHONY: run dev test test-fast browser screenshots bench tiny-models clean
 
-$(VENV)/.installed: requirements.txt
+# The project itself goes in editable after its requirements, so that $(VENV)/bin/inpaint-studio works
+# from any folder (.installed-dev builds on .installed, so the test set-up has it too). --no-deps and,
+# when the venv's setuptools can build wheels (70.1 or newer, or with the wheel package), its own
+# setuptools: nothing is downloaded. Python 3.11's bundled setuptools 65 cannot; pip then fetches one.
+INSTALL_PROJECT = if $(PY) -c "import setuptools.command.bdist_wheel" 2>/dev/null \
+	|| $(PY) -c "import setuptools, wheel" 2>/dev/null; then isolation=--no-build-isolation; fi; \
+	$(PY) -m pip install --disable-pip-version-check --no-deps $$isolation -e .
+
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	$(INSTALL_PROJECT)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-distributed.txt
@@ -50,4 +59,4 @@ tiny-models: $(VENV)/.installed
 	$(PY) -m tests.tiny_models .cache/tiny-models
 
 clean:
-	rm -rf $(VENV) .pytest_cache .cache bench/results
+	rm -rf $(VENV) .pytest_cache .cache bench/results inpaint_studio.egg-info

@@ -110,7 +110,8 @@ def process_item(
         names = output_names(item.stem, len(applied.images))
         for name, image, metadata in zip(names, applied.images, applied.metadata):
             data = encode_image(image, format="PNG", alpha=photo.alpha, icc_profile=photo.icc_profile,
-                                exif=photo.exif, params={**metadata, "source": item.name})
+                                exif=photo.exif, params={**metadata, "source": item.name},
+                                png_compression=models.manager.settings.png_compression)
             _write_atomic(output / name, data)
         timings["write"] = (time.perf_counter() - stage) * 1000
         row.update(status="done", outputs=names, seeds=applied.seeds, notes=applied.notes)

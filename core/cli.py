@@ -1,4 +1,4 @@
-"""The command line: ``python -m core <command>``.
+"""The command line: ``inpaint-studio <command>`` (the project installed), or ``python -m core <command>``.
 
 Commands build the same params objects and call the same operations as the app; the inpaint
 command's options are InpaintParams' fields, with their defaults and help, and its engines the
@@ -59,11 +59,15 @@ def _add_params_options(command: argparse.ArgumentParser, params: type, engines:
                                  help=help_text + default_text)
 
 
-def _parser() -> argparse.ArgumentParser:
+PROG = "python -m core"  # the name in usage lines; the installed command passes SCRIPT
+SCRIPT = "inpaint-studio"  # [project.scripts] in pyproject.toml, which runs run()
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     catalog = catalogs.current()
     inpaint_engines = catalog.engine_names(operations.OPERATIONS["inpaint"].engine_kinds)
     titles = "; ".join(f"{name} = {catalog.title(name)}" for name in inpaint_engines if "+" not in name)
-    parser = argparse.ArgumentParser(prog="python -m core", description="Inpaint Studio from the command line.")
+    parser = argparse.ArgumentParser(prog=prog, description="Inpaint Studio from the command line.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     edit = commands.add_parser("inpaint", help="regenerate the masked region of a photo")
@@ -150,7 +154,8 @@ def inpaint_command(args: argparse.Namespace) -> int:
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
         path.write_bytes(encode_image(image, format=output_format, alpha=photo.alpha, icc_profile=photo.icc_profile,
-                                      exif=photo.exif, params=result.metadata(index)))
+                                      exif=photo.exif, params=result.metadata(index),
+                                      png_compression=settings.png_compression))
         print(f"{path}  seed {result.seeds[index]}  seam ΔE {result.seam_delta_e[index]:.2f}")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -230,9 +235,10 @@ def models_command(args: argparse.Namespace) -> int:
 COMMANDS = {"inpaint": inpaint_command, "batch": batch_command, "models": models_command}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run one command (``argv``, default the process's arguments) and return its exit code."""
     try:
-        parser = _parser()
+        parser = _parser(prog)
     except UserError as error:  # a setting (the catalog's modules) that cannot be used
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -248,3 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
         return EXIT_FAILED
+
+
+def run() -> None:
+    """The ``inpaint-studio`` command's entry point: :func:`main`, its code as the exit status."""
+    sys.exit(main(prog=SCRIPT))

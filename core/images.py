@@ -29,6 +29,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from core.config import DEFAULT_PNG_COMPRESSION, PNG_COMPRESSION_LEVELS
 from core.errors import UserError
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -184,6 +185,7 @@ def encode_image(
     exif: bytes | None = None,
     params: dict[str, Any] | None = None,
     quality: int = 95,
+    png_compression: int = DEFAULT_PNG_COMPRESSION,
 ) -> bytes:
     """Encode an RGB image for download as PNG, JPEG or WebP ("JPG" is accepted).
 
@@ -193,7 +195,9 @@ def encode_image(
     caller who wants a background colour flattens the image before encoding. ``params``, a
     JSON-serialisable description of the edit, is stored in PNG only (text chunk
     :data:`PARAMS_KEY`, read back by :func:`read_params`); JPEG and WebP are for sharing and
-    skip it. ``quality`` (1-100) applies to JPEG and WebP.
+    skip it. ``quality`` (1-100) applies to JPEG and WebP. ``png_compression`` is PNG's zlib level,
+    0 (none) to 9 (smallest, slowest); the pixels read back are the same at every level. Callers pass
+    ``Settings.png_compression`` (``INPAINT_STUDIO_PNG_COMPRESSION``).
     """
     encoding = _encoding_format(format)
     if image.mode != "RGB":
@@ -203,6 +207,8 @@ def encode_image(
             f"alpha must be a mode L image of the photo's size {image.size}, "
             f"got mode {alpha.mode} of size {alpha.size}."
         )
+    if png_compression not in PNG_COMPRESSION_LEVELS:
+        raise ValueError(f"png_compression must be a whole number from 0 to 9, got {png_compression!r}.")
 
     if alpha is not None and encoding != "JPEG":
         pixels = Image.merge("RGBA", (*image.split(), alpha))
@@ -218,6 +224,8 @@ def encode_image(
         text = PngInfo()
         text.add_text(PARAMS_KEY, json.dumps(params))
         options["pnginfo"] = text
+    if encoding == "PNG":
+        options["compress_level"] = png_compression
     if encoding in ("JPEG", "WEBP"):
         options["quality"] = quality
 

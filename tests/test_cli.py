@@ -1,10 +1,15 @@
-"""``python -m core inpaint``: the same edit as the app, with clear errors and exit codes."""
+"""``inpaint-studio`` / ``python -m core``: the same edit as the app, with clear errors and exit codes."""
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,7 @@ import pytest
 from PIL import Image
 
 from core import masks
+from core import cli
 from core.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 from core.images import read_params
 
@@ -128,3 +134,88 @@ def test_without_an_engine_the_best_diffusion_engine_here_is_used(files, tmp_pat
     err = capsys.readouterr().err
     assert "No diffusion model is on this machine" in err and "--engine telea" in err
     assert BUILTIN.engine_names(("diffusion",), variants=False)[0] == "flux2_klein"  # what auto prefers
+
+
+def test_png_output_uses_the_png_compression_setting(files, tmp_path, monkeypatch):
+    photo, mask_path, _ = files
+    written = {}
+    for level in ("0", "9"):
+        monkeypatch.setenv("INPAINT_STUDIO_PNG_COMPRESSION", level)
+        out = tmp_path / f"level{level}.png"
+        assert main(["inpaint", str(photo), "--mask", str(mask_path), "--engine", "telea", "--out", str(out)]) == EXIT_OK
+        written[level] = out
+    assert written["0"].stat().st_size > written["9"].stat().st_size
+    assert np.array_equal(np.asarray(Image.open(written["0"])), np.asarray(Image.open(written["9"])))
+    monkeypatch.setenv("INPAINT_STUDIO_PNG_COMPRESSION", "11")
+    out = tmp_path / "refused.png"
+    assert main(["inpaint", str(photo), "--mask", str(mask_path), "--engine", "telea", "--out", str(out)]) \
+        == EXIT_BAD_INPUT
+    assert not out.exists()
+
+
+# --- the installed command ------------------------------------------------------------------------
+
+SCRIPT = "inpaint-studio"
+
+
+def _installed() -> importlib.metadata.Distribution | None:
+    """The project as installed in this environment, or None. The checkout itself is left out of the
+    search: an editable install leaves inpaint_studio.egg-info there, which is no installation."""
+    elsewhere = [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT]
+    return next(iter(importlib.metadata.distributions(name="inpaint-studio", path=elsewhere)), None)
+
+
+def test_the_console_script_entry_point_resolves_to_a_function_that_exits_with_main_s_code(
+        files, tmp_path, monkeypatch, capsys):
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"][SCRIPT]
+    distribution = _installed()
+    if distribution is not None:  # what pip wrote into the environment must say the same
+        (entry,) = [e for e in distribution.entry_points if e.group == "console_scripts" and e.name == SCRIPT]
+        assert entry.value == declared
+    module, _, attribute = declared.partition(":")
+    target = getattr(importlib.import_module(module), attribute)
+    assert target is cli.run
+
+    monkeypatch.setattr(sys, "argv", [SCRIPT, "--help"])
+    with pytest.raises(SystemExit) as exited:
+        target()
+    assert exited.value.code == EXIT_OK
+    assert capsys.readouterr().out.startswith(f"usage: {SCRIPT} ")
+    photo, mask_path, _ = files
+    monkeypatch.setattr(sys, "argv", [SCRIPT, "inpaint", str(tmp_path / "missing.jpg"), "--mask", str(mask_path),
+                                      "--out", str(tmp_path / "o.png")])
+    with pytest.raises(SystemExit) as exited:
+        target()
+    assert exited.value.code == EXIT_BAD_INPUT  # main's code becomes the process's exit status
+    assert "missing.jpg" in capsys.readouterr().err
+
+
+def _script_path() -> Path:
+    for candidate in (Path(sysconfig.get_path("scripts")) / SCRIPT, Path(sys.executable).parent / SCRIPT):
+        if candidate.exists():
+            return candidate
+    found = shutil.which(SCRIPT)
+    assert found, f"inpaint-studio is installed but its command is neither next to {sys.executable} nor on PATH"
+    return Path(found)
+
+
+@pytest.mark.skipif(_installed() is None, reason="the project is not installed in this environment, so there is "
+                    "no inpaint-studio command to run (`make test` installs it: pip install --no-deps -e .)")
+def test_inpaint_studio_help_is_python_m_core_help_from_any_folder(tmp_path):
+    script = _script_path()
+    env = {**os.environ, "COLUMNS": "120"}
+    env.pop("PYTHONPATH", None)
+    # From an unrelated folder, with nothing on the path: the installed command finds the app by itself.
+    alone = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert alone.returncode == EXIT_OK, alone.stderr
+    assert alone.stdout.startswith(f"usage: {SCRIPT} ")
+    # This checkout's code both ways (an editable install may point at another checkout of the app).
+    env["PYTHONPATH"] = str(ROOT)
+    for command in ([], ["inpaint"], ["batch"], ["models"]):
+        installed = subprocess.run([str(script), *command, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                                   text=True, timeout=120)
+        module = subprocess.run([sys.executable, "-m", "core", *command, "--help"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert installed.returncode == module.returncode == EXIT_OK, installed.stderr + module.stderr
+        assert installed.stdout.replace(f"usage: {SCRIPT}", "usage: python -m core") == module.stdout

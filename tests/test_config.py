@@ -42,11 +42,27 @@ def test_defaults_without_any_setting(tmp_path):
         ("INPAINT_STUDIO_OFFLINE", "maybe", "true/false"),
         ("INPAINT_STUDIO_MEMORY_TRIM_SECONDS", "often", "MEMORY_TRIM_SECONDS='often': give a number of seconds"),
         ("INPAINT_STUDIO_MEMORY_TRIM_SECONDS", "-1", "0 turns it off"),
+        ("INPAINT_STUDIO_PNG_COMPRESSION", "10", r"INPAINT_STUDIO_PNG_COMPRESSION='10': give a whole number from 0"),
+        ("INPAINT_STUDIO_PNG_COMPRESSION", "-1", "INPAINT_STUDIO_PNG_COMPRESSION"),
+        ("INPAINT_STUDIO_PNG_COMPRESSION", "fast", "INPAINT_STUDIO_PNG_COMPRESSION='fast'"),
+        ("INPAINT_STUDIO_PNG_COMPRESSION", "1.5", "from 0 .* to 9"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path, name, value, words):
     with pytest.raises(SettingsError, match=words):
         load_settings({name: value}, tmp_path / "missing.toml")
+
+
+def test_png_compression_defaults_to_a_fast_level_and_is_read_from_both_sources(tmp_path):
+    missing = tmp_path / "missing.toml"
+    assert load_settings({}, missing).png_compression == config.DEFAULT_PNG_COMPRESSION == 1
+    assert Settings().png_compression == 1
+    assert load_settings({"INPAINT_STUDIO_PNG_COMPRESSION": " 9 "}, missing).png_compression == 9
+    assert load_settings({"INPAINT_STUDIO_PNG_COMPRESSION": "0"}, missing).png_compression == 0
+    assert load_settings({"INPAINT_STUDIO_PNG_COMPRESSION": ""}, missing).png_compression == 1
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("INPAINT_STUDIO_PNG_COMPRESSION = 6\n")  # a TOML number works as well as a string
+    assert load_settings({}, secrets).png_compression == 6
 
 
 def test_broken_secrets_file_is_a_settings_error(tmp_path):

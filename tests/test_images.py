@@ -693,6 +693,33 @@ def test_jpeg_encoding_drops_alpha():
     assert_close(reread.rgb.getpixel((8, 24)), RED, 12)
 
 
+def test_png_compression_level_changes_the_size_not_the_pixels():
+    rng = np.random.default_rng(7)
+    # Noise over smooth gradients: compressible, so the levels differ, but not trivially.
+    ramp = np.linspace(0, 200, 256, dtype=np.float32)[None, :, None]
+    pixels = (ramp + rng.integers(0, 48, (192, 256, 3))).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    alpha = Image.fromarray(rng.integers(0, 256, (192, 256), dtype=np.uint8))
+    encoded = {level: encode_image(image, alpha=alpha, params={"seed": 1}, png_compression=level)
+               for level in (0, 1, 9)}
+    assert len(encoded[0]) > len(encoded[1]) > len(encoded[9])
+    for data in encoded.values():
+        reread = read_image(data)
+        assert np.array_equal(np.asarray(reread.rgb), pixels)
+        assert np.array_equal(np.asarray(reread.alpha), np.asarray(alpha))
+        assert read_params(data) == {"seed": 1}
+    default = encode_image(image, alpha=alpha, params={"seed": 1})
+    assert default == encoded[1]  # the default is the fast level (INPAINT_STUDIO_PNG_COMPRESSION's default)
+    # JPEG and WebP ignore it
+    assert encode_image(image, format="JPEG", png_compression=9) == encode_image(image, format="JPEG")
+
+
+@pytest.mark.parametrize("level", [-1, 10, "9"])
+def test_png_compression_outside_0_to_9_is_refused(level):
+    with pytest.raises(ValueError, match="png_compression"):
+        encode_image(red_left_blue_right(), png_compression=level)
+
+
 def test_encode_refuses_what_breaks_the_contract():
     rgb = red_left_blue_right()
     with pytest.raises(ValueError, match="RGB"):
