@@ -9,9 +9,12 @@ settings = setup_page("Home", "🎨")
 
 st.title("Inpaint Studio")
 st.write(
-    "Edit a photo region by region: choose a photo, select an object on the **Segment** page by "
-    "clicking it, boxing it or naming it, refine the region on the **Mask** page, and download the "
-    "mask. Everything outside the mask stays exactly as it was."
+    "Edit a photo region by region. Choose a photo, select an object on the **Segment** page by clicking "
+    "it, boxing it or naming it, and refine the region on the **Mask** page. On the **Inpaint** page, "
+    "regenerate the region from a prompt, a reference picture or an instruction (“make the jacket red”), "
+    "as the chosen engine allows, or remove the object; on the **Relight** page, light the subject from "
+    "another direction; on the **Batch** page, replay a saved edit (a recipe) over many photos. "
+    "Everything outside the mask stays exactly as it was."
 )
 
 image_picker(settings)

@@ -15,6 +15,16 @@ from ui.segment_view import selection_picture, thumbnail
 BACKENDS = {"FastSAM": "fastsam", "SAM (refine)": "sam", "GrabCut": "grabcut"}
 FASTSAM_MODELS = {"FastSAM-s": "fastsam", "FastSAM-x": "fastsam_x"}
 CANVAS_WIDTH = 800
+# What to say when an answer selects nothing and the segmenter gave no reason (each backend
+# usually does: FastSAM, SAM and GrabCut say what they missed and what to try).
+NOTHING_SELECTED = {
+    "Click": "Nothing was selected there. Try another spot on the object, a box around it, or another model "
+             "under *Model and settings* (SAM refines objects FastSAM misses), or paint the region on the "
+             "Mask page.",
+    "Box": "Nothing was selected in that box. Draw it tighter around the object, click on the object "
+           "instead, or try another model under *Model and settings*, or paint the region on the Mask page.",
+    "Text": "Nothing was found. Try another word, or click on the object or box it instead.",
+}
 
 setup_page("Segment", ":material/ads_click:")
 st.title("Segment")
@@ -233,6 +243,8 @@ with canvas_col:
     elif result is not None:
         if result.message:
             st.warning(result.message, icon=":material/info:")
+        elif not result.masks:
+            st.warning(NOTHING_SELECTED[mode], icon=":material/info:")
         if result.fallback:
             st.info(result.fallback, icon=":material/info:")
         if selection is not None:

@@ -72,8 +72,12 @@ for note in resources.memory_notes():
 if not diffusion and not resources.memory_notes():
     sd15 = resources.first_model("diffusion")
     st.info(f"No diffusion model is on this machine ({sd15.configured}), so the region can be removed "
-            f"(filled from its surroundings) but not regenerated from a prompt. To generate, set "
-            f"{sd15.role.setting} to a local copy of an inpainting model.", icon=":material/info:")
+            f"(filled from its surroundings) but not regenerated from a prompt. To generate, fetch "
+            f"{sd15.role.title} on a machine with internet with `python -m core models download "
+            f"{sd15.role.name}` (add `--dir DIR` to copy it here), then set {sd15.role.setting} to the local "
+            "copy. The home page's model table lists every model and the command that fetches it.",
+            icon=":material/info:")
+    st.page_link("streamlit_app.py", label="Models and how to get them (home page)", icon=":material/download:")
 if not document.mask.any():
     st.warning("The mask is empty: select an object or paint the region to change first.",
                icon=":material/info:")
@@ -137,15 +141,24 @@ with settings_col:
         problem = str(error)
         st.error(problem)
 
-    generate_col, remove_col = st.columns(2)
-    generate = generate_col.button("Generate", type="primary", width="stretch",
-                                   disabled=params is None or not document.mask.any())
-    remover = removal[0]  # the catalog lists removal engines best first: LaMa, MI-GAN, OpenCV
-    remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
-                               help=f"Fill the region from its surroundings ({resources.engine_title(remover)}), "
-                                    "no prompt needed.")
-    remove_col.caption(f"with {resources.engine_title(remover)}")
-    if not catalog.engines[remover].roles:
+    # A removal engine chosen: Generate would do what Remove object does, so only Remove object shows
+    # (with that engine). Else both, removal with the best remover: the catalog lists them best first:
+    # LaMa, MI-GAN, OpenCV.
+    removing = entry.kind == "removal"
+    remover = name if removing else removal[0]
+    remove_help = f"Fill the region from its surroundings ({resources.engine_title(remover)}), no prompt needed."
+    if removing:
+        generate = False
+        remove = st.button("Remove object", type="primary", width="stretch", disabled=not document.mask.any(),
+                           help=remove_help)
+    else:
+        generate_col, remove_col = st.columns(2)
+        generate = generate_col.button("Generate", type="primary", width="stretch",
+                                       disabled=params is None or not document.mask.any())
+        remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
+                                   help=remove_help)
+        remove_col.caption(f"with {resources.engine_title(remover)}")
+    if not catalog.engines[removal[0]].roles:
         learned = resources.first_model("removal")
         st.caption(f"Removal uses OpenCV, a smooth fill that suits small regions: {learned.role.title} is not on "
                    f"this machine. Get it with `python -m core models download {learned.role.name}` (about "

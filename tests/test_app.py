@@ -232,3 +232,38 @@ def test_the_home_page_says_what_does_each_task_on_this_machine(app_without_mode
     assert "**Remove objects**: MI-GAN\n" in equipped  # no LaMa here: the next best
     assert "**Refine a selection**: SAM ViT-Base" in equipped and "**Select by text**: SAM 3, every instance" in equipped
     assert "**Select by click or box**: FastSAM-s" in equipped
+
+
+def test_home_introduction_describes_the_whole_app(app_with_tiny_models):
+    at = home()
+    intro = next(m.value for m in at.markdown if "region by region" in m.value)
+    for page in ("**Segment**", "**Mask**", "**Inpaint**", "**Relight**", "**Batch**"):
+        assert page in intro
+    for what in ("prompt", "reference picture", "instruction", "remove the object", "recipe"):
+        assert what in intro
+    assert "download the mask" not in intro
+
+
+def test_the_mask_canvas_hides_its_own_toolbar(app_with_tiny_models, monkeypatch):
+    """Its undo, redo and bin act on a stroke the page takes over at once; the page's Undo, Redo and
+    Clear act on the mask."""
+    import inspect
+    from types import SimpleNamespace
+
+    at = photo_with_mask_page()  # the canvas component registers itself when a page first imports it
+    import ui.canvas
+
+    # streamlit-drawable-canvas 0.13 has no display_toolbar: nothing is passed that it would refuse.
+    real = inspect.signature(ui.canvas.st_canvas).parameters
+    assert ui.canvas._no_toolbar() == ({"display_toolbar": False} if "display_toolbar" in real else {})
+    calls = []
+
+    def fake_canvas(*, display_toolbar=True, **kwargs):
+        calls.append(display_toolbar)
+        return SimpleNamespace(json_data=None, image_data=None, background_fit=None)
+
+    monkeypatch.setattr(ui.canvas, "st_canvas", fake_canvas)
+    at.run()
+    assert not at.exception
+    assert calls and not any(calls)
+    assert [b.label for b in at.button if b.label in ("Undo", "Redo", "Clear")] == ["Undo", "Redo", "Clear"]

@@ -114,7 +114,10 @@ def test_remove_object_uses_lama_when_it_is_here_and_says_so(app_with_tiny_model
 def test_empty_mask_disables_generation(app_without_models):
     at = inpaint_page(with_mask=False)
     assert any("mask is empty" in w.value for w in at.warning)
-    assert button(at, "Generate").disabled and button(at, "Remove object").disabled
+    # No diffusion model: a removal engine is chosen, so Remove object is the one button.
+    assert at.selectbox(key=forms.INPAINT_ENGINE).value in REMOVAL_ENGINES
+    assert not any(b.label == "Generate" for b in at.button)
+    assert button(at, "Remove object").disabled
 
 
 def test_a_few_step_engine_sets_its_steps_and_generates(app_with_tiny_models):
@@ -130,3 +133,35 @@ def test_a_few_step_engine_sets_its_steps_and_generates(app_with_tiny_models):
     assert result.engine == "sd15+lcm" and result.params.engine == "sd15+lcm" and result.params.steps == 4
     assert outside_band_unchanged(result.images[0], result.params.mask_blur)
     assert any("LCM few-step" in caption.value for caption in at.caption)
+
+
+def test_without_a_diffusion_model_the_note_gives_the_command_and_links_to_the_models(app_without_models):
+    at = inpaint_page()
+    (note,) = [info.value for info in at.info if "No diffusion model" in info.value]
+    best = BUILTIN.engines[BUILTIN.engine_names(("diffusion",), variants=False)[0]]  # the one named
+    role = BUILTIN.model(best.roles[0])
+    assert f"`python -m core models download {role.name}`" in note
+    assert role.setting in note and "model table" in note
+    links = [link for link in at.page_link if "Models" in link.value]
+    assert len(links) == 1 and "home page" in links[0].value
+    home = next(link for link in at.page_link if link.value == "Home")  # the navigation's
+    assert links[0].proto.page_script_hash == home.proto.page_script_hash  # streamlit_app.py
+
+
+def test_a_removal_engine_shows_only_remove_object_and_uses_that_engine(app_with_tiny_models):
+    at = inpaint_page()
+    both = ["Generate", "Remove object"]
+    assert [b.label for b in at.button if b.label in both] == both
+    at.selectbox(key=forms.INPAINT_ENGINE).set_value("telea").run()
+    assert not at.exception
+    labels = [b.label for b in at.button]
+    assert "Generate" not in labels and labels.count("Remove object") == 1
+    assert button(at, "Remove object").proto.type == "primary"
+    assert "with LaMa" not in [c.value for c in at.caption]  # the chosen engine removes, not the best one
+    at = generate(at, "Remove object")
+    assert not at.exception and not at.error
+    result = at.session_state[session.INPAINT_RESULT]
+    assert result.engine == "telea" and len(result.images) == 1
+    # Back to a diffusion engine: both buttons again.
+    at.selectbox(key=forms.INPAINT_ENGINE).set_value("sd15").run()
+    assert {"Generate", "Remove object"} <= {b.label for b in at.button}

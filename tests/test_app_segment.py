@@ -238,3 +238,82 @@ def test_sam_refinement_answers_clicks(app_with_tiny_models):
     at = click(at, 100, 60)
     assert "embed" not in at.session_state[session.SEGMENT_RESULT][1].timings
     assert "decode" in at.session_state[session.SEGMENT_RESULT][1].timings
+
+
+# --- a click or box that selects nothing says so, and what to try ---------------------------------
+
+
+def nothing_selected(at: AppTest) -> list[str]:
+    """The warnings shown, once the answer selected nothing (no caption, nothing to send)."""
+    assert not at.exception and not at.error
+    assert selected_caption(at) is None and button(at, "Add to mask").disabled
+    return [w.value for w in at.warning]
+
+
+def test_fastsam_selecting_nothing_says_so_and_what_to_try(app_with_tiny_models):
+    at = segment_page()
+    at.button_group(key=forms.SEGMENT_LABEL).set_value("Exclude").run()
+    at = click(at, 240, 170)  # only an exclude click: nothing to select
+    assert at.session_state[session.SEGMENT_RESULT][1].backend == "fastsam"
+    assert "Nothing was selected there; try another spot or a box." in nothing_selected(at)
+
+
+def test_sam_selecting_nothing_says_so_and_what_to_try(app_with_tiny_models, monkeypatch):
+    from core.engines.sam import ClickSegmenter
+
+    empty = np.zeros((PHOTO_SIZE[1], PHOTO_SIZE[0]), bool)
+    monkeypatch.setattr(ClickSegmenter, "proposals",
+                        lambda self, embedding, points=(), box=None: [(empty, 0.1)])
+    at = segment_page()
+    at.radio(key=forms.SEGMENT_BACKEND).set_value("SAM (refine)").run()
+    at = click(at, 240, 170)
+    assert at.session_state[session.SEGMENT_RESULT][1].backend == "sam2"
+    assert any("selected nothing there; try another spot or a box" in w for w in nothing_selected(at))
+
+
+def test_grabcut_selecting_nothing_says_so_and_what_to_try(app_without_models):
+    at = segment_page()
+    at.button_group(key=forms.SEGMENT_LABEL).set_value("Exclude").run()
+    at = click(at, 240, 170)
+    assert at.session_state[session.SEGMENT_RESULT][1].backend == "grabcut"
+    assert any("nothing to select from: click on the object" in w for w in nothing_selected(at))
+    button(at, "Clear selection").click().run()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Box").run()
+    at = rect(at, 0, 0, PHOTO_SIZE[0], PHOTO_SIZE[1])  # the whole photo: no background to learn from
+    warnings = nothing_selected(at)
+    assert any("GrabCut needs some background" in w and "draw the box tighter" in w for w in warnings)
+
+
+def test_an_empty_answer_without_a_reason_still_says_what_to_try(app_with_tiny_models, monkeypatch):
+    from core.segment import SegmentResult
+    from core.segmenter import Segmenter
+
+    monkeypatch.setattr(Segmenter, "segment", lambda self, *args, **kwargs: SegmentResult([], [], "fastsam"))
+    at = click(segment_page(), 240, 170)
+    assert any(w.startswith("Nothing was selected there. Try another spot") for w in nothing_selected(at))
+    button(at, "Clear selection").click().run()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Box").run()
+    at = rect(at, 140, 80, 340, 260)
+    warnings = nothing_selected(at)
+    assert any(w.startswith("Nothing was selected in that box. Draw it tighter") for w in warnings)
+
+
+def test_the_segment_canvas_hides_its_own_toolbar(app_with_tiny_models, monkeypatch):
+    """Its undo, redo and bin act on a drawing the page clears at once; Clear selection does the job."""
+    from types import SimpleNamespace
+
+    at = segment_page()
+    import ui.canvas  # once a page has imported it: the canvas component registers itself then
+
+    calls = []
+
+    def fake_canvas(*, display_toolbar=True, **kwargs):
+        calls.append(display_toolbar)
+        return SimpleNamespace(json_data=None, image_data=None, background_fit=None)
+
+    monkeypatch.setattr(ui.canvas, "st_canvas", fake_canvas)
+    at.run()  # clicks
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Box").run()
+    at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()  # SAM 3 here: example boxes on a canvas
+    assert not at.exception
+    assert len(calls) >= 3 and not any(calls)

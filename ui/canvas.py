@@ -8,6 +8,8 @@ of truth, which also survives page switches (that reset the canvas).
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from PIL import Image, ImageDraw
 from streamlit_drawable_canvas import st_canvas
@@ -20,6 +22,23 @@ POINT_COLORS = {1: "#00c853", 0: "#ff1744"}  # include, exclude
 BOX_COLOR = "#ffd600"
 MAX_CANVAS_HEIGHT = 900
 _ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
+
+
+def _no_toolbar() -> dict:
+    """The argument hiding the canvas's own toolbar, where this version of st_canvas has one.
+
+    Its upload, undo, redo and bin act on the transient drawing, which the app takes over (and
+    clears) as soon as a stroke, click or box arrives; the pages' own buttons (Undo, Redo and Clear
+    on the Mask page, Clear selection on the Segment page) do those jobs on the real state. So no
+    canvas here needs it. streamlit-drawable-canvas 0.13 has no such argument (its toolbar shows on
+    every canvas that is not ``disabled``, inside the component's shadow root, out of reach of the
+    page's CSS); older and future versions that take ``display_toolbar`` get it.
+    """
+    try:
+        parameters = inspect.signature(st_canvas).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"display_toolbar": False} if "display_toolbar" in parameters else {}
 
 
 def canvas_size(image_size: tuple[int, int], width: int) -> tuple[int, int]:
@@ -51,6 +70,7 @@ def mask_canvas(background: Image.Image, *, tool: str, brush: int) -> np.ndarray
         height=background.height,
         return_image_data=True,
         key=f"mask_canvas_{session.canvas_version()}",
+        **_no_toolbar(),
     )
     drawing = result.image_data
     if drawing is None:
@@ -79,6 +99,7 @@ def prompt_canvas(
         width=background.width,
         height=background.height,
         key=f"segment_canvas_{session.canvas_version(session.SEGMENT_CANVAS_VERSION)}",
+        **_no_toolbar(),
     )
     objects = (result.json_data or {}).get("objects", [])
     if not objects:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.images import encode_image
 from core.recipe import SeedPolicy, Selection, recipe_from_result
-from ui import forms, session
+from ui import forms, resources, session
 
 RESULT_VIEWS = "result_views"  # [(result, {(variant, what): image or bytes})], the latest results
 KEPT_RESULTS = 3  # one per page that shows results, so switching pages recomputes nothing
@@ -53,7 +53,8 @@ def variant_png(result: Any, index: int) -> bytes:
 
     def make() -> bytes:
         return encode_image(result.images[index], format="PNG", alpha=loaded.alpha,
-                            icc_profile=loaded.icc_profile, exif=loaded.exif, params=result.metadata(index))
+                            icc_profile=loaded.icc_profile, exif=loaded.exif, params=result.metadata(index),
+                            png_compression=resources.settings()[0].png_compression)
 
     return _cached(result, (index, "png"), make)
 
