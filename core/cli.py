@@ -256,6 +256,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return EXIT_FAILED
 
 
-def run() -> None:
+def script() -> None:
     """The ``inpaint-studio`` command's entry point: :func:`main`, its code as the exit status."""
     sys.exit(main(prog=SCRIPT))

@@ -94,7 +94,7 @@ def test_an_extra_engine_is_in_the_inpaint_pages_engine_list(app_without_models,
     at = inpaint_page()
     assert not at.exception
     options = at.selectbox(key=forms.INPAINT_ENGINE).options
-    assert "Flat colour fill" in options
+    assert "Remove · Flat colour fill" in options  # a removal engine, grouped as one
     assert catalog.current().engine("flat")[0].engine == "tests.extra_catalog:FlatColourFill"
 
 

@@ -174,7 +174,7 @@ def test_the_console_script_entry_point_resolves_to_a_function_that_exits_with_m
         assert entry.value == declared
     module, _, attribute = declared.partition(":")
     target = getattr(importlib.import_module(module), attribute)
-    assert target is cli.run
+    assert target is cli.script
 
     monkeypatch.setattr(sys, "argv", [SCRIPT, "--help"])
     with pytest.raises(SystemExit) as exited:

@@ -191,7 +191,8 @@ def test_threshold_and_limit_keep_the_best(engine, embedding):
     assert [i.score for i in above] == [i.score for i in everything[:2]]
     top = engine.find(embedding, "window", limit=3, **EVERYTHING)
     assert [i.score for i in top] == [i.score for i in everything[:3]]
-    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(top, everything))
+    # Upsampled in a batch of another size: a pixel at the mask threshold may round the other way.
+    assert all((a.mask == b.mask).mean() > 0.999 for a, b in zip(top, everything))
     assert engine.find(embedding, "window", limit=0, **EVERYTHING) == []
 
 
