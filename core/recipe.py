@@ -299,8 +299,6 @@ class Recipe:
         named = getattr(params, "reference", "")
         if override is None and (not named or self.action.reference_image is not None):
             return self
-        if override is None and not hasattr(params, "reference"):
-            return self
         if not hasattr(params, "reference"):
             raise RecipeError(f"--reference: a {self.action.operation} recipe takes no reference image.")
         path = Path(override if override is not None else named).expanduser()

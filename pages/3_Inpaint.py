@@ -53,7 +53,8 @@ def engine_label(name: str) -> str:
 
 def read_reference() -> None:
     upload = st.session_state.get("inpaint_reference_upload")
-    if upload is None:
+    if upload is None:  # the upload was removed: so is its error (a reference already taken is kept)
+        st.session_state.pop("inpaint_reference_error", None)
         return
     try:
         image = read_image(upload, name=upload.name).rgb

@@ -82,16 +82,13 @@ def in_use() -> list[tuple[str, str]]:
     def best(names: list[str]) -> str | None:
         return next((catalog_.title(name) for name in names if models.has(name)), None)
 
-    def ready(kind: str) -> list[str]:
-        return models.engines(kind)
-
     clicks = best(catalog_.answering("everything")) or "GrabCut (no FastSAM here)"
     refine = best(catalog_.answering("clicks")) or "FastSAM's candidates (no SAM here)"
     concepts = best(catalog_.answering("concepts"))
     text = (f"{concepts}, every instance" if concepts else
             "CLIP over FastSAM's candidates, one object at a time" if best(catalog_.answering("text"))
             and best(catalog_.answering("everything")) else "not available (no SAM 3, CLIP or FastSAM here)")
-    removal, diffusion, relight = ready("removal"), ready("diffusion"), ready("relight")
+    removal, diffusion, relight = models.engines("removal"), models.engines("diffusion"), models.engines("relight")
     return [
         ("Select by click or box", clicks),
         ("Refine a selection", refine),

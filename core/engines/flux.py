@@ -44,6 +44,7 @@ from core.engines.pipelines import (
     cached,
     check_not_black,
     check_pipeline_folder,
+    load_pipeline,
     diffusion_options,
     fresh_scheduler,
     place_pipeline,
@@ -107,19 +108,8 @@ class FluxEngine(CatalogEngine):
         """
         model_id = str(path)
         check_pipeline_folder(entry, model_id, cls.model_classes, _engine_running)
-        try:
-            import diffusers
-            import torch
-
-            pipeline = getattr(diffusers, cls.pipeline_class)
-            pipe = pipeline.from_pretrained(model_id, dtype=getattr(torch, options.dtype))
-        except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors and torch raise many types)
-            reason = str(error).splitlines()[0] if str(error) else ""
-            raise ModelLoadError(
-                f"The {entry.title} model {model_id} could not be loaded ({type(error).__name__}: {reason}). "
-                "It must be a diffusers pipeline folder (model_index.json, transformer/, vae/, text "
-                f"encoders, as saved by save_pretrained). {how_to_provide(entry)}"
-            ) from error
+        pipe = load_pipeline(entry, model_id, cls.pipeline_class, options,
+                             "model_index.json, transformer/, vae/, text encoders")
         engine = cls(entry, pipe, model_id, options)
         notes = engine._check_loaded()
         if options.dtype == "float16":

@@ -375,6 +375,26 @@ def apply_fast_path(denoiser, options: DiffusionOptions, capability: tuple[int, 
     return notes
 
 
+def load_pipeline(entry, model_id: str, pipeline_class: str, options: DiffusionOptions, layout: str):
+    """``diffusers.<pipeline_class>.from_pretrained(model_id)`` in ``options.dtype``; ModelLoadError
+    naming the model, what the folder must hold (``layout``) and the setting to fix, whatever the
+    loader raised."""
+    try:
+        import diffusers
+        import torch
+
+        return getattr(diffusers, pipeline_class).from_pretrained(model_id, dtype=getattr(torch, options.dtype))
+    except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors, transformers and torch raise many types)
+        from core.engines.base import how_to_provide
+
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ModelLoadError(
+            f"The {entry.title} model {model_id} could not be loaded ({type(error).__name__}: {reason}). "
+            f"It must be a diffusers pipeline folder as saved by save_pretrained ({layout}). "
+            f"{how_to_provide(entry)}"
+        ) from error
+
+
 def denoiser_of(pipe):
     """The network a pipeline runs at every step: its UNet (SD 1.5, SDXL) or its transformer
     (FLUX, Qwen-Image)."""

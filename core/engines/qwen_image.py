@@ -57,9 +57,7 @@ from core.engines.base import (
     EngineOutput,
     EngineRequest,
     InpaintError,
-    ModelLoadError,
     ProgressCallback,
-    how_to_provide,
     require_all,
 )
 from core.engines.fast import bucket_size
@@ -67,6 +65,7 @@ from core.engines.pipelines import (
     DiffusionOptions,
     check_not_black,
     check_pipeline_folder,
+    load_pipeline,
     diffusion_options,
     place_pipeline,
     run_variants,
@@ -128,20 +127,9 @@ class QwenImageEditEngine(CatalogEngine):
         model_id = str(path)
         # Named before any weight is read: a missing folder, another model's, an incomplete download.
         check_pipeline_folder(entry, model_id, LOADABLE_CLASSES, _engine_running)
-        try:
-            import torch
-            from diffusers import QwenImageEditInpaintPipeline
-
-            pipe = QwenImageEditInpaintPipeline.from_pretrained(model_id, dtype=getattr(torch, options.dtype))
-        except Exception as error:  # noqa: BLE001 (hub, JSON, safetensors, transformers, torch: many types)
-            message = str(error).splitlines()[0] if str(error) else ""
-            raise ModelLoadError(
-                f"The {entry.title} model {model_id} could not be loaded ({type(error).__name__}: "
-                f"{message}). It must be a diffusers pipeline folder as saved by save_pretrained "
-                "(model_index.json; processor/, scheduler/, text_encoder/, tokenizer/, transformer/ and vae/ "
-                "with their weights). "
-                f"{how_to_provide(entry)}"
-            ) from error
+        pipe = load_pipeline(entry, model_id, "QwenImageEditInpaintPipeline", options,
+                             "model_index.json; processor/, scheduler/, text_encoder/, tokenizer/, transformer/ "
+                             "and vae/ with their weights")
         notes = place_pipeline(pipe, options, f"The {entry.title} model {model_id}")
         if options.dtype == "float16":
             notes.append(FLOAT16_NOTE)
