@@ -8,7 +8,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -514,10 +513,8 @@ def test_header_claiming_a_huge_image_is_refused_without_decoding(header, monkey
         raise AssertionError("pixels were decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_is_forbidden)
-    started = time.perf_counter()
     with pytest.raises(ImageError, match="too large"):
         read_image(header, name="huge.png")
-    assert time.perf_counter() - started < 1.0
 
 
 def test_too_large_message_gives_the_size_and_the_limit():

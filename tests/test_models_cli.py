@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -46,13 +45,12 @@ def test_list_shows_every_role_present_or_missing_with_size_and_fallback(no_mode
 
 def test_download_fails_fast_and_clearly_when_offline(no_models):
     env = {**os.environ, "INPAINT_STUDIO_OFFLINE": "1"}
-    started = time.perf_counter()
+    # The timeout bounds it: no retries against an unreachable hub.
     result = subprocess.run([sys.executable, "-m", "core", "models", "download", "clip"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "INPAINT_STUDIO_OFFLINE is on" in result.stderr and "--dir" in result.stderr
     assert "Traceback" not in result.stderr
-    assert time.perf_counter() - started < 60  # no retries against an unreachable hub
 
 
 def test_an_unreachable_hub_is_refused_before_any_download(no_models, monkeypatch, capsys):
