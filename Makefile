@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 ADDRESS ?= localhost
+# The suite runs on a worker per core, three at most (each holds its own tiny models and servers);
+# PARALLEL= runs it in one process. tests/conftest.py says which tests share a worker.
+PARALLEL ?= -n auto --maxprocesses 3 --dist loadgroup
 
 .PHONY: run dev test test-fast browser screenshots bench tiny-models clean
 
@@ -37,11 +40,11 @@ dev: $(VENV)/.installed
 
 ## Set up (first time, with Chromium when root) and run every test: unit, AppTest, browser
 test: $(VENV)/.installed-dev browser
-	$(PY) -m pytest
+	$(PY) -m pytest $(PARALLEL)
 
 ## Everything but the slow tests (real browsers, Ray, benchmarks)
 test-fast: $(VENV)/.installed-dev
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PARALLEL) -m "not slow"
 
 browser:
 	@sh scripts/ensure-chromium.sh

@@ -18,7 +18,25 @@ from core.config import OFFLINE_ENV  # noqa: E402 (needs the repo root on sys.pa
 os.environ.update(OFFLINE_ENV)
 os.environ["INPAINT_STUDIO_OFFLINE"] = "1"
 os.environ["YOLO_VERBOSE"] = "0"
-os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "inpaint-studio-tests-yolo"))
+# Each pytest-xdist worker (PYTEST_XDIST_WORKER) gets its own: Ultralytics rewrites its settings file.
+os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir())
+                                             / f"inpaint-studio-tests-yolo{os.environ.get('PYTEST_XDIST_WORKER', '')}"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """How ``make test`` shares the tests between its pytest-xdist workers (``--dist loadgroup``): a
+    file's tests stay together (its module fixtures are built once), the browser tests share one
+    worker (one app server of each kind, and no two browsers racing for the CPU), and so do the tests
+    that start a local Ray cluster (two clusters at once on two cores starve each other)."""
+    for item in items:
+        if item.get_closest_marker("browser"):
+            group = "browser"
+        elif item.get_closest_marker("ray"):
+            group = "ray"
+        else:
+            group = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

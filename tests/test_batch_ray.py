@@ -22,7 +22,7 @@ from core.batch_ray import run_ray  # noqa: E402
 from core.recipe import SeedPolicy  # noqa: E402
 from tests.helpers import inpaint_recipe, remove_recipe, truncated_jpeg, write_photos  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(600)]
 
 # One actor of one CPU on a two-CPU instance (two one-CPU actors there would leave Ray Data nothing).
 RAY_OPTIONS = dict(num_cpus=2, workers=1, cpus_per_worker=1)

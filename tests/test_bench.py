@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # its "batch on Ray" row
 @pytest.mark.timeout(1500)
 def test_every_benchmark_runs_and_writes_its_rows(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("INPAINT_STUDIO_MODEL")}

@@ -114,6 +114,7 @@ def test_bad_inputs_and_arguments_exit_2(tmp_path, recipe):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_the_ray_engine_runs_the_same_command(tmp_path, recipe):
     pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-distributed.txt")
