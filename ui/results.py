@@ -16,10 +16,11 @@ from PIL import Image
 
 from core.images import encode_image
 from core.recipe import SeedPolicy, Selection, recipe_from_result
-from ui import forms, resources, session
+from ui import compare, forms, resources, session
 
 RESULT_VIEWS = "result_views"  # [(result, {(variant, what): image or bytes})], the latest results
 KEPT_RESULTS = 3  # one per page that shows results, so switching pages recomputes nothing
+COMPARE_WIDTH = 720  # the before / after picture's display width
 
 
 def _cached(result: Any, key: tuple, make):
@@ -146,7 +147,7 @@ def show_result(
     file_suffix: str,
     key_prefix: str,
 ) -> None:
-    """The variants side by side, a choice among them, before/after, notes, and what to do next:
+    """The variants side by side, a choice among them, before/after as one picture with a slider, notes, and what to do next:
     use the chosen one as the new base, step back, download it (PNG with the edit's parameters) or
     save it as a recipe (for other photos, a batch). ``describe(i)`` captions variant i; ``footer`` says what produced the result."""
     count = len(result.images)
@@ -159,9 +160,9 @@ def show_result(
             column.caption(describe(index))
         choice = st.radio("Variant", list(range(count)), key=choice_key, horizontal=True,
                           format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
-    before_col, after_col = st.columns(2)
-    before_col.image(session.display_copy(480), caption="Before")
-    after_col.image(variant_view(result, choice, 480), caption=f"After · {describe(choice)}")
+    compare.comparison(session.display_copy(COMPARE_WIDTH), variant_view(result, choice, COMPARE_WIDTH),
+                       width=COMPARE_WIDTH)
+    st.caption(f"Before / After · {describe(choice)} · drag across the picture to compare")
     for note in result.notes:
         st.info(note, icon=":material/info:")
     timing = " · ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings.items())
