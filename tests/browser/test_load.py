@@ -1,4 +1,4 @@
-"""Four people at once (Chromium, the tiny models): each selects an object and inpaints it five
+"""Four people at once (Chromium, the tiny models): each selects an object and inpaints it three
 times on their own photo. Every request completes, each sees only their own work, the server logs
 no error, and its memory comes back down once they leave. The figures are printed for the README."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.browser.actions import CHROMIUM_ARGS, EXAMPLES, serve_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 PEOPLE = {"Chelsea": "chelsea.jpg", "Astronaut": "astronaut.jpg", "Coffee": "coffee.jpg", "Rocket": "rocket.jpg"}
-ROUNDS = 5
+ROUNDS = 3
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 
@@ -95,7 +95,7 @@ async def one_round(page, example: str, where: tuple[float, float], round_number
 
 async def person(browser, url: str, example: str, where: tuple[float, float], log: list,
                  rounds: int = ROUNDS) -> np.ndarray:
-    """One person's session: their example, five rounds of click → add → inpaint; the last PNG."""
+    """One person's session: their example, three rounds of click → add → inpaint; the last PNG."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     context.set_default_timeout(180_000)  # four sessions share two cores here: everything waits its turn
     page = await context.new_page()
