@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
+from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import StudioError, one_line
 from core.images import encode_image, read_image
@@ -109,7 +110,8 @@ def process_item(
         stage = time.perf_counter()
         names = output_names(item.stem, len(applied.images))
         for name, image, metadata in zip(names, applied.images, applied.metadata):
-            data = encode_image(image, format="PNG", alpha=photo.alpha, icc_profile=photo.icc_profile,
+            data = encode_image(image, format="PNG", alpha=fit_alpha(photo.alpha, applied.canvas),
+                                icc_profile=photo.icc_profile,
                                 exif=photo.exif, params={**metadata, "source": item.name},
                                 png_compression=models.manager.settings.png_compression)
             _write_atomic(output / name, data)
