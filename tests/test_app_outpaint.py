@@ -99,3 +99,24 @@ def test_extend_with_the_tiny_sd15_variants_new_base_step_back_and_recipe(app_wi
     recipe = at.session_state[session.BATCH_RECIPE]
     assert recipe.action.operation == "outpaint" and recipe.selection.kind == "whole"
     assert recipe.seed.seed == 43 and recipe.action.params.left == 40 and not recipe.needs_mask_file
+
+
+def test_the_batch_page_runs_an_outpaint_recipe_without_masks(app_without_models):
+    from core.operations import Edit
+    from core.operations.outpaint import OutpaintParams
+    from core.recipe import Recipe, Selection
+    from tests.test_app_batch import batch_page, photo_bytes, wait_for_job
+    from tests.test_app_batch import button as exact_button
+
+    recipe = Recipe(Selection(kind="whole"), Edit("outpaint", OutpaintParams(engine="telea", top=16, mask_blur=4)))
+    at = batch_page(recipe)
+    at.file_uploader(key="batch_photos").set_value(
+        [("a.png", photo_bytes(1), "image/png"), ("b.png", photo_bytes(2), "image/png")]).run()
+    assert not any("mask file" in w.value for w in at.warning)
+    exact_button(at, "Preview the selection on the first photo").click().run()
+    assert not at.exception and not at.error
+    assert any("96×64 → 96×80" in c.value for c in at.caption)
+    exact_button(at, "Run the batch").click().run()
+    wait_for_job(at)
+    rows = at.session_state[session.BATCH_JOB].rows
+    assert [row["status"] for row in rows] == ["done", "done"]
