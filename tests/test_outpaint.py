@@ -221,9 +221,20 @@ def test_progress_counts_every_crop_of_every_variant_and_cancel_stops():
 
 
 def test_without_diffusion_the_fill_is_labelled_as_what_it_is():
-    result = outpaint(photo(), OutpaintParams(engine="telea", right=20, seed=1), telea())
-    assert result.images[0].size == (84, 48)
-    assert any("takes no prompt" in note and "extended and blurred" in note for note in result.notes)
+    image = photo()
+    params = OutpaintParams(engine="telea", right=60, top=30, seed=1, mask_blur=6)
+    result = outpaint(image, params, telea())
+    assert result.images[0].size == (124, 78)
+    assert any("nothing new was generated" in note and "extended outward and blurred" in note
+               for note in result.notes)
+    # The border beyond the seam is the pre-fill itself; the seam is blended by OpenCV, the photo kept.
+    canvas = result.canvas
+    out, first = np.asarray(result.images[0]), prefill(np.asarray(image), canvas)
+    seam = masks.grow(~canvas.border_mask(), 8 + 6)  # the blended band (8 px) and its soft edge (6 px)
+    assert np.array_equal(out[~seam], first[~seam])
+    assert not np.array_equal(out[seam & canvas.border_mask()], first[seam & canvas.border_mask()])
+    kept = ~masks.grow(canvas.border_mask(), 6)
+    assert np.array_equal(out[kept], canvas.place(np.asarray(image))[kept])
 
 
 def test_the_registry_runs_it_without_a_mask_on_any_fitting_engine():
@@ -306,7 +317,7 @@ def test_the_command_extends_by_pixels_and_writes_each_variant(photo_file, tmp_p
         assert image.size == (94, 54)
         assert np.array_equal(np.asarray(image.convert("RGB"))[:42, 14:60], np.asarray(photo())[:42, 4:50])
         assert read_params(path.read_bytes())["params"]["seed"] == seed
-    assert "seed 9" in printed.out and "94×54" in printed.out and "takes no prompt" in printed.err
+    assert "seed 9" in printed.out and "94×54" in printed.out and "No diffusion model was used" in printed.err
 
 
 def test_the_command_extends_to_an_aspect_ratio(photo_file, tmp_path, monkeypatch):

@@ -69,6 +69,7 @@ OUTPAINT_ASPECT = "outpaint_aspect"
 OUTPAINT_ANCHOR = "outpaint_anchor"
 OUTPAINT_FEATHER = "outpaint_feather"
 OUTPAINT_OVERLAP = "outpaint_overlap"
+OUTPAINT_STRENGTH = "outpaint_strength"
 OUTPAINT_CHOICE = "outpaint_choice"
 LIGHT_PRESET = "light_preset"
 LIGHT_AZIMUTH = "light_azimuth"
@@ -149,6 +150,7 @@ DEFAULTS = {
     OUTPAINT_ANCHOR: _OUTPAINT["anchor"],
     OUTPAINT_FEATHER: _OUTPAINT["mask_blur"],
     OUTPAINT_OVERLAP: _OUTPAINT["padding"],
+    OUTPAINT_STRENGTH: _OUTPAINT["strength"],
     OUTPAINT_CHOICE: 0,
     LIGHT_PRESET: None,
     LIGHT_AZIMUTH: 135,

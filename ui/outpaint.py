@@ -95,6 +95,9 @@ def settings(size: tuple[int, int], **common: Any) -> tuple[Canvas | None, Outpa
                         help="The photo beyond this band stays exactly as it is.")
     with st.expander("More settings"):
         steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
+        strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=forms.OUTPAINT_STRENGTH,
+                             help="Below 1 the engine starts from the first fill, so the colours and light of the "
+                                  "photo's edges carry on; 1 starts from noise.")
         overlap = st.slider("Overlap of the crops along the border (px)", 0, 256, step=8, key=forms.OUTPAINT_OVERLAP,
                             help="A large border is generated in crops of the engine's size, outward from the "
                                  "photo; each reaches this far into what is already there.")
@@ -103,7 +106,8 @@ def settings(size: tuple[int, int], **common: Any) -> tuple[Canvas | None, Outpa
         st.warning(problem, icon=":material/info:")
         return None, None
     try:
-        return canvas, OutpaintParams(guidance_scale=guidance, steps=steps, mask_blur=feather, padding=overlap,
+        return canvas, OutpaintParams(guidance_scale=guidance, steps=steps, strength=strength, mask_blur=feather,
+                                      padding=overlap,
                                       color_match=color_match, **common, **extension)
     except UserError as error:
         st.error(str(error))

@@ -8,6 +8,9 @@ size, paste-back through a soft edge, colour match). Crops go outward from the p
 each seeing what the ones before it made. The seam is feathered ``mask_blur`` px into the photo;
 every photo pixel beyond that lies bit-identical at its new offset.
 
+Without a model (OpenCV's engines) nothing can be generated: the border is the pre-fill itself, and
+the engine only blends it into the photo across the seam; the result's notes say so.
+
 Seeds: variant i uses seed + i, as inpainting does; within a variant the first crop uses the
 variant's seed and each further crop a seed derived from it (so neighbouring crops do not repeat
 one texture), and a variant's pixels follow from its seed alone.
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core import masks
 from core.blend import seam_delta_e
 from core.canvas import ANCHORS, Canvas, CanvasError, extend_by, extend_to, parse_aspect, plan_tiles, prefill
 from core.engines.base import CancelCheck, InpaintEngine, InpaintError, ProgressCallback
@@ -38,6 +42,9 @@ class OutpaintParams(InpaintParams):
     the photo at ``anchor``. ``mask_blur`` is the feather into the photo; ``padding`` how far each
     crop reaches into the photo and into the crops before it."""
 
+    strength: float = setting(0.95, label="Strength", low=0, high=1, above_low=True,
+                              help="below 1 starts from the pre-filled border, so the colours and light of the "
+                                   "photo's edges carry on (0.95: only those); 1 starts from noise")
     padding: int = setting(64, label="Overlap", low=0, high=1024, unit="px", flag="--overlap",
                            help="how far each crop along the border reaches into the photo and its neighbours, px")
     mask_blur: int = setting(32, label="Feather", low=0, high=256, unit="px", flag="--feather",
@@ -93,6 +100,12 @@ class OutpaintResult(InpaintResult):
         return {**super().metadata(index), "action": "outpaint", "canvas": self.canvas.to_dict()}
 
 
+def _model_free(engine: InpaintEngine) -> bool:
+    """Whether ``engine`` runs without a model (OpenCV's fills: its catalog entry needs no model file)."""
+    entry = getattr(engine, "entry", None)
+    return entry is not None and entry.kind == "removal" and not entry.roles
+
+
 def tile_seed(seed: int, tile: int) -> int:
     """The seed of crop ``tile`` of a variant whose seed is ``seed`` (the first crop: ``seed``)."""
     if tile == 0:
@@ -133,7 +146,10 @@ def outpaint(
     if reference_image is not None:
         used = replace(used, reference_sha256=reference_sha256(reference_image))
     overlap = max(params.padding, params.mask_blur + 8)
-    tiles = plan_tiles(canvas, border, engine.native_resolution, overlap)
+    model_free = _model_free(engine)
+    # Without a model, only the seam is filled by the engine (next to the photo); beyond it the pre-fill stays.
+    region = masks.grow(~border, max(params.mask_blur, 8)) & border if model_free else border
+    tiles = plan_tiles(canvas, region, engine.native_resolution, overlap)
     timings["crop"] = (time.perf_counter() - stage) * 1000
     notes: list[str] = []
     if len(tiles) > 1:
@@ -144,7 +160,7 @@ def outpaint(
     outputs = []
     runs = len(seeds) * len(tiles)
     for variant, seed in enumerate(seeds):
-        output, todo = filled.copy(), border.copy()
+        output, todo = filled.copy(), region.copy()
         for number, box in enumerate(tiles):
             x0, y0, x1, y1 = box
             if not todo[y0:y1, x0:x1].any():
@@ -166,10 +182,13 @@ def outpaint(
     seams = [seam_delta_e(output, filled, border) for output in outputs]
     timings["measure"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
-    if not getattr(engine, "supports_prompt", True):
-        notes.append(f"{engine.title} takes no prompt, so this is not generated content: the new border is the "
-                     f"photo's edges extended and blurred, then filled from its surroundings by {engine.title}. "
-                     "Choose a diffusion engine to generate the border from a prompt.")
+    if model_free:
+        notes.append(f"No diffusion model was used, so nothing new was generated: the new border is the photo's "
+                     f"edges extended outward and blurred (its colours and light, no detail), blended into the "
+                     f"photo by {engine.title}. Choose a diffusion engine to generate the border from a prompt.")
+    elif not getattr(engine, "supports_prompt", True):
+        notes.append(f"{engine.title} takes no prompt: it filled the new border from the photo's surroundings. "
+                     "Choose a diffusion engine to generate it from a prompt.")
     return OutpaintResult(
         images=[Image.fromarray(output, "RGB") for output in outputs],
         seeds=seeds,
