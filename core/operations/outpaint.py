@@ -9,7 +9,8 @@ each seeing what the ones before it made. The seam is feathered ``mask_blur`` px
 every photo pixel beyond that lies bit-identical at its new offset.
 
 Without a model (OpenCV's engines) nothing can be generated: the border is the pre-fill itself, and
-the engine only blends it into the photo across the seam; the result's notes say so.
+the engine fills a band along the photo's edge that fades into the pre-fill; every photo pixel is
+kept, and the result's notes say that nothing was generated.
 
 Seeds: variant i uses seed + i, as inpainting does; within a variant the first crop uses the
 variant's seed and each further crop a seed derived from it (so neighbouring crops do not repeat
@@ -100,6 +101,14 @@ class OutpaintResult(InpaintResult):
         return {**super().metadata(index), "action": "outpaint", "canvas": self.canvas.to_dict()}
 
 
+def _fade(border: np.ndarray, width: int) -> np.ndarray:
+    """Weights (float32, canvas size): 1 at the photo's edge falling to 0 ``width`` px out into the border."""
+    import cv2
+
+    distance = cv2.distanceTransform(border.astype(np.uint8), cv2.DIST_L2, 5)
+    return np.where(border, np.clip(1.0 - (distance - 0.5) / width, 0.0, 1.0), 0.0).astype(np.float32)
+
+
 def _model_free(engine: InpaintEngine) -> bool:
     """Whether ``engine`` runs without a model (OpenCV's fills: its catalog entry needs no model file)."""
     entry = getattr(engine, "entry", None)
@@ -147,8 +156,12 @@ def outpaint(
         used = replace(used, reference_sha256=reference_sha256(reference_image))
     overlap = max(params.padding, params.mask_blur + 8)
     model_free = _model_free(engine)
-    # Without a model, only the seam is filled by the engine (next to the photo); beyond it the pre-fill stays.
-    region = masks.grow(~border, max(params.mask_blur, 8)) & border if model_free else border
+    # Without a model the pre-fill is the border: the engine fills a band of it next to the photo
+    # (``mask_blur`` wide), which fades from the engine's fill at the photo's edge to the pre-fill.
+    band = max(params.mask_blur, 8)
+    region = masks.grow(~border, band) & border if model_free else border
+    fill_params = replace(params, mask_blur=0, mask_blur_inside=0, color_match=False) if model_free else params
+    fade = _fade(border, band) if model_free else None
     tiles = plan_tiles(canvas, region, engine.native_resolution, overlap)
     timings["crop"] = (time.perf_counter() - stage) * 1000
     notes: list[str] = []
@@ -171,8 +184,11 @@ def outpaint(
                 if progress is not None:
                     progress(done_before * total + min(step, total), runs * total)
 
-            (crop,) = fill_crop(output, todo, box, params, [tile_seed(seed, number)], engine, timings, notes,
+            (crop,) = fill_crop(output, todo, box, fill_params, [tile_seed(seed, number)], engine, timings, notes,
                                 reference_image=reference_image, progress=tile_progress, should_cancel=should_cancel)
+            if fade is not None:
+                weight = fade[y0:y1, x0:x1, None]
+                crop = np.round(crop * weight + output[y0:y1, x0:x1] * (1.0 - weight)).astype(np.uint8)
             output[y0:y1, x0:x1] = crop
             todo[y0:y1, x0:x1] = False
         outputs.append(output)
@@ -184,8 +200,8 @@ def outpaint(
     timings["total"] = (time.perf_counter() - started) * 1000
     if model_free:
         notes.append(f"No diffusion model was used, so nothing new was generated: the new border is the photo's "
-                     f"edges extended outward and blurred (its colours and light, no detail), blended into the "
-                     f"photo by {engine.title}. Choose a diffusion engine to generate the border from a prompt.")
+                     f"edges extended outward and blurred (its colours and light, no detail), smoothed along "
+                     f"the photo's edge by {engine.title}. Choose a diffusion engine to generate the border from a prompt.")
     elif not getattr(engine, "supports_prompt", True):
         notes.append(f"{engine.title} takes no prompt: it filled the new border from the photo's surroundings. "
                      "Choose a diffusion engine to generate it from a prompt.")
