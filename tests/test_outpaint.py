@@ -3,6 +3,7 @@ recipes and batch, and the outpaint command."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -348,3 +349,23 @@ def test_a_missing_photo_or_a_bad_output_name_exits_2(tmp_path, photo_file, caps
     assert main(["outpaint", str(photo_file), "--left", "4", "--out", str(tmp_path / "o.gif")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and ".png, .jpg or .webp" in err
+
+
+@pytest.mark.slow
+def test_ray_runs_an_outpaint_recipe_as_the_local_runner_does(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-distributed.txt")
+    from core.batch_ray import run_ray
+
+    write_photos(tmp_path / "in", 2)
+    for key in [key for key in os.environ if key.startswith("INPAINT_STUDIO_MODEL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    monkeypatch.setenv("INPAINT_STUDIO_DEVICE", "cpu")
+    params = OutpaintParams(engine="telea", aspect="16:9", mask_blur=4)
+    recipe = Recipe(Selection(kind="whole"), Edit("outpaint", params), seed=SeedPolicy("per_image", 3))
+    on_ray = run_ray(recipe, tmp_path / "in", tmp_path / "ray", num_cpus=2, workers=1, cpus_per_worker=1)
+    local = run(recipe, tmp_path / "in", tmp_path / "local", models=BatchModels.own())
+    assert on_ray.ok and local.ok and on_ray.counts["done"] == 2
+    for row in local.rows:
+        name = row["outputs"][0]
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
