@@ -17,12 +17,12 @@ from core import catalog as catalogs
 from core import model_files, operations
 from core.batch import BatchProgress, run
 from core.batch_ray import run_ray
+from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import ModelUnavailable, StudioError, UserError
 from core.images import encode_image, read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
-from core.canvas import fit_alpha
 from core.operations.inpaint import InpaintParams, load_reference
 from core.operations.outpaint import OutpaintParams
 from core.recipe import Recipe
