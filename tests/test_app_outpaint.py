@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import masks
 from tests.helpers import INPAINT_PAGE_PHOTO_SIZE as PHOTO_SIZE
-from tests.helpers import inpaint_page, make_photo, region
+from tests.helpers import TIMEOUT, inpaint_page, make_photo, png_bytes, region, upload
 from ui import forms, session
 
 
@@ -120,3 +121,28 @@ def test_the_batch_page_runs_an_outpaint_recipe_without_masks(app_without_models
     wait_for_job(at)
     rows = at.session_state[session.BATCH_JOB].rows
     assert [row["status"] for row in rows] == ["done", "done"]
+
+
+def test_transparency_moves_with_the_photo_and_a_result_of_an_earlier_version_is_no_crash(app_without_models):
+    rgba = make_photo().convert("RGBA")
+    alpha = np.full((200, 300), 255, np.uint8)
+    alpha[:50, :50] = 0
+    rgba.putalpha(Image.fromarray(alpha))
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
+    upload(at, "photo.png", png_bytes(rgba))
+    at.switch_page("pages/3_Inpaint.py").run()
+    at.button_group(key=forms.INPAINT_TASK).set_value("Extend canvas").run()
+    at.button_group(key=forms.OUTPAINT_BY).set_value("By pixels").run()
+    at.number_input(key=forms.OUTPAINT_RIGHT).set_value(0)
+    at.number_input(key=forms.OUTPAINT_LEFT).set_value(24).run()
+    at = button(at, "Generate").click().run()
+    assert not at.exception and not at.error
+    button(at, "Use as new base").click().run()
+    moved = np.asarray(at.session_state[session.PHOTO].alpha)
+    assert moved.shape == (200, 324) and (moved[:50, 24:74] == 0).all() and (moved[:, :24] == 255).all()
+    assert (moved[50:, 24:] == 255).all()
+    # The result is still shown, made from the photo before: using it again replaces the pixels, no more.
+    button(at, "Use as new base").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state[session.PHOTO].size == (324, 200)
+    assert at.session_state[session.MASK].size == (324, 200)

@@ -53,7 +53,8 @@ def variant_png(result: Any, index: int) -> bytes:
     loaded = session.photo()
 
     def make() -> bytes:
-        return encode_image(result.images[index], format="PNG", alpha=fit_alpha(loaded.alpha, result_canvas(result)),
+        image = result.images[index]
+        return encode_image(image, format="PNG", alpha=_alpha_for(result, image, loaded.alpha),
                             icc_profile=loaded.icc_profile, exif=loaded.exif, params=result.metadata(index),
                             png_compression=resources.settings()[0].png_compression)
 
@@ -63,6 +64,15 @@ def variant_png(result: Any, index: int) -> bytes:
 def result_canvas(result: Any):
     """Where the photo lies on a result larger than it (``core.canvas.Canvas``), else None."""
     return getattr(result, "canvas", None)
+
+
+def _alpha_for(result: Any, image: Image.Image, alpha: Image.Image | None) -> Image.Image | None:
+    """The photo's transparency for ``image``, moved onto the canvas of an extended result; None when
+    it does not fit (a result of an earlier version of the photo, of another size)."""
+    canvas = result_canvas(result)
+    if alpha is not None and canvas is not None and alpha.size == (canvas.width, canvas.height):
+        alpha = fit_alpha(alpha, canvas)
+    return alpha if alpha is None or alpha.size == image.size else None
 
 
 def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:

@@ -139,8 +139,15 @@ def use_as_base(rgb: Image.Image, canvas=None) -> None:
     current = photo()
     history = base_history() + [current]
     st.session_state[BASE_HISTORY] = history[-MAX_BASE_HISTORY:]
+    if canvas is not None and current.size != (canvas.width, canvas.height):
+        canvas = None  # a result of an earlier version of the photo: there is nothing to move
     mask = mask_document().mask if canvas is not None and mask_document() is not None else None
-    _replace_pixels(replace(current, rgb=_with_info(rgb, current), alpha=fit_alpha(current.alpha, canvas)))
+    alpha = fit_alpha(current.alpha, canvas)
+    if alpha is not None and alpha.size != rgb.size:
+        alpha = None  # the transparency of another size of the photo does not fit this one
+    if canvas is not None:  # a fresh mask on the new canvas, not one kept from an earlier visit
+        st.session_state.get(MASKS_BY_SIZE, {}).pop(canvas.size, None)
+    _replace_pixels(replace(current, rgb=_with_info(rgb, current), alpha=alpha))
     if mask is not None and mask.any():
         mask_document().apply(layer_edit("add", canvas.place(mask, fill=False), "the mask, on the extended canvas"))
 
