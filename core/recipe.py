@@ -252,11 +252,12 @@ class Recipe:
         _known(data, {"version", "app", "name", "selection", "mask_ops", "action", "seed"}, "the recipe")
         if "action" not in data:
             raise RecipeError("action: missing.")
+        selection = _build(Selection, data["selection"], "selection") if "selection" in data else None
         action = _action(data["action"], version)
-        if "selection" not in data and OPERATIONS[action.operation].takes_mask:
+        if selection is None and OPERATIONS[action.operation].takes_mask:
             raise RecipeError("selection: missing.")
         return cls(
-            selection=_build(Selection, data.get("selection", {"kind": "whole"}), "selection"),
+            selection=selection or Selection(kind="whole"),  # an operation that selects nothing
             action=action,
             mask_ops=tuple(_build(MaskOp, op, f"mask_ops[{i}]") for i, op in enumerate(_list(data, "mask_ops"))),
             seed=_build(SeedPolicy, data.get("seed", {}), "seed"),
