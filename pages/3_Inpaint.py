@@ -9,7 +9,6 @@ from core.errors import UserError
 from core.images import read_image
 from core.operations import Edit
 from core.operations.inpaint import InpaintParams
-from core.operations.outpaint import OutpaintParams
 from ui import forms, resources, session
 from ui import outpaint as extend_canvas
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled

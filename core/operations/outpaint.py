@@ -101,6 +101,17 @@ class OutpaintResult(InpaintResult):
         return {**super().metadata(index), "action": "outpaint", "canvas": self.canvas.to_dict()}
 
 
+def _needed(tiles: list, region: np.ndarray) -> list:
+    """The crops that still have pixels of ``region`` to fill when their turn comes (each crop fills
+    all of its box that is left)."""
+    left, needed = region.copy(), []
+    for x0, y0, x1, y1 in tiles:
+        if left[y0:y1, x0:x1].any():
+            needed.append((x0, y0, x1, y1))
+            left[y0:y1, x0:x1] = False
+    return needed
+
+
 def _fade(border: np.ndarray, width: int) -> np.ndarray:
     """Weights (float32, canvas size): 1 at the photo's edge falling to 0 ``width`` px out into the border."""
     import cv2
@@ -162,7 +173,7 @@ def outpaint(
     region = masks.grow(~border, band) & border if model_free else border
     fill_params = replace(params, mask_blur=0, mask_blur_inside=0, color_match=False) if model_free else params
     fade = _fade(border, band) if model_free else None
-    tiles = plan_tiles(canvas, region, engine.native_resolution, overlap)
+    tiles = _needed(plan_tiles(canvas, region, engine.native_resolution, overlap), region)
     timings["crop"] = (time.perf_counter() - stage) * 1000
     notes: list[str] = []
     if len(tiles) > 1:
@@ -176,8 +187,6 @@ def outpaint(
         output, todo = filled.copy(), region.copy()
         for number, box in enumerate(tiles):
             x0, y0, x1, y1 = box
-            if not todo[y0:y1, x0:x1].any():
-                continue
             done_before = variant * len(tiles) + number
 
             def tile_progress(step: int, total: int, done_before: int = done_before) -> None:
