@@ -369,3 +369,21 @@ def test_ray_runs_an_outpaint_recipe_as_the_local_runner_does(tmp_path, monkeypa
     for row in local.rows:
         name = row["outputs"][0]
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_the_tiny_sd15_extends_across_crops_and_a_variant_replays_from_its_seed(tiny_models):
+    from core.engines.diffusion import DiffusionEngine
+
+    engine = DiffusionEngine.load(replace(BUILTIN.engines["sd15"], native_size=64), tiny_models["sd15_inpaint"])
+    params = OutpaintParams(engine="sd15", prompt="a meadow", right=40, steps=1, strength=1.0, seed=5, variants=2,
+                            mask_blur=4)
+    both = outpaint(photo(), params, engine)
+    assert len(both.crops) == 2 and both.seeds == [5, 6]
+    again = outpaint(photo(), replace(params, seed=6, variants=1), engine)
+    assert np.array_equal(np.asarray(both.images[1]), np.asarray(again.images[0]))
+    assert not np.array_equal(np.asarray(both.images[0]), np.asarray(both.images[1]))
+    canvas = both.canvas
+    kept = ~masks.grow(canvas.border_mask(), 4)
+    for image in both.images:
+        assert image.size == (104, 48)
+        assert np.array_equal(np.asarray(image)[kept], canvas.place(np.asarray(photo()))[kept])
