@@ -97,7 +97,7 @@ def process_item(
     try:
         photo = read_image(io.BytesIO(item.read()), name=item.name)
         mask = None
-        if mask_item is not None:
+        if mask_item is not None and recipe.takes_mask:  # extending the canvas uses no mask
             mask_file = read_image(io.BytesIO(mask_item.read()), name=mask_item.name)
             mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, name=f"The mask {mask_item.name}")
         elif recipe.needs_mask_file:

@@ -286,7 +286,10 @@ def test_a_batch_extends_photos_of_several_sizes_without_masks(tmp_path):
     write_photos(tmp_path / "in", 3)
     params = OutpaintParams(engine="telea", aspect="1:1", anchor="left", mask_blur=4)
     recipe = Recipe(Selection(kind="whole"), Edit("outpaint", params), seed=SeedPolicy("per_image", 1))
-    summary = run(recipe, tmp_path / "in", tmp_path / "out", models=BatchModels(manager_with(telea=telea(64))))
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "p00.png").write_bytes(b"not a mask")  # a masks folder is not read for it
+    summary = run(recipe, tmp_path / "in", tmp_path / "out", masks=tmp_path / "masks",
+                  models=BatchModels(manager_with(telea=telea(64))))
     assert summary.ok and summary.counts["done"] == 3
     for row in summary.rows:
         source = Image.open(next((tmp_path / "in").glob(row["stem"] + ".*")))
