@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
+from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import StudioError, one_line
 from core.images import encode_image, read_image
@@ -96,7 +97,7 @@ def process_item(
     try:
         photo = read_image(io.BytesIO(item.read()), name=item.name)
         mask = None
-        if mask_item is not None:
+        if mask_item is not None and recipe.takes_mask:  # extending the canvas uses no mask
             mask_file = read_image(io.BytesIO(mask_item.read()), name=mask_item.name)
             mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, name=f"The mask {mask_item.name}")
         elif recipe.needs_mask_file:
@@ -109,7 +110,8 @@ def process_item(
         stage = time.perf_counter()
         names = output_names(item.stem, len(applied.images))
         for name, image, metadata in zip(names, applied.images, applied.metadata):
-            data = encode_image(image, format="PNG", alpha=photo.alpha, icc_profile=photo.icc_profile,
+            data = encode_image(image, format="PNG", alpha=fit_alpha(photo.alpha, applied.canvas),
+                                icc_profile=photo.icc_profile,
                                 exif=photo.exif, params={**metadata, "source": item.name},
                                 png_compression=models.manager.settings.png_compression)
             _write_atomic(output / name, data)

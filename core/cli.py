@@ -17,12 +17,14 @@ from core import catalog as catalogs
 from core import model_files, operations
 from core.batch import BatchProgress, run
 from core.batch_ray import run_ray
+from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import ModelUnavailable, StudioError, UserError
 from core.images import encode_image, read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
 from core.operations.inpaint import InpaintParams, load_reference
+from core.operations.outpaint import OutpaintParams
 from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -78,6 +80,12 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     _add_params_options(edit, InpaintParams, inpaint_engines, titles)
     edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
 
+    extend = commands.add_parser("outpaint", help="extend the canvas and generate the new border")
+    extend.add_argument("image", type=Path, help="the photo")
+    extend.add_argument("--out", type=Path, required=True,
+                        help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    _add_params_options(extend, OutpaintParams, inpaint_engines, titles)
+
     batch = commands.add_parser("batch", help="apply a recipe to every photo of a folder or zip")
     batch.add_argument("--recipe", type=Path, required=True, help="recipe JSON (saved from the Inpaint or Relight page)")
     batch.add_argument("--input", type=Path, required=True, help="folder (searched recursively) or .zip of photos")
@@ -129,14 +137,18 @@ def best_diffusion_engine(manager: ModelManager) -> str:
     return offered[0]
 
 
-def inpaint_command(args: argparse.Namespace) -> int:
-    output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
+def _output_format(out: Path) -> str:
+    output_format = OUTPUT_FORMATS.get(out.suffix.lower())
     if output_format is None:
-        raise BadInput(f"{args.out}: the output must end in .png, .jpg or .webp.")
-    photo = read_image(args.image, name=str(args.image))
-    mask_file = read_image(args.mask, name=str(args.mask))
-    mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
-                           name=str(args.mask))
+        raise BadInput(f"{out}: the output must end in .png, .jpg or .webp.")
+    return output_format
+
+
+def _run_edit(args: argparse.Namespace, operation: str, photo, mask) -> int:
+    """Build ``operation``'s params from the options, run it on ``photo`` (and ``mask``), write
+    each variant to ``--out`` (then -2, -3, …) and print what was made: the inpaint and outpaint
+    commands' shared part."""
+    output_format = _output_format(args.out)
     settings = load_settings()
     apply_offline_mode(settings)
     manager = ModelManager(settings)
@@ -144,22 +156,42 @@ def inpaint_command(args: argparse.Namespace) -> int:
         args.engine = best_diffusion_engine(manager)
         print(f"engine: {args.engine} ({manager.catalog.title(args.engine)})", file=sys.stderr)
     catalogs.current().engine(args.engine)  # an unknown engine: one line naming the known ones
-    params = InpaintParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(InpaintParams)
-                              if field.metadata.get("option", True)})
+    params_type = operations.OPERATIONS[operation].params
+    params = params_type(**{field.name: getattr(args, field.name) for field in dataclasses.fields(params_type)
+                            if field.metadata.get("option", True)})
     reference = load_reference(params.reference) if params.reference else None
-    edit = operations.Edit("inpaint", params, reference_image=reference)
+    edit = operations.Edit(operation, params, reference_image=reference)
     quiet_library_progress()
     result = operations.run(edit, photo.rgb, mask, manager, progress=_progress)
+    alpha = fit_alpha(photo.alpha, getattr(result, "canvas", None))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
-        path.write_bytes(encode_image(image, format=output_format, alpha=photo.alpha, icc_profile=photo.icc_profile,
+        path.write_bytes(encode_image(image, format=output_format, alpha=alpha, icc_profile=photo.icc_profile,
                                       exif=photo.exif, params=result.metadata(index),
                                       png_compression=settings.png_compression))
-        print(f"{path}  seed {result.seeds[index]}  seam ΔE {result.seam_delta_e[index]:.2f}")
+        print(f"{path}  {image.width}×{image.height}  seed {result.seeds[index]}  "
+              f"seam ΔE {result.seam_delta_e[index]:.2f}")
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
+
+
+def inpaint_command(args: argparse.Namespace) -> int:
+    _output_format(args.out)
+    photo = read_image(args.image, name=str(args.image))
+    mask_file = read_image(args.mask, name=str(args.mask))
+    mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
+                           name=str(args.mask))
+    return _run_edit(args, "inpaint", photo, mask)
+
+
+def outpaint_command(args: argparse.Namespace) -> int:
+    _output_format(args.out)
+    photo = read_image(args.image, name=str(args.image))
+    params = {name: getattr(args, name) for name in ("left", "right", "top", "bottom", "aspect", "anchor")}
+    OutpaintParams(**params).canvas(photo.size)  # the extension alone, checked before any model loads
+    return _run_edit(args, "outpaint", photo, None)
 
 
 def batch_command(args: argparse.Namespace) -> int:
@@ -232,7 +264,8 @@ def models_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-COMMANDS = {"inpaint": inpaint_command, "batch": batch_command, "models": models_command}
+COMMANDS = {"inpaint": inpaint_command, "outpaint": outpaint_command, "batch": batch_command,
+            "models": models_command}
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -18,7 +18,8 @@ JSON layout (``version`` 3)::
      "seed": {"policy": "per_image", "seed": 42}}
 
 ``action`` is an edit of :mod:`core.operations` (``type`` names the operation in its registry):
-"relight" and "shade" add ``"light": {…LightParams…}``; "lit_fill" adds ``"light"`` and ``"start"``
+"outpaint" (extend the canvas) selects nothing, so its ``selection`` may be left out (it is
+``{"kind": "whole"}``); "relight" and "shade" add ``"light": {…LightParams…}``; "lit_fill" adds ``"light"`` and ``"start"``
 ("current" or "removal"). Version 2 files (the same layout, written before the params' defaults
 became the pages') read too: their weight-free relight, ``"relight"`` with ``"method": "shading"``,
 is "shade", and a params field they leave out keeps its version 2 default (:data:`VERSION_2_DEFAULTS`). Version 1 files (a single edit's settings, as downloaded
@@ -45,6 +46,7 @@ from core.light import LightParams
 from core.operations import OPERATIONS, Edit
 from core.operations.fields import MAX_SEED, MAX_VARIANTS
 from core.operations.inpaint import InpaintParams, load_reference, reference_sha256
+from core.operations.outpaint import OutpaintParams
 from core.operations.relight import RelightParams
 from core.segment import SegmentError, SegmentPrompt
 
@@ -248,12 +250,15 @@ class Recipe:
         if version not in (2, RECIPE_VERSION):
             raise RecipeError(f"version: this app reads recipe versions 1 to {RECIPE_VERSION} (got {version!r}).")
         _known(data, {"version", "app", "name", "selection", "mask_ops", "action", "seed"}, "the recipe")
-        for key in ("selection", "action"):
-            if key not in data:
-                raise RecipeError(f"{key}: missing.")
+        if "action" not in data:
+            raise RecipeError("action: missing.")
+        selection = _build(Selection, data["selection"], "selection") if "selection" in data else None
+        action = _action(data["action"], version)
+        if selection is None and OPERATIONS[action.operation].takes_mask:
+            raise RecipeError("selection: missing.")
         return cls(
-            selection=_build(Selection, data["selection"], "selection"),
-            action=_action(data["action"], version),
+            selection=selection or Selection(kind="whole"),  # an operation that selects nothing
+            action=action,
             mask_ops=tuple(_build(MaskOp, op, f"mask_ops[{i}]") for i, op in enumerate(_list(data, "mask_ops"))),
             seed=_build(SeedPolicy, data.get("seed", {}), "seed"),
             name=str(data.get("name", "")),
@@ -320,16 +325,23 @@ class Recipe:
         seeds = (f"seed {self.seed.seed}" if self.seed.policy == "fixed"
                  else f"a seed per photo from its name (base {self.seed.seed})")
         ops = ", ".join(op.op.replace("_", " ") for op in self.mask_ops)
+        if not self.takes_mask:
+            return f"**{self.name or 'Unnamed recipe'}**: {self.action.describe()}; {seeds}."
         return (f"**{self.name or 'Unnamed recipe'}**: select {SELECTION_KINDS[self.selection.kind]}"
                 + (f", then {ops}" if ops else "") + f"; {self.action.describe()}; {seeds}.")
 
     @property
+    def takes_mask(self) -> bool:
+        """Whether the action edits a selected region (extending the canvas does not)."""
+        return OPERATIONS[self.action.operation].takes_mask
+
+    @property
     def needs_mask_file(self) -> bool:
-        return self.selection.kind == "mask_file"
+        return self.takes_mask and self.selection.kind == "mask_file"
 
     @property
     def needs_segmenter(self) -> bool:
-        return self.selection.kind in ("text", "points", "box")
+        return self.takes_mask and self.selection.kind in ("text", "points", "box")
 
 
 def _known(data: dict, names: set[str], where: str) -> None:
@@ -411,7 +423,10 @@ def recipe_from_result(result: Any, index: int, selection: Selection, mask_ops: 
     """
     seed = SeedPolicy("fixed", int(result.seeds[index]))
     params = replace(result.params, seed=seed.seed, variants=1)
-    if isinstance(params, RelightParams):
+    if isinstance(params, OutpaintParams):
+        action = Edit("outpaint", params, reference_image=getattr(result, "reference_image", None))
+        selection = Selection(kind="whole")  # it selects nothing
+    elif isinstance(params, RelightParams):
         action = Edit("shade" if result.engine == "shading" else "relight", params, light=result.light)
     elif "light" in getattr(result, "extra", {}):
         action = Edit("lit_fill", params, light=LightParams.from_dict(result.extra["light"]),
@@ -428,7 +443,8 @@ def recipe_from_result(result: Any, index: int, selection: Selection, mask_ops: 
 @dataclass
 class Applied:
     """A recipe's result on one photo: the images (full size), their seeds, the mask used and
-    what produced each image (for the PNG's text chunk)."""
+    what produced each image (for the PNG's text chunk). ``canvas``: where the photo lies on
+    larger images (``core.canvas.Canvas``, extending the canvas), None when they are its size."""
 
     images: list[Image.Image]
     seeds: list[int]
@@ -436,6 +452,7 @@ class Applied:
     metadata: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    canvas: Any = None
 
 
 def select_region(
@@ -450,6 +467,9 @@ def select_region(
     """
     selection, (width, height) = recipe.selection, image.size
     notes: list[str] = []
+    if not recipe.takes_mask:
+        return np.zeros((height, width), bool), [f"This recipe does not select a region: it will "
+                                                  f"{recipe.action.describe()}."]
     if selection.kind == "whole":
         mask = np.ones((height, width), bool)
     elif selection.kind == "mask":
@@ -539,10 +559,13 @@ def apply_recipe(
     if image.mode != "RGB":
         raise RecipeError(f"The photo must be RGB (got {image.mode}).")
     started = time.perf_counter()
-    mask, notes = select_region(recipe, image, mask_file=mask_file, segmenter=segmenter, image_id=image_id)
+    mask, notes = (select_region(recipe, image, mask_file=mask_file, segmenter=segmenter, image_id=image_id)
+                   if recipe.takes_mask else (None, []))
     select_ms = (time.perf_counter() - started) * 1000
     edit = replace(recipe.action, params=_action_params(recipe, recipe.seed.seed_for(stem)))
     result = operations.run(edit, image, mask, manager, progress=progress, should_cancel=should_cancel)
     metadata = [{**result.metadata(i), "recipe": recipe.name or None} for i in range(len(result.images))]
+    if mask is None:
+        mask = result.mask  # the region it made: the new border
     return Applied(list(result.images), list(result.seeds), mask, metadata, notes + list(result.notes),
-                   {"select": select_ms, **result.timings})
+                   {"select": select_ms, **result.timings}, canvas=getattr(result, "canvas", None))

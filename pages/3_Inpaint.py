@@ -1,4 +1,5 @@
-"""Inpaint: regenerate the masked region from a prompt, compare variants, continue from one."""
+"""Inpaint: regenerate the masked region from a prompt, or extend the canvas and generate the new
+border; compare variants, continue from one."""
 from dataclasses import replace
 
 import streamlit as st
@@ -9,10 +10,12 @@ from core.images import read_image
 from core.operations import Edit
 from core.operations.inpaint import InpaintParams
 from ui import forms, resources, session
+from ui import outpaint as extend_canvas
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
+FILL_TASK, EXTEND_TASK = "Fill the mask", "Extend canvas"
 PRESETS = {"Quality": {forms.INPAINT_STEPS: 40, forms.INPAINT_GUIDANCE: 7.5},
            "Fast": {forms.INPAINT_STEPS: 15, forms.INPAINT_GUIDANCE: 6.0}}
 
@@ -21,6 +24,8 @@ st.title("Inpaint")
 require_photo()
 loaded = session.photo()
 document = session.mask_document()
+extending = st.segmented_control("Task", [FILL_TASK, EXTEND_TASK], key=forms.INPAINT_TASK, required=True,
+                                 label_visibility="collapsed") == EXTEND_TASK
 
 
 def apply_preset() -> None:
@@ -79,7 +84,7 @@ if not diffusion and not resources.memory_notes():
             "copy. The home page's model table lists every model and the command that fetches it.",
             icon=":material/info:")
     st.page_link("streamlit_app.py", label="Models and how to get them (home page)", icon=":material/download:")
-if not document.mask.any():
+if not extending and not document.mask.any():
     st.warning("The mask is empty: select an object or paint the region to change first.",
                icon=":material/info:")
     st.page_link("pages/1_Segment.py", label="Select an object", icon=":material/ads_click:")
@@ -91,13 +96,14 @@ with settings_col:
     entry = catalog.engine(name)[0]
     st.caption(" · ".join(part for part in (entry.speed, f"licence: {entry.licence}" if entry.licence else "") if part))
     instruct = False
-    if entry.can("instruction"):
+    if entry.can("instruction") and not extending:
         instruct = st.segmented_control(
             "Mode", ["Describe what should be there", "Say what to change"], key=forms.INPAINT_MODE,
             required=True) == "Say what to change"
     prompt, negative = prompt_inputs(
         forms.INPAINT_PROMPT, forms.INPAINT_NEGATIVE,
-        placeholder="What to change, e.g. “make the jacket red”" if instruct else
+        placeholder="What the wider scene shows, e.g. “a sandy beach at sunset” (or leave it empty)" if extending
+        else "What to change, e.g. “make the jacket red”" if instruct else
         "What should be there, e.g. “a wooden bench in the sun”",
         prompt_disabled=not entry.can("prompt"), negative_disabled=not entry.can("negative_prompt"))
     reference = None
@@ -117,66 +123,93 @@ with settings_col:
                          on_change=apply_preset, required=True)
     variants = st.slider("Variants", 1, 4, key=forms.INPAINT_VARIANTS)
     seed = seed_inputs(forms.INPAINT_SEED, forms.INPAINT_RANDOM_SEED)
-    invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=forms.INPAINT_INVERT)
-    with st.expander("More settings"):
-        steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
-        strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=forms.INPAINT_STRENGTH,
-                             help="1 ignores what is under the mask; lower keeps more of it.")
-        schedulers = list(SCHEDULERS) if entry.can("scheduler") else ["default"]
-        if st.session_state[forms.INPAINT_SCHEDULER] not in schedulers:
-            st.session_state[forms.INPAINT_SCHEDULER] = schedulers[0]
-        scheduler = st.selectbox("Scheduler", schedulers, key=forms.INPAINT_SCHEDULER,
-                                 disabled=not entry.can("scheduler"))
-        padding, blur_outside, blur_inside, blend_mode, color_match = paste_inputs()
-
-    params, problem = None, None
-    try:
-        params = InpaintParams(
-            prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
-            seed=seed, variants=variants,
-            scheduler=None if scheduler == "default" else scheduler, padding=padding, mask_blur=blur_outside,
-            mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
-            engine=name, mode="instruct" if instruct else "fill", reference=reference[0] if reference else "",
-        )
-    except UserError as error:
-        problem = str(error)
-        st.error(problem)
-
-    # A removal engine chosen: Generate would do what Remove object does, so only Remove object shows
-    # (with that engine). Else both, removal with the best remover: the catalog lists them best first:
-    # LaMa, MI-GAN, OpenCV.
-    removing = entry.kind == "removal"
-    remover = name if removing else removal[0]
-    remove_help = f"Fill the region from its surroundings ({resources.engine_title(remover)}), no prompt needed."
-    if removing:
-        generate = False
-        remove = st.button("Remove object", type="primary", width="stretch", disabled=not document.mask.any(),
-                           help=remove_help)
+    if extending:
+        canvas, outpaint_params = extend_canvas.settings(
+            loaded.size, prompt=prompt, negative_prompt=negative, seed=seed, engine=name,
+            variants=1 if entry.kind == "removal" else variants,  # a remover makes the same fill for every seed
+            reference=reference[0] if reference else "")
+        if st.button("Generate", type="primary", width="stretch", key="outpaint_generate",
+                     disabled=outpaint_params is None or canvas is None):
+            result = run_edit(Edit("outpaint", outpaint_params, reference_image=reference[1] if reference else None),
+                              loaded.rgb, None)
+            if result is not None:
+                st.session_state[session.OUTPAINT_RESULT] = result
+                st.session_state[forms.OUTPAINT_CHOICE] = 0
+        else:
+            show_cancelled()
     else:
-        generate_col, remove_col = st.columns(2)
-        generate = generate_col.button("Generate", type="primary", width="stretch",
-                                       disabled=params is None or not document.mask.any())
-        remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
-                                   help=remove_help)
-        remove_col.caption(f"with {resources.engine_title(remover)}")
-    if not catalog.engines[removal[0]].roles:
-        learned = resources.first_model("removal")
-        st.caption(f"Removal uses OpenCV, a smooth fill that suits small regions: {learned.role.title} is not on "
-                   f"this machine. Get it with `python -m core models download {learned.role.name}` (about "
-                   f"{learned.role.size_gb * 1000:.0f} MB, runs on a CPU), or set {learned.role.setting}.")
+        invert = st.toggle("Keep the subject, regenerate the background (invert the mask)", key=forms.INPAINT_INVERT)
+        with st.expander("More settings"):
+            steps, guidance = sampling_inputs(forms.INPAINT_STEPS, forms.INPAINT_GUIDANCE)
+            strength = st.slider("Strength", 0.05, 1.0, step=0.05, key=forms.INPAINT_STRENGTH,
+                                 help="1 ignores what is under the mask; lower keeps more of it.")
+            schedulers = list(SCHEDULERS) if entry.can("scheduler") else ["default"]
+            if st.session_state[forms.INPAINT_SCHEDULER] not in schedulers:
+                st.session_state[forms.INPAINT_SCHEDULER] = schedulers[0]
+            scheduler = st.selectbox("Scheduler", schedulers, key=forms.INPAINT_SCHEDULER,
+                                     disabled=not entry.can("scheduler"))
+            padding, blur_outside, blur_inside, blend_mode, color_match = paste_inputs()
 
-    if generate or remove:
-        edit = (Edit("inpaint", params, reference_image=reference[1] if reference else None) if generate else
-                Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="", mode="fill",
-                                       reference="")))
-        result = run_edit(edit, loaded.rgb, document.mask)
-        if result is not None:
-            st.session_state[session.INPAINT_RESULT] = result
-            st.session_state[forms.INPAINT_CHOICE] = 0
-    else:
-        show_cancelled()
+        params, problem = None, None
+        try:
+            params = InpaintParams(
+                prompt=prompt, negative_prompt=negative, guidance_scale=guidance, steps=steps, strength=strength,
+                seed=seed, variants=variants,
+                scheduler=None if scheduler == "default" else scheduler, padding=padding, mask_blur=blur_outside,
+                mask_blur_inside=blur_inside, blend=blend_mode, color_match=color_match, invert_mask=invert,
+                engine=name, mode="instruct" if instruct else "fill", reference=reference[0] if reference else "",
+            )
+        except UserError as error:
+            problem = str(error)
+            st.error(problem)
+
+        # A removal engine chosen: Generate would do what Remove object does, so only Remove object shows
+        # (with that engine). Else both, removal with the best remover: the catalog lists them best first:
+        # LaMa, MI-GAN, OpenCV.
+        removing = entry.kind == "removal"
+        remover = name if removing else removal[0]
+        remove_help = f"Fill the region from its surroundings ({resources.engine_title(remover)}), no prompt needed."
+        if removing:
+            generate = False
+            remove = st.button("Remove object", type="primary", width="stretch", disabled=not document.mask.any(),
+                               help=remove_help)
+        else:
+            generate_col, remove_col = st.columns(2)
+            generate = generate_col.button("Generate", type="primary", width="stretch",
+                                           disabled=params is None or not document.mask.any())
+            remove = remove_col.button("Remove object", width="stretch", disabled=not document.mask.any(),
+                                       help=remove_help)
+            remove_col.caption(f"with {resources.engine_title(remover)}")
+        if not catalog.engines[removal[0]].roles:
+            learned = resources.first_model("removal")
+            st.caption(f"Removal uses OpenCV, a smooth fill that suits small regions: {learned.role.title} is not on "
+                       f"this machine. Get it with `python -m core models download {learned.role.name}` (about "
+                       f"{learned.role.size_gb * 1000:.0f} MB, runs on a CPU), or set {learned.role.setting}.")
+
+        if generate or remove:
+            edit = (Edit("inpaint", params, reference_image=reference[1] if reference else None) if generate else
+                    Edit("remove", replace(params or InpaintParams(), engine=remover, variants=1, prompt="", mode="fill",
+                                           reference="")))
+            result = run_edit(edit, loaded.rgb, document.mask)
+            if result is not None:
+                st.session_state[session.INPAINT_RESULT] = result
+                st.session_state[forms.INPAINT_CHOICE] = 0
+        else:
+            show_cancelled()
 
 with result_col:
+    if extending:
+        if canvas is not None:
+            extend_canvas.canvas_preview(canvas)
+        result = st.session_state.get(session.OUTPAINT_RESULT)
+        if result is not None:
+            show_result(
+                result, choice_key=forms.OUTPAINT_CHOICE, file_suffix="extended", key_prefix="outpaint",
+                describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {result.images[i].width}×"
+                                   f"{result.images[i].height}",
+                footer=f"{resources.engine_title(result.engine)} · {result.model_id}",
+            )
+        st.stop()
     result = st.session_state.get(session.INPAINT_RESULT)
     if result is None:
         st.caption("Variants appear here. Everything outside the mask's soft edge stays exactly as it was.")

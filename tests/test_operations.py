@@ -69,7 +69,7 @@ def test_every_operation_checks_its_engine_kind_and_light():
         Edit("lit_fill", InpaintParams(strength=1.0), light=LightParams())
     assert Edit("relight", RelightParams(), light=LightParams()).engine == "iclight"
     assert Edit("shade", RelightParams(), light=LightParams()).engine is None
-    assert set(OPERATIONS) == {"inpaint", "remove", "lit_fill", "relight", "shade"}
+    assert set(OPERATIONS) == {"inpaint", "remove", "outpaint", "lit_fill", "relight", "shade"}
 
 
 def test_run_holds_the_engines_lock_and_counts_the_edit_as_running():

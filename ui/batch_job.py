@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from core.batch import BatchModels, BatchProgress, BatchSummary, run, zip_results
 from core.batch_inputs import BatchInputError, list_inputs, mask_files
+from core.canvas import prefill
 from core.errors import UserError
 from core.images import ImageError, read_image
 from core.masks import mask_from_image
@@ -122,6 +124,11 @@ def preview(recipe: Recipe, photos: list, masks: list, segmenter: Any) -> Previe
             if found is not None:
                 mask_image = read_image(io.BytesIO(found.read()), name=found.name)
                 mask = mask_from_image(mask_image.rgb, photo.size, alpha=mask_image.alpha, name=found.name)
+        if not recipe.takes_mask:  # extending the canvas: the new canvas, its border as the region
+            canvas = recipe.action.params.canvas(photo.size)
+            filled = Image.fromarray(prefill(np.asarray(photo.rgb), canvas), "RGB")
+            return Preview(first.name, filled, canvas.border_mask(), [f"The new canvas: {canvas.describe()}."],
+                           skipped)
         region, notes = select_region(recipe, photo.rgb, mask_file=mask, segmenter=segmenter)
         return Preview(first.name, photo.rgb, region, list(notes), skipped)
     finally:

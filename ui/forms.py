@@ -11,10 +11,12 @@ import streamlit as st
 
 from core.operations.fields import defaults
 from core.operations.inpaint import InpaintParams
+from core.operations.outpaint import OutpaintParams
 from core.operations.relight import RelightParams
 
 _INPAINT = defaults(InpaintParams)
 _RELIGHT = defaults(RelightParams)
+_OUTPAINT = defaults(OutpaintParams)
 # The one page default that is not the params' own: a page offers a pair of variants to choose
 # from, where a script or a recipe makes one image unless asked for more.
 PAGE_VARIANTS = 2
@@ -57,6 +59,18 @@ INPAINT_COLOR_MATCH = "inpaint_color_match"
 INPAINT_INVERT = "inpaint_invert"
 INPAINT_CHOICE = "inpaint_choice"
 INPAINT_MODE = "inpaint_mode"
+INPAINT_TASK = "inpaint_task"
+OUTPAINT_BY = "outpaint_by"
+OUTPAINT_LEFT = "outpaint_left"
+OUTPAINT_RIGHT = "outpaint_right"
+OUTPAINT_TOP = "outpaint_top"
+OUTPAINT_BOTTOM = "outpaint_bottom"
+OUTPAINT_ASPECT = "outpaint_aspect"
+OUTPAINT_ANCHOR = "outpaint_anchor"
+OUTPAINT_FEATHER = "outpaint_feather"
+OUTPAINT_OVERLAP = "outpaint_overlap"
+OUTPAINT_STRENGTH = "outpaint_strength"
+OUTPAINT_CHOICE = "outpaint_choice"
 LIGHT_PRESET = "light_preset"
 LIGHT_AZIMUTH = "light_azimuth"
 LIGHT_ELEVATION = "light_elevation"
@@ -126,6 +140,18 @@ DEFAULTS = {
     INPAINT_COLOR_MATCH: _INPAINT["color_match"],
     INPAINT_INVERT: _INPAINT["invert_mask"],
     INPAINT_CHOICE: 0,
+    INPAINT_TASK: "Fill the mask",
+    OUTPAINT_BY: "To an aspect ratio",
+    OUTPAINT_LEFT: 0,
+    OUTPAINT_RIGHT: 256,
+    OUTPAINT_TOP: 0,
+    OUTPAINT_BOTTOM: 0,
+    OUTPAINT_ASPECT: "16:9",
+    OUTPAINT_ANCHOR: _OUTPAINT["anchor"],
+    OUTPAINT_FEATHER: _OUTPAINT["mask_blur"],
+    OUTPAINT_OVERLAP: _OUTPAINT["padding"],
+    OUTPAINT_STRENGTH: _OUTPAINT["strength"],
+    OUTPAINT_CHOICE: 0,
     LIGHT_PRESET: None,
     LIGHT_AZIMUTH: 135,
     LIGHT_ELEVATION: 30,

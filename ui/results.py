@@ -14,12 +14,13 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from core.canvas import fit_alpha
 from core.images import encode_image
 from core.recipe import SeedPolicy, Selection, recipe_from_result
 from ui import compare, forms, resources, session
 
 RESULT_VIEWS = "result_views"  # [(result, {(variant, what): image or bytes})], the latest results
-KEPT_RESULTS = 3  # one per page that shows results, so switching pages recomputes nothing
+KEPT_RESULTS = 4  # one per page and mode that shows results, so switching pages recomputes nothing
 COMPARE_WIDTH = 720  # the before / after picture's display width
 
 
@@ -53,11 +54,26 @@ def variant_png(result: Any, index: int) -> bytes:
     loaded = session.photo()
 
     def make() -> bytes:
-        return encode_image(result.images[index], format="PNG", alpha=loaded.alpha,
+        image = result.images[index]
+        return encode_image(image, format="PNG", alpha=_alpha_for(result, image, loaded.alpha),
                             icc_profile=loaded.icc_profile, exif=loaded.exif, params=result.metadata(index),
                             png_compression=resources.settings()[0].png_compression)
 
     return _cached(result, (index, "png"), make)
+
+
+def result_canvas(result: Any):
+    """Where the photo lies on a result larger than it (``core.canvas.Canvas``), else None."""
+    return getattr(result, "canvas", None)
+
+
+def _alpha_for(result: Any, image: Image.Image, alpha: Image.Image | None) -> Image.Image | None:
+    """The photo's transparency for ``image``, moved onto the canvas of an extended result; None when
+    it does not fit (a result of an earlier version of the photo, of another size)."""
+    canvas = result_canvas(result)
+    if alpha is not None and canvas is not None and alpha.size == (canvas.width, canvas.height):
+        alpha = fit_alpha(alpha, canvas)
+    return alpha if alpha is None or alpha.size == image.size else None
 
 
 def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
@@ -119,8 +135,11 @@ def recipe_saver(result: Any, index: int, key_prefix: str) -> None:
     options = selection_options()
     if st.session_state[forms.RECIPE_SELECTION] not in options:
         st.session_state[forms.RECIPE_SELECTION] = "mask"
-    kind = st.radio("Select in each photo", list(options), key=forms.RECIPE_SELECTION,
-                    format_func=lambda k: options[k][0])
+    if result_canvas(result) is not None:  # extending the canvas selects nothing
+        kind = "whole"
+    else:
+        kind = st.radio("Select in each photo", list(options), key=forms.RECIPE_SELECTION,
+                        format_func=lambda k: options[k][0])
     policy = st.radio("Seeds", ["fixed", "per_image"], key=forms.RECIPE_SEED_POLICY, horizontal=True,
                       format_func={"fixed": f"This variant's ({result.seeds[index]}) for every photo",
                                    "per_image": "One per photo, from its file name"}.get)
@@ -169,7 +188,7 @@ def show_result(
     st.caption(f"{footer} · {timing}")
     base_col, back_col = st.columns(2)
     base_col.button("Use as new base", type="primary", width="stretch", key=f"{key_prefix}_use_as_base",
-                    on_click=session.use_as_base, args=(result.images[choice],),
+                    on_click=session.use_as_base, args=(result.images[choice], result_canvas(result)),
                     help="Continue editing from this variant; the mask stays.")
     back_col.button(f"Step back ({len(session.base_history())})", width="stretch", key=f"{key_prefix}_step_back",
                     on_click=session.step_back, disabled=not session.base_history(),

@@ -11,8 +11,9 @@ from dataclasses import replace
 import streamlit as st
 from PIL import Image
 
+from core.canvas import fit_alpha
 from core.images import LoadedImage, content_hash
-from core.masks import MaskDocument
+from core.masks import MaskDocument, layer_edit
 from ui import forms
 
 PHOTO = "photo"  # core.images.LoadedImage
@@ -32,11 +33,14 @@ SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
 INPAINT_REFERENCE = "inpaint_reference"  # (file name, RGB image) of the reference picture, or None
 INPAINT_RESULT = "inpaint_result"  # core.operations.inpaint.InpaintResult of the last generation
+OUTPAINT_RESULT = "outpaint_result"  # core.operations.outpaint.OutpaintResult of the last canvas extension
+OUTPAINT_PREVIEW = "outpaint_preview"  # (inputs, preview image) of the Extend canvas preview
 RELIGHT_RESULT = "relight_result"  # core.operations.relight.RelightResult or, lit inpainting, core.operations.inpaint.InpaintResult
 RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.light.PreviewCache)
 BATCH_RECIPE = "batch_recipe"  # core.recipe.Recipe saved from a result with "Use for a batch"
 BATCH_JOB = "batch_job"  # ui.batch_job.BatchJob of this session's latest batch
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
+MASKS_BY_SIZE = "masks_by_size"  # (width, height) → the MaskDocument last used at that size (a canvas extended)
 MAX_BASE_HISTORY = 10
 
 
@@ -76,8 +80,10 @@ def set_photo(loaded: LoadedImage, source: str) -> None:
     st.session_state[forms.GROW_PREVIEW] = 0
     clear_segment_prompt()
     st.session_state.pop(INPAINT_RESULT, None)
+    st.session_state.pop(OUTPAINT_RESULT, None)
     st.session_state.pop(RELIGHT_RESULT, None)
     st.session_state[BASE_HISTORY] = []
+    st.session_state.pop(MASKS_BY_SIZE, None)
     bump_canvas()
 
 
@@ -125,13 +131,25 @@ def base_history() -> list[LoadedImage]:
     return st.session_state.get(BASE_HISTORY, [])
 
 
-def use_as_base(rgb: Image.Image) -> None:
+def use_as_base(rgb: Image.Image, canvas=None) -> None:
     """Continue editing from ``rgb`` (an edit of the current photo): the current photo goes into
-    the history; transparency, colour profile, EXIF and the mask carry over."""
+    the history; transparency, colour profile, EXIF and the mask carry over. ``canvas``: where the
+    current photo lies on ``rgb`` when it is a larger canvas (``core.canvas.Canvas``): the
+    transparency and the mask move with the photo, the new border opaque and unselected."""
     current = photo()
     history = base_history() + [current]
     st.session_state[BASE_HISTORY] = history[-MAX_BASE_HISTORY:]
-    _replace_pixels(replace(current, rgb=_with_info(rgb, current)))
+    if canvas is not None and current.size != (canvas.width, canvas.height):
+        canvas = None  # a result of an earlier version of the photo: there is nothing to move
+    mask = mask_document().mask if canvas is not None and mask_document() is not None else None
+    alpha = fit_alpha(current.alpha, canvas)
+    if alpha is not None and alpha.size != rgb.size:
+        alpha = None  # the transparency of another size of the photo does not fit this one
+    if canvas is not None:  # a fresh mask on the new canvas, not one kept from an earlier visit
+        st.session_state.get(MASKS_BY_SIZE, {}).pop(canvas.size, None)
+    _replace_pixels(replace(current, rgb=_with_info(rgb, current), alpha=alpha))
+    if mask is not None and mask.any():
+        mask_document().apply(layer_edit("add", canvas.place(mask, fill=False), "the mask, on the extended canvas"))
 
 
 def step_back() -> None:
@@ -149,6 +167,12 @@ def _with_info(rgb: Image.Image, like: LoadedImage) -> Image.Image:
 
 
 def _replace_pixels(loaded: LoadedImage) -> None:
+    document = mask_document()
+    if document is None or document.size != loaded.size:  # a canvas extended, or stepped back from one:
+        kept = st.session_state.setdefault(MASKS_BY_SIZE, {})  # the mask of each size comes back with it
+        if document is not None:
+            kept[document.size] = document
+        st.session_state[MASK] = kept.pop(loaded.size, None) or MaskDocument(loaded.size)
     st.session_state[PHOTO] = loaded
     st.session_state[PHOTO_ID] = content_hash(loaded.rgb)
     st.session_state[DISPLAY_CACHE] = {}

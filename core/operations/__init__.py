@@ -24,8 +24,9 @@ from core.catalog import Catalog
 from core.engines.base import CancelCheck, ProgressCallback
 from core.errors import UserError
 from core.light import LightParams
-from core.operations import inpaint, lit_fill, relight, shade
+from core.operations import inpaint, lit_fill, outpaint, relight, shade
 from core.operations.inpaint import InpaintParams
+from core.operations.outpaint import OutpaintParams
 from core.operations.relight import RelightParams
 
 
@@ -35,7 +36,8 @@ class Operation:
 
     ``params``: its params type. ``engine_kinds``: the catalog kinds of engine it runs on (its
     params' ``engine`` field names one); ``fixed_engine``: the one engine it always uses; neither:
-    it needs no model. ``light``: it takes a light. ``runner(edit, image, mask, engine, progress,
+    it needs no model. ``light``: it takes a light. ``takes_mask``: False for an operation that
+    needs no region (extending the canvas): callers pass no mask and recipes select nothing. ``runner(edit, image, mask, engine, progress,
     should_cancel)`` returns the result. ``describe(edit)``: a few words for people.
     """
 
@@ -49,6 +51,7 @@ class Operation:
     light: bool = False
     needs: Callable[[Any], str | None] = lambda params: None  # "field: problem" of params for this operation
     requires: tuple[str, ...] = ()  # engine capabilities it needs (core.catalog.CAPABILITIES)
+    takes_mask: bool = True
 
 
 def _inpaint(edit, image, mask, engine, progress, should_cancel):
@@ -59,6 +62,11 @@ def _inpaint(edit, image, mask, engine, progress, should_cancel):
 def _lit_fill(edit, image, mask, engine, progress, should_cancel):
     return lit_fill.light_aware_inpaint(image, mask, edit.light, edit.params, engine, start=edit.start,
                                         progress=progress, should_cancel=should_cancel)
+
+
+def _outpaint(edit, image, mask, engine, progress, should_cancel):
+    return outpaint.outpaint(image, edit.params, engine, reference_image=edit.reference_image, progress=progress,
+                             should_cancel=should_cancel)
 
 
 def _relight(edit, image, mask, engine, progress, should_cancel):
@@ -81,6 +89,9 @@ OPERATIONS: dict[str, Operation] = {
                   lambda e: f"fill with light ({e.params.engine})", engine_kinds=("diffusion",), light=True,
                   requires=("strength",),
                   needs=lambda p: None if p.strength < 1 else "strength: filling with light needs a strength below 1."),
+        Operation("outpaint", "Extend canvas", OutpaintParams, _outpaint,
+                  lambda e: f"extend the canvas {e.params.describe_extension()} ({e.params.engine})",
+                  engine_kinds=("diffusion", "removal"), takes_mask=False),
         Operation("relight", "Relight", RelightParams, _relight, lambda e: "relight (iclight)",
                   fixed_engine="iclight", light=True),
         Operation("shade", "Relight by shading", RelightParams, _shade, lambda e: "relight (shading)", light=True),
@@ -110,7 +121,7 @@ class Edit:
         if self.operation not in OPERATIONS:
             raise UserError(f"action.type: unknown {self.operation!r}; use one of {', '.join(OPERATIONS)}.")
         op = OPERATIONS[self.operation]
-        if not isinstance(self.params, op.params):
+        if type(self.params) is not op.params:  # exactly: an outpaint is no inpaint
             raise UserError(f"action.params: {self.operation} takes {op.params.__name__}.")
         if op.light and self.light is None:
             raise UserError(f"action.light: {self.operation} needs the light (azimuth, elevation, …).")
@@ -166,14 +177,14 @@ def check_capabilities(edit: Edit, catalog: Catalog | None = None) -> None:
 def run(
     edit: Edit,
     image: Image.Image,
-    mask: np.ndarray,
+    mask: np.ndarray | None,
     manager,
     *,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     waiting: Callable[[], Any] | None = None,
 ) -> Any:
-    """Apply ``edit`` to ``mask`` of ``image``, holding its engine (from ``manager``, a
+    """Apply ``edit`` to ``mask`` of ``image`` (None for an operation that takes no mask), holding its engine (from ``manager``, a
     ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``."""
     op = OPERATIONS[edit.operation]
     if op.engine_kinds:

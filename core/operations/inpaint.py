@@ -199,30 +199,15 @@ def inpaint(
 
     # 3. Fill each crop and paste it back.
     for number, (x0, y0, x1, y1) in enumerate(crops):
-        crop_mask = mask[y0:y1, x0:x1]
-        crop_original = original[y0:y1, x0:x1]
-        stage = time.perf_counter()
-        request = _request(image.crop((x0, y0, x1, y1)), crop_mask, params, seeds, engine, reference_image)
-        timings["resize"] = timings.get("resize", 0.0) + (time.perf_counter() - stage) * 1000
-
         def crop_progress(step: int, total: int, crops_done: int = number) -> None:
             # The engine knows its real step count (schedulers may add or drop steps).
             if progress is not None:
                 progress(crops_done * total + min(step, total), len(crops) * total)
 
-        output = engine.generate(request, crop_progress, should_cancel)
-        for stage_name, ms in output.timings.items():
-            timings[stage_name] = timings.get(stage_name, 0.0) + ms
-        notes.extend(note for note in output.notes if note not in notes)
-
-        stage = time.perf_counter()
-        alpha = masks.feather(crop_mask, inner=params.mask_blur_inside, outer=params.mask_blur)
-        for variant, filled in enumerate(output.images):
-            generated = np.asarray(filled.resize((x1 - x0, y1 - y0), Image.LANCZOS))
-            pasted, _ = blend(crop_original, generated, crop_mask, alpha, mode=params.blend,
-                              color_match=params.color_match)
-            outputs[variant][y0:y1, x0:x1] = pasted
-        timings["paste"] = timings.get("paste", 0.0) + (time.perf_counter() - stage) * 1000
+        pasted = fill_crop(original, mask, (x0, y0, x1, y1), params, seeds, engine, timings, notes,
+                           reference_image=reference_image, progress=crop_progress, should_cancel=should_cancel)
+        for variant, crop in enumerate(pasted):
+            outputs[variant][y0:y1, x0:x1] = crop
 
     # 4. Measure the seams and report.
     stage = time.perf_counter()
@@ -242,6 +227,48 @@ def inpaint(
         mask=selected,
         reference_image=reference_image,
     )
+
+
+def fill_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    box: Box,
+    params: InpaintParams,
+    seeds: Sequence[int],
+    engine: InpaintEngine,
+    timings: dict[str, float],
+    notes: list[str],
+    *,
+    reference_image: Image.Image | None = None,
+    progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> list[np.ndarray]:
+    """Fill ``box`` of ``image`` (uint8 RGB array) where ``mask`` (its size) is True, once per seed:
+    the crop scaled to the engine's size, filled, scaled back and pasted through the soft edge
+    (``params``' blur, blend and colour match). Returns the pasted crops (the box's size), one per
+    seed; pixels of the crop beyond the soft edge are the image's, bit-identical. Adds the stages'
+    milliseconds to ``timings`` and the engine's new notes to ``notes``.
+    """
+    x0, y0, x1, y1 = box
+    crop_mask = mask[y0:y1, x0:x1]
+    crop_original = image[y0:y1, x0:x1]
+    stage = time.perf_counter()
+    request = _request(Image.fromarray(crop_original, "RGB"), crop_mask, params, seeds, engine, reference_image)
+    timings["resize"] = timings.get("resize", 0.0) + (time.perf_counter() - stage) * 1000
+    output = engine.generate(request, progress, should_cancel)
+    for stage_name, ms in output.timings.items():
+        timings[stage_name] = timings.get(stage_name, 0.0) + ms
+    notes.extend(note for note in output.notes if note not in notes)
+
+    stage = time.perf_counter()
+    alpha = masks.feather(crop_mask, inner=params.mask_blur_inside, outer=params.mask_blur)
+    pasted = []
+    for filled in output.images:
+        generated = np.asarray(filled.resize((x1 - x0, y1 - y0), Image.LANCZOS))
+        crop, _ = blend(crop_original, generated, crop_mask, alpha, mode=params.blend, color_match=params.color_match)
+        pasted.append(crop)
+    timings["paste"] = timings.get("paste", 0.0) + (time.perf_counter() - stage) * 1000
+    return pasted
 
 
 def _request(
