@@ -62,6 +62,21 @@ def variant_png(result: Any, index: int) -> bytes:
     return _cached(result, (index, "png"), make)
 
 
+def before_view(result: Any, width: int) -> Image.Image | None:
+    """The photo as the result's "before", ``width`` px wide: on an extended result's canvas (the
+    new border grey), so that before and after line up; else the photo's display copy."""
+    canvas, loaded = result_canvas(result), session.photo()
+    if canvas is None or loaded is None or loaded.rgb.size != (canvas.width, canvas.height):
+        return session.display_copy(width)
+
+    def make() -> Image.Image:
+        placed = Image.fromarray(canvas.place(np.asarray(loaded.rgb), fill=128))
+        height = max(1, round(placed.height * width / placed.width))
+        return placed.resize((width, height), Image.LANCZOS, reducing_gap=2.0)
+
+    return _cached(result, ("before", width), make)
+
+
 def result_canvas(result: Any):
     """Where the photo lies on a result larger than it (``core.canvas.Canvas``), else None."""
     return getattr(result, "canvas", None)
@@ -179,7 +194,7 @@ def show_result(
             column.caption(describe(index))
         choice = st.radio("Variant", list(range(count)), key=choice_key, horizontal=True,
                           format_func=lambda i: f"#{i + 1} (seed {result.seeds[i]})")
-    compare.comparison(session.display_copy(COMPARE_WIDTH), variant_view(result, choice, COMPARE_WIDTH),
+    compare.comparison(before_view(result, COMPARE_WIDTH), variant_view(result, choice, COMPARE_WIDTH),
                        width=COMPARE_WIDTH)
     st.caption(f"Before / After · {describe(choice)} · drag across the picture to compare")
     for note in result.notes:
