@@ -360,6 +360,8 @@ def _fetch_range(role: ModelEntry, url: str, partial: Path, progress, should_can
                 done += len(block)
                 if progress:
                     progress(done, total)
+    if total is not None and done < total:
+        raise ConnectionError(f"the connection ended after {human_size(done)} of {human_size(total)}")
     return done, total
 
 

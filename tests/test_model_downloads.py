@@ -1,0 +1,360 @@
+"""Downloads against a local hub (tests/local_hub.py): the command line's ``models download`` and the
+Models page's button through ``huggingface_hub`` itself, a connection cut mid-file and resumed with a
+Range request, cancel then resume, checksums (a URL file's MD5, a hub file's ETag), a gated
+repository's 401, plain-URL files (LaMa, FastSAM), deleting, offline."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import downloads, model_files
+from core.catalog import BUILTIN
+from core.config import load_settings
+from core.downloads import DownloadManager
+from core.model_files import DownloadError, locate, partial_path
+from tests.conftest import ROOT
+from tests.local_hub import LocalHub
+
+CLIP = "openai/clip-vit-base-patch32"
+WEIGHTS = f"{CLIP}/model.safetensors"
+ICLIGHT = "lllyasviel/ic-light"
+SAM3 = "facebook/sam3"
+GOOD_TOKEN = "hf_accepted_licence"
+WAIT = 30  # seconds, the most any download here may take
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """The tiny CLIP and LaMa of tests/tiny_models.py (a hub repository and a plain file)."""
+    from tests.tiny_models import build_clip, build_lama
+
+    folder = tmp_path_factory.mktemp("tiny-downloads")
+    return {"clip": build_clip(folder), "lama": build_lama(folder)}
+
+
+@pytest.fixture
+def hub(tiny, monkeypatch, tmp_path):
+    """The local hub serving CLIP, IC-Light's file, a gated SAM 3 and LaMa / FastSAM as plain files;
+    this process online, pointed at it, with an empty models folder and hub cache."""
+    import huggingface_hub.constants as hub_constants
+
+    lama = tiny["lama"].read_bytes()
+    server = LocalHub(
+        {CLIP: tiny["clip"],
+         ICLIGHT: {"iclight_sd15_fc.safetensors": os.urandom(50_000), "README.md": b"IC-Light"},
+         SAM3: {"config.json": b'{"model_type": "sam3"}', "model.safetensors": os.urandom(30_000)}},
+        files={"big-lama.pt": lama, "FastSAM-s.pt": os.urandom(300_000)},
+    ).start()
+    server.gated[SAM3] = GOOD_TOKEN
+    for key in list(os.environ):
+        if key.startswith("INPAINT_STUDIO_MODEL_") or key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    # huggingface_hub read these when it was imported (offline, as every test here starts): set them as a
+    # fresh import in this environment would, and a small transfer chunk so that tiny files come in pieces.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    monkeypatch.setattr(model_files, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    monkeypatch.setitem(BUILTIN.models, "lama", dataclasses.replace(
+        BUILTIN.models["lama"], url=server.file_url("big-lama.pt"), md5=hashlib.md5(lama).hexdigest()))
+    monkeypatch.setattr(downloads, "ULTRALYTICS_ASSETS", f"{server.url}/files")
+    yield server
+    server.stop()
+
+
+def fetch(role: str, token: str | None = None, manager: DownloadManager | None = None):
+    manager = manager or DownloadManager(load_settings())
+    manager.start(role, token=token)
+    job = manager.wait(role, WAIT)
+    assert job is not None and not job.running, f"{role} still downloading after {WAIT} s"
+    return job
+
+
+def same_files(folder: Path, source: Path) -> bool:
+    names = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
+    return names == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) and all(
+        (folder / name).read_bytes() == (source / name).read_bytes() for name in names)
+
+
+# --- the command line, through huggingface_hub's snapshot_download ------------------------------------------
+
+
+def test_models_download_fetches_a_repository_from_the_hub_and_prints_its_setting(hub, tiny, tmp_path):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
+    out = tmp_path / "copy"
+    result = subprocess.run([sys.executable, "-m", "core", "models", "download", "clip", "--dir", str(out)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    folder = out / "clip-vit-base-patch32"
+    assert f"INPAINT_STUDIO_MODEL_CLIP={folder}" in result.stdout
+    assert all((folder / p.relative_to(tiny["clip"])).read_bytes() == p.read_bytes()
+               for p in tiny["clip"].rglob("*") if p.is_file())  # (beside huggingface_hub's .cache/ folder)
+    assert any(path.startswith(f"/api/models/{CLIP}") for _, path, _ in hub.requests)
+    assert any(method == "GET" and path.endswith("/model.safetensors") for method, path, _ in hub.requests)
+
+
+# --- the app's downloads: into the models folder, found by locate ------------------------------------------
+
+
+def test_a_repository_lands_where_the_app_finds_it_and_loads(hub, tiny):
+    from transformers import CLIPModel
+
+    settings = load_settings()
+    assert not locate("clip", settings).available
+    job = fetch("clip")
+    assert job.state == "done", job.message
+    status = locate("clip", settings)
+    assert status.path == settings.models_dir / CLIP and same_files(status.path, tiny["clip"])
+    assert job.done == job.total == sum(p.stat().st_size for p in tiny["clip"].rglob("*") if p.is_file())
+    assert CLIPModel.from_pretrained(status.path).config.projection_dim > 0
+    assert not (settings.models_dir / downloads.STAGING / "clip").exists()
+
+
+def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(hub, tiny):
+    hub.cut_once[WEIGHTS] = 10_000  # the server drops the connection once, after 10 000 bytes
+    job = fetch("clip")
+    assert job.state == "done", job.message
+    assert hub.ranges("model.safetensors") == ["bytes=8192-"]  # the two whole 4 KB chunks received are kept
+    assert same_files(locate("clip", load_settings()).path, tiny["clip"])
+
+
+def test_a_cancelled_download_is_not_a_model_and_resumes_from_its_bytes(hub, tiny):
+    settings = load_settings()
+    hub.throttle = 0.02  # 4 KB every 20 ms: time to cancel
+    manager = DownloadManager(settings)
+    job = manager.start("clip")
+    deadline = time.monotonic() + WAIT
+    while job.done < 50_000 and job.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    manager.cancel("clip")
+    job = manager.wait("clip", WAIT)
+    assert job.state == "cancelled" and "continues" in job.message
+    assert not locate("clip", settings).available  # a partial download is never taken for the model
+    assert not (settings.models_dir / CLIP).exists()
+    kept = downloads.partial_size(BUILTIN.models["clip"], settings)
+    assert kept > 0
+    part = next((settings.models_dir / downloads.STAGING / "clip").rglob("model.safetensors.part"))
+    resumed_from = part.stat().st_size
+    hub.throttle = 0
+    job = fetch("clip", manager=manager)
+    assert job.state == "done", job.message
+    assert f"bytes={resumed_from}-" in hub.ranges("model.safetensors")
+    assert same_files(locate("clip", settings).path, tiny["clip"])
+    assert downloads.partial_size(BUILTIN.models["clip"], settings) == 0
+
+
+def test_a_hub_file_that_does_not_match_its_etag_is_refused_and_not_kept(hub):
+    hub.corrupt.add(f"{ICLIGHT}/iclight_sd15_fc.safetensors")
+    settings = load_settings()
+    job = fetch("iclight")
+    assert job.state == "failed" and "published checksum" in job.message
+    assert not locate("iclight", settings).available
+    assert downloads.partial_size(BUILTIN.models["iclight"], settings) == 0
+    hub.corrupt.clear()
+    job = fetch("iclight")
+    assert job.state == "done" and locate("iclight", settings).path == settings.models_dir / "iclight_sd15_fc.safetensors"
+
+
+def test_a_gated_repository_says_how_to_get_access(hub):
+    settings = load_settings()
+    job = fetch("sam3")  # no token anywhere: refused before asking the hub for a file
+    assert job.state == "failed" and "no hub token was given" in job.message
+    assert not [path for _, path, _ in hub.requests if "/resolve/" in path]
+    job = fetch("sam3", token="hf_not_accepted")  # the hub answers 401 (GatedRepo)
+    assert job.state == "failed"
+    assert "Accept its licence at https://huggingface.co/facebook/sam3" in job.message
+    assert "huggingface.co/settings/tokens" in job.message and "token field" in job.message
+    assert any(path.startswith(f"/{SAM3}/resolve/") for _, path, _ in hub.requests)
+    assert not locate("sam3", settings).available
+    job = fetch("sam3", token=GOOD_TOKEN)
+    assert job.state == "done", job.message
+    assert locate("sam3", settings).available
+
+
+# --- plain files: LaMa, FastSAM ------------------------------------------------------------------------------
+
+
+def test_a_published_file_resumes_after_a_cut_and_is_checked(hub, tiny):
+    hub.cut_once["files/big-lama.pt"] = 10_000
+    settings = load_settings()
+    job = fetch("lama")
+    assert job.state == "done", job.message
+    assert hub.ranges("big-lama.pt") == ["bytes=10000-"]  # every byte received is kept
+    assert locate("lama", settings).path.read_bytes() == tiny["lama"].read_bytes()
+    assert not partial_path(settings.models_dir / "big-lama.pt").exists()
+
+
+def test_a_published_file_with_the_wrong_checksum_is_refused(hub, monkeypatch):
+    monkeypatch.setitem(BUILTIN.models, "lama", dataclasses.replace(BUILTIN.models["lama"], md5="0" * 32))
+    settings = load_settings()
+    job = fetch("lama")
+    assert job.state == "failed" and "published checksum" in job.message and "0" * 32 in job.message
+    assert not locate("lama", settings).available and not list(settings.models_dir.iterdir())
+
+
+def test_fastsam_comes_from_the_assets_address(hub):
+    job = fetch("fastsam")
+    assert job.state == "done", job.message
+    assert locate("fastsam", load_settings()).path.stat().st_size == 300_000
+
+
+def test_a_published_file_cancelled_keeps_its_bytes_and_resumes(hub, tiny):
+    settings = load_settings()
+    hub.throttle = 0.05
+    manager = DownloadManager(settings)
+    cancel_at = 3 * 4096
+    job = manager.start("lama")
+    deadline = time.monotonic() + WAIT
+    while job.done < cancel_at and job.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    manager.cancel("lama")
+    job = manager.wait("lama", WAIT)
+    assert job.state == "cancelled"
+    part = partial_path(settings.models_dir / "big-lama.pt")
+    assert part.exists() and not locate("lama", settings).available
+    kept = part.stat().st_size
+    hub.throttle = 0
+    assert fetch("lama", manager=manager).state == "done"
+    assert hub.ranges("big-lama.pt") == [f"bytes={kept}-"]
+    assert locate("lama", settings).path.read_bytes() == tiny["lama"].read_bytes()
+
+
+# --- one download per model, deleting, offline --------------------------------------------------------------
+
+
+def test_one_download_per_model_at_a_time(hub):
+    hub.throttle = 0.01
+    manager = DownloadManager(load_settings())
+    first = manager.start("clip")
+    assert manager.start("clip") is first
+    manager.cancel("clip")
+    manager.wait("clip", WAIT)
+
+
+def test_delete_removes_only_what_the_app_downloaded(hub, tiny, monkeypatch):
+    settings = load_settings()
+    ends = []
+    manager = DownloadManager(settings, on_finish=ends.append)
+    assert fetch("clip", manager=manager).state == "done" and ends == ["clip"]
+    freed = manager.delete("clip")
+    assert freed == sum(p.stat().st_size for p in tiny["clip"].rglob("*") if p.is_file())
+    assert not locate("clip", settings).available and not (settings.models_dir / "openai").exists()
+    assert ends == ["clip", "clip"]
+    # a model set by hand to a folder of its own is never the app's to delete
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_CLIP", str(tiny["clip"]))
+    settings = load_settings()
+    assert downloads.removable(locate("clip", settings), settings) == []
+    DownloadManager(settings).delete("clip")
+    assert (tiny["clip"] / "config.json").exists()
+
+
+def test_a_model_in_the_hub_cache_is_deleted_with_its_repository(hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(CLIP, endpoint=hub.url)  # as `models download` without --dir puts it
+    settings = load_settings()
+    status = locate("clip", settings)
+    assert status.available and "models--openai--clip-vit-base-patch32" in str(status.path)
+    assert downloads.removable(status, settings) == [tmp_path / "hf" / "hub" / "models--openai--clip-vit-base-patch32"]
+    DownloadManager(settings).delete("clip")
+    assert not locate("clip", settings).available
+
+
+def test_offline_nothing_is_tried(hub, monkeypatch):
+    monkeypatch.setenv("INPAINT_STUDIO_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="offline") as refused:
+        DownloadManager(load_settings()).start("clip")
+    assert "models download" in str(refused.value)
+    monkeypatch.setenv("INPAINT_STUDIO_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE"):
+        DownloadManager(load_settings()).start("clip")
+    assert hub.requests == []
+
+
+# --- the Models page -------------------------------------------------------------------------------------------
+
+
+def models_page(role: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    if role:
+        at.query_params["role"] = role
+    return at, at.switch_page("pages/6_Models.py").run()
+
+
+def run_until(at, done, what: str):
+    deadline = time.monotonic() + WAIT
+    while not done(at):
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT} s"
+        time.sleep(0.1)
+        at.run()
+    return at
+
+
+def test_the_page_downloads_a_model_and_every_page_sees_it(app_without_models, hub, tiny):
+    app_without_models.setenv("INPAINT_STUDIO_MODELS_DIR", os.environ["INPAINT_STUDIO_MODELS_DIR"])
+    home, _ = models_page()
+    table = home.switch_page("streamlit_app.py").run().table[0].value
+    assert dict(zip(table["Model"], table["Status"]))["CLIP ViT-B/32"] == "missing"  # cached for 30 s
+    at = home.switch_page("pages/6_Models.py").run()
+    assert not at.exception
+    assert "free** on its disk" in at.caption[0].value
+    at.button(key="download_clip").click().run()
+    run_until(at, lambda at: not any(b.key == "cancel_clip" for b in at.button)
+              and any("Here" in m.value for m in at.markdown), "the download")
+    assert not at.exception and not at.error
+    assert same_files(locate("clip", load_settings()).path, tiny["clip"])
+    table = at.switch_page("streamlit_app.py").run().table[0].value
+    assert dict(zip(table["Model"], table["Status"]))["CLIP ViT-B/32"] == "available"
+
+
+def test_the_page_shows_progress_and_cancels(app_without_models, hub):
+    app_without_models.setenv("INPAINT_STUDIO_MODELS_DIR", os.environ["INPAINT_STUDIO_MODELS_DIR"])
+    hub.throttle = 0.02
+    _, at = models_page("clip")
+    assert "the model you came for" in at.markdown[0].value and "CLIP" in at.markdown[0].value
+    at.button(key="download_clip").click().run()
+    run_until(at, lambda at: any(b.key == "cancel_clip" for b in at.button) and at.get("progress")
+              and "Downloading:" in at.get("progress")[0].proto.text and " of " in at.get("progress")[0].proto.text,
+              "a progress bar in bytes")
+    at.button(key="cancel_clip").click().run()
+    run_until(at, lambda at: any(b.key == "download_clip" and b.label == "Resume" for b in at.button), "the cancel")
+    assert any("kept from an unfinished download" in c.value for c in at.caption)
+    assert not locate("clip", load_settings()).available
+
+
+def test_the_page_passes_the_session_token_and_deletes_after_asking(app_without_models, hub):
+    app_without_models.setenv("INPAINT_STUDIO_MODELS_DIR", os.environ["INPAINT_STUDIO_MODELS_DIR"])
+    _, at = models_page("sam3")
+    at.text_input(key="models_hub_token").input(GOOD_TOKEN)
+    at.button(key="download_sam3").click().run()
+    run_until(at, lambda at: locate("sam3", load_settings()).available
+              and any(b.key == "delete_sam3" for b in at.button), "the gated download")
+    at.button(key="delete_sam3").click().run()
+    assert any("Delete" in w.value for w in at.warning)
+    assert locate("sam3", load_settings()).available  # nothing is deleted before the confirmation
+    at.button(key="delete_yes_sam3").click().run()
+    assert any("Deleted SAM 3" in s.value for s in at.success)
+    assert not locate("sam3", load_settings()).available
+
+
+def test_offline_the_page_says_so_and_offers_no_download(app_without_models):
+    _, at = models_page()
+    assert not at.exception
+    assert any("offline" in info.value and "models download" in info.value for info in at.info)
+    assert all(b.disabled for b in at.button if b.key and b.key.startswith("download_"))
