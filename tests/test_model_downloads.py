@@ -358,3 +358,16 @@ def test_offline_the_page_says_so_and_offers_no_download(app_without_models):
     assert not at.exception
     assert any("offline" in info.value and "models download" in info.value for info in at.info)
     assert all(b.disabled for b in at.button if b.key and b.key.startswith("download_"))
+
+
+def test_the_relight_and_segment_pages_link_each_missing_model_to_the_models_page(app_without_models):
+    from tests.helpers import make_photo, png_bytes, upload
+    from tests.test_app_relight import relight_page
+
+    at = relight_page()
+    links = {link.proto.query_string for link in at.page_link if "on the Models page" in link.value}
+    assert links == {"role=iclight_base"}  # the first model IC-Light lacks
+    upload(at.switch_page("streamlit_app.py").run(), "photo.png", png_bytes(make_photo()))
+    at = at.switch_page("pages/1_Segment.py").run()
+    assert not at.exception
+    assert "role=fastsam" in {link.proto.query_string for link in at.page_link if "Models page" in link.value}
