@@ -308,14 +308,15 @@ def fetch_hub(role: ModelEntry, settings: Settings, *, token: str | None = None,
 def fetch(role: ModelEntry, settings: Settings, *, token: str | None = None, progress: Progress | None = None,
           should_cancel: Callable[[], bool] | None = None) -> Path:
     """Fetch ``role``'s model into the models folder, whatever its download kind; its local path."""
+    if destination(role, settings) is None:
+        raise DownloadError(f"{role.title} is set to a local path ({settings.model(role.name, role.default)}), so "
+                            f"there is nothing to download; change {role.setting} to use a download.")
     if role.download == "url":
         return download_url(role, settings.models_dir, log=lambda text: None, progress=progress,
                             should_cancel=should_cancel)
     if role.download == "ultralytics":
-        target = destination(role, settings)
-        if target is None:
-            raise DownloadError(f"{role.title} is set to a local path; change {role.setting} to use a download.")
-        return fetch_url(role, f"{ULTRALYTICS_ASSETS}/{role.default}", target, min_bytes=MIN_CHECKPOINT_BYTES,
+        return fetch_url(role, f"{ULTRALYTICS_ASSETS}/{role.default}", settings.models_dir / role.default,
+                         min_bytes=MIN_CHECKPOINT_BYTES,
                          progress=progress, should_cancel=should_cancel)
     return fetch_hub(role, settings, token=token, progress=progress, should_cancel=should_cancel)
 
@@ -451,12 +452,24 @@ class DownloadManager:
             current = self._jobs.get(role)
             if current is not None and current.running:
                 return current
+            self._check_space(entry)
             job = Job(role, entry.title)
             job.thread = threading.Thread(target=self._run, args=(job, entry, token), name=f"download-{role}",
                                           daemon=True)
             self._jobs[role] = job
         job.thread.start()
         return job
+
+    def _check_space(self, entry: ModelEntry) -> None:
+        """DownloadError when the disk of the models folder has clearly too little room for ``entry``."""
+        if not entry.size_gb:
+            return
+        needed = int(entry.size_gb * 1e9) - partial_size(entry, self.settings)
+        free = disk_free(self.settings)
+        if needed > free:
+            raise DownloadError(f"{entry.title} needs about {human_size(needed)} more, and only {human_size(free)} "
+                                f"is free on the disk of {self.settings.models_dir}. Free some space (Delete on "
+                                "models you do not use) or set INPAINT_STUDIO_MODELS_DIR to a larger disk.")
 
     def cancel(self, role: str) -> None:
         job = self._jobs.get(role)

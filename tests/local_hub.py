@@ -12,7 +12,8 @@ hub's layout, plus plain files for the catalog's URL downloads.
 Test hooks: ``gated`` repositories answer 401 (``X-Error-Code: GatedRepo``) unless the request bears
 ``Authorization: Bearer <token>``; ``cut_once[path] = n`` drops the connection after n bytes of that
 file, once; ``corrupt`` paths are served with their last byte changed (their ETag stays the good
-file's); ``throttle`` seconds between 4 KB chunks; ``requests`` records (method, path, Range header).
+file's); ``hold_once[path] = n`` sends n bytes of that file, then waits for ``release`` (once), so a
+test can act mid-download without racing the transfer; ``throttle`` seconds between 4 KB chunks; ``requests`` records (method, path, Range header).
 
     with LocalHub({"org/model": folder}) as hub:
         os.environ["HF_ENDPOINT"] = hub.url
@@ -48,6 +49,8 @@ class LocalHub:
         self.files: dict[str, bytes] = dict(files or {})
         self.gated: dict[str, str] = {}  # repo → the token it accepts
         self.cut_once: dict[str, int] = {}  # "repo/path" or "files/name" → bytes sent before the cut
+        self.hold_once: dict[str, int] = {}  # "repo/path" or "files/name" → bytes sent before waiting for release
+        self.release = threading.Event()
         self.corrupt: set[str] = set()
         self.throttle = 0.0
         self.requests: list[tuple[str, str, str | None]] = []
@@ -216,10 +219,15 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if head:
                 return
-            cut = hub.cut_once.pop(key, None) if not head else None
+            cut = hub.cut_once.pop(key, None)
+            hold = hub.hold_once.pop(key, None)
             sent = 0
             for offset in range(0, len(body), CHUNK):
                 chunk = body[offset:offset + CHUNK]
+                if hold is not None and sent >= hold:
+                    self.wfile.flush()
+                    hub.release.wait(30)
+                    hold = None
                 if cut is not None and sent + len(chunk) > cut:
                     self.wfile.write(chunk[:cut - sent])
                     self.wfile.flush()

@@ -65,6 +65,7 @@ def hub(tiny, monkeypatch, tmp_path):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    monkeypatch.setattr(hub_constants, "HF_HUB_DOWNLOAD_TIMEOUT", WAIT)  # a held transfer is not retried meanwhile
     monkeypatch.setattr(model_files, "CHUNK_BYTES", 4096)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     monkeypatch.setitem(BUILTIN.models, "lama", dataclasses.replace(
@@ -131,27 +132,32 @@ def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(hub, tiny):
     assert same_files(locate("clip", load_settings()).path, tiny["clip"])
 
 
+def wait_for_bytes(job, count: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while job.done < count:
+        assert job.running and time.monotonic() < deadline, f"{job.role}: {job.done} bytes, {count} expected"
+        time.sleep(0.01)
+
+
 def test_a_cancelled_download_is_not_a_model_and_resumes_from_its_bytes(hub, tiny):
     settings = load_settings()
-    hub.throttle = 0.02  # 4 KB every 20 ms: time to cancel
+    hub.hold_once[WEIGHTS] = 16_384  # the server sends 16 KB of the weights, then waits
     manager = DownloadManager(settings)
     job = manager.start("clip")
-    deadline = time.monotonic() + WAIT
-    while job.done < 50_000 and job.running and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_bytes(job, (tiny["clip"] / "config.json").stat().st_size + 16_384)  # files come in name order
     manager.cancel("clip")
+    hub.release.set()
     job = manager.wait("clip", WAIT)
     assert job.state == "cancelled" and "continues" in job.message
     assert not locate("clip", settings).available  # a partial download is never taken for the model
     assert not (settings.models_dir / CLIP).exists()
-    kept = downloads.partial_size(BUILTIN.models["clip"], settings)
-    assert kept > 0
+    assert downloads.partial_size(BUILTIN.models["clip"], settings) > 16_384  # the finished files too
     part = next((settings.models_dir / downloads.STAGING / "clip").rglob("model.safetensors.part"))
-    resumed_from = part.stat().st_size
-    hub.throttle = 0
+    assert part.stat().st_size == 16_384  # the chunk that came after the cancel was not written
     job = fetch("clip", manager=manager)
     assert job.state == "done", job.message
-    assert f"bytes={resumed_from}-" in hub.ranges("model.safetensors")
+    assert hub.ranges("model.safetensors") == ["bytes=16384-"]
+    assert sum(method == "GET" and path.endswith("/config.json") for method, path, _ in hub.requests) == 1  # kept
     assert same_files(locate("clip", settings).path, tiny["clip"])
     assert downloads.partial_size(BUILTIN.models["clip"], settings) == 0
 
@@ -213,22 +219,18 @@ def test_fastsam_comes_from_the_assets_address(hub):
 
 def test_a_published_file_cancelled_keeps_its_bytes_and_resumes(hub, tiny):
     settings = load_settings()
-    hub.throttle = 0.05
+    hub.hold_once["files/big-lama.pt"] = 12_288
     manager = DownloadManager(settings)
-    cancel_at = 3 * 4096
     job = manager.start("lama")
-    deadline = time.monotonic() + WAIT
-    while job.done < cancel_at and job.running and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_bytes(job, 12_288)
     manager.cancel("lama")
+    hub.release.set()
     job = manager.wait("lama", WAIT)
     assert job.state == "cancelled"
     part = partial_path(settings.models_dir / "big-lama.pt")
-    assert part.exists() and not locate("lama", settings).available
-    kept = part.stat().st_size
-    hub.throttle = 0
+    assert part.stat().st_size == 12_288 and not locate("lama", settings).available
     assert fetch("lama", manager=manager).state == "done"
-    assert hub.ranges("big-lama.pt") == [f"bytes={kept}-"]
+    assert hub.ranges("big-lama.pt") == ["bytes=12288-"]
     assert locate("lama", settings).path.read_bytes() == tiny["lama"].read_bytes()
 
 
@@ -273,6 +275,19 @@ def test_a_model_in_the_hub_cache_is_deleted_with_its_repository(hub, tmp_path):
     assert not locate("clip", settings).available
 
 
+def test_a_download_that_cannot_fit_on_the_disk_is_refused_at_once(hub, monkeypatch):
+    monkeypatch.setattr(downloads, "disk_free", lambda settings: 100_000_000)  # 100 MB; CLIP is about 600 MB
+    with pytest.raises(DownloadError, match="only 95.4 MB is free") as refused:
+        DownloadManager(load_settings()).start("clip")
+    assert "INPAINT_STUDIO_MODELS_DIR" in str(refused.value) and hub.requests == []
+
+
+def test_a_model_set_to_a_local_path_is_not_downloaded(hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_LAMA", str(tmp_path / "elsewhere" / "big-lama.pt"))
+    job = fetch("lama")
+    assert job.state == "failed" and "INPAINT_STUDIO_MODEL_LAMA" in job.message and hub.requests == []
+
+
 def test_offline_nothing_is_tried(hub, monkeypatch):
     monkeypatch.setenv("INPAINT_STUDIO_OFFLINE", "1")
     with pytest.raises(DownloadError, match="offline") as refused:
@@ -300,7 +315,9 @@ def models_page(role: str | None = None):
 def run_until(at, done, what: str):
     deadline = time.monotonic() + WAIT
     while not done(at):
-        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT} s"
+        assert time.monotonic() < deadline, (f"{what} did not happen within {WAIT} s: "
+                                             f"{[(b.key, b.label) for b in at.button]}, "
+                                             f"{[m.value for m in [*at.markdown, *at.caption, *at.error]][:12]}")
         time.sleep(0.1)
         at.run()
     return at
@@ -325,14 +342,20 @@ def test_the_page_downloads_a_model_and_every_page_sees_it(app_without_models, h
 
 def test_the_page_shows_progress_and_cancels(app_without_models, hub):
     app_without_models.setenv("INPAINT_STUDIO_MODELS_DIR", os.environ["INPAINT_STUDIO_MODELS_DIR"])
-    hub.throttle = 0.02
+    hub.hold_once[WEIGHTS] = 16_384
     _, at = models_page("clip")
     assert "the model you came for" in at.markdown[0].value and "CLIP" in at.markdown[0].value
     at.button(key="download_clip").click().run()
-    run_until(at, lambda at: any(b.key == "cancel_clip" for b in at.button) and at.get("progress")
+    from ui import resources
+
+    def held(at) -> bool:  # the server sent 16 KB of the weights and waits
+        job = resources.downloads().job("clip")  # the server's one manager, as the page sees it
+        return job is not None and job.done >= 16_384
+    run_until(at, lambda at: held(at) and any(b.key == "cancel_clip" for b in at.button) and at.get("progress")
               and "Downloading:" in at.get("progress")[0].proto.text and " of " in at.get("progress")[0].proto.text,
               "a progress bar in bytes")
     at.button(key="cancel_clip").click().run()
+    hub.release.set()
     run_until(at, lambda at: any(b.key == "download_clip" and b.label == "Resume" for b in at.button), "the cancel")
     assert any("kept from an unfinished download" in c.value for c in at.caption)
     assert not locate("clip", load_settings()).available
