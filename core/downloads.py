@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import catalog as catalogs
 from core.catalog import Catalog, ModelEntry
@@ -280,8 +281,11 @@ def fetch_hub(role: ModelEntry, settings: Settings, *, token: str | None = None,
                 part.unlink()
                 resume = 0
             report(resume)
+            headers = build_hf_headers(token=auth)
+            if urlsplit(meta.location).netloc != urlsplit(url).netloc:  # a large file's CDN: no hub token there
+                headers.pop("authorization", None)
             with open(part, "ab") as out:
-                http_get(meta.location, out, resume_size=resume, headers=build_hf_headers(token=auth),
+                http_get(meta.location, out, resume_size=resume, headers=headers,
                          expected_size=meta.size, displayed_filename=name, tqdm_class=_progress_bar(report))
             if not matches_etag(part, meta.etag):
                 part.unlink()

@@ -12,7 +12,9 @@ hub's layout, plus plain files for the catalog's URL downloads.
 Test hooks: ``gated`` repositories answer 401 (``X-Error-Code: GatedRepo``) unless the request bears
 ``Authorization: Bearer <token>``; ``cut_once[path] = n`` drops the connection after n bytes of that
 file, once; ``corrupt`` paths are served with their last byte changed (their ETag stays the good
-file's); ``hold_once[path] = n`` sends n bytes of that file, then waits for ``release`` (once), so a
+file's); ``cdn_redirects`` sends large files through a 302 to another host name (``localhost``,
+as the real hub sends them to its CDN); ``authorization`` records each path's Authorization header;
+``hold_once[path] = n`` sends n bytes of that file, then waits for ``release`` (once), so a
 test can act mid-download without racing the transfer; ``throttle`` seconds between 4 KB chunks; ``requests`` records (method, path, Range header).
 
     with LocalHub({"org/model": folder}) as hub:
@@ -53,6 +55,8 @@ class LocalHub:
         self.release = threading.Event()
         self.corrupt: set[str] = set()
         self.throttle = 0.0
+        self.cdn_redirects = False  # large files answered with a 302 to another host name, as the real hub does
+        self.authorization: dict[str, str | None] = {}  # path → the Authorization header of its last request
         self.requests: list[tuple[str, str, str | None]] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -163,6 +167,7 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             split = urlsplit(self.path)
             path = unquote(split.path)
             hub.requests.append((self.command, path, self.headers.get("Range")))
+            hub.authorization[path] = self.headers.get("Authorization")
             if match := (re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path)
                          or re.fullmatch(r"/api/models/([^/]+/[^/]+)", path)):
                 repo = match.group(1)
@@ -187,8 +192,22 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 headers = {"ETag": f'"{hub.etag(name, data)}"', "X-Repo-Commit": hub.commit(repo)}
                 if name.endswith(LARGE_SUFFIXES):
                     headers.update({"X-Linked-Etag": headers["ETag"], "X-Linked-Size": str(len(data))})
+                if hub.cdn_redirects and name.endswith(LARGE_SUFFIXES):
+                    port = hub.url.rsplit(":", 1)[1]
+                    headers["Location"] = f"http://localhost:{port}/cdn/{repo}/{name}"
+                    headers["Content-Length"] = "0"
+                    self.send_response(302)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    return None
                 served = data[:-1] + bytes([data[-1] ^ 0xFF]) if f"{repo}/{name}" in hub.corrupt else data
                 return self._send_file(f"{repo}/{name}", served, headers, head)
+            if match := re.fullmatch(r"/cdn/(.+?/.+?)/(.+)", path):  # where large files are redirected to
+                data = hub.repos.get(match.group(1), {}).get(match.group(2))
+                if data is None:
+                    return self._error(404, "EntryNotFound", "no such file")
+                return self._send_file(f"{match.group(1)}/{match.group(2)}", data, {}, head)
             if match := re.fullmatch(r"/files/(.+)", path):
                 data = hub.files.get(match.group(1))
                 if data is None:

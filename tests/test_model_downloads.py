@@ -96,6 +96,7 @@ def test_models_download_fetches_a_repository_from_the_hub_and_prints_its_settin
     env = {key: value for key, value in os.environ.items()
            if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")}
     out = tmp_path / "copy"
+    hub.cdn_redirects = True  # the weights through a redirect to another host, as on the real hub
     result = subprocess.run([sys.executable, "-m", "core", "models", "download", "clip", "--dir", str(out)], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
@@ -104,7 +105,7 @@ def test_models_download_fetches_a_repository_from_the_hub_and_prints_its_settin
     assert all((folder / p.relative_to(tiny["clip"])).read_bytes() == p.read_bytes()
                for p in tiny["clip"].rglob("*") if p.is_file())  # (beside huggingface_hub's .cache/ folder)
     assert any(path.startswith(f"/api/models/{CLIP}") for _, path, _ in hub.requests)
-    assert any(method == "GET" and path.endswith("/model.safetensors") for method, path, _ in hub.requests)
+    assert any(method == "GET" and path == f"/cdn/{CLIP}/model.safetensors" for method, path, _ in hub.requests)
 
 
 # --- the app's downloads: into the models folder, found by locate ------------------------------------------
@@ -185,9 +186,13 @@ def test_a_gated_repository_says_how_to_get_access(hub):
     assert "huggingface.co/settings/tokens" in job.message and "token field" in job.message
     assert any(path.startswith(f"/{SAM3}/resolve/") for _, path, _ in hub.requests)
     assert not locate("sam3", settings).available
+    hub.cdn_redirects = True  # the weights come from "another host", as the real hub's CDN
     job = fetch("sam3", token=GOOD_TOKEN)
     assert job.state == "done", job.message
     assert locate("sam3", settings).available
+    assert hub.authorization[f"/{SAM3}/resolve/{hub.commit(SAM3)}/config.json"] == f"Bearer {GOOD_TOKEN}"
+    assert hub.authorization[f"/cdn/{SAM3}/model.safetensors"] is None  # the token stays with the hub
+    assert (settings.models_dir / SAM3 / "model.safetensors").read_bytes() == hub.repos[SAM3]["model.safetensors"]
 
 
 # --- plain files: LaMa, FastSAM ------------------------------------------------------------------------------
