@@ -8,9 +8,11 @@ never taken for a model: hub files are fetched into ``<dir>/.downloads/<role>/<c
 through ``<file>.part``) and the folder is moved into place only when every file is complete and
 checked; single files (LaMa, MI-GAN, FastSAM) go through ``<dir>/<file>.part``. A cancelled or cut
 download keeps its partial files, and the next one continues from the bytes already there (an HTTP
-Range request). Hub files go through ``huggingface_hub`` (the repository listing, each file's
-metadata, the ranged transfer); each finished file is checked against the hub's ETag (its SHA-256
-for large files, its git blob hash for the others) before it is kept.
+Range request). Hub files go through ``huggingface_hub``: the repository listing (``model_info``), each
+file's metadata (``get_hf_file_metadata``: ETag, size, where a large file is served from) and the
+transfer on its HTTP session, in chunks of :data:`CHUNK_BYTES` (the progress and cancel steps); each
+finished file is checked against the hub's ETag (its SHA-256 for large files, its git blob hash for the
+others) before it is kept.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from core.catalog import Catalog, ModelEntry
 from core.config import Settings
 from core.errors import Cancelled, StudioError, one_line
 from core.model_files import (
+    PART_SUFFIX,
     PIPELINE_FILES,
     DownloadError,
     ModelStatus,
@@ -46,6 +49,9 @@ from core.model_files import (
 STAGING = ".downloads"  # under the models folder: unfinished hub downloads
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.4.0"
 MIN_CHECKPOINT_BYTES = 100_000  # what ultralytics' own downloader asks of a checkpoint
+CHUNK_BYTES = 1 << 18  # progress and cancel every 256 KB of a hub file
+TRANSFER_RETRIES = 5  # a hub file's connection dropping or stalling, in a row without a byte, before giving up
+RETRY_PAUSE_SECONDS = 1.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 
@@ -132,33 +138,45 @@ def disk_free(settings: Settings) -> int:
 # --- fetching from the hub -----------------------------------------------------------------------------------
 
 
-def _progress_bar(report: Callable[[int], None]) -> type:
-    """A tqdm stand-in for ``huggingface_hub``'s transfer: each update reports the file's bytes so far
-    (and raises Cancelled through ``report`` when the download was cancelled: no byte of the chunk in
-    hand is written, so the partial file stays consistent)."""
+def _transfer(url: str, part: Path, headers: dict[str, str], size: int | None,
+              report: Callable[[int], None]) -> None:
+    """Append to ``part`` the bytes of ``url`` it lacks (a Range request when it has some), through
+    ``huggingface_hub``'s HTTP session (its headers, offline switch and errors); a connection that
+    drops or stalls is resumed the same way, up to :data:`TRANSFER_RETRIES` times in a row without
+    progress. ``report(bytes so far)`` runs for each chunk before it is written (it raises Cancelled
+    to stop: the partial file then holds whole chunks only)."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
 
-    class Bar:
-        def __init__(self, *args, initial: int = 0, **kwargs) -> None:
-            self.n = initial
-            report(self.n)
-
-        def update(self, n: int = 1) -> None:
-            report(self.n + n)
-            self.n += n
-
-        def update_transfer(self, n: int = 1) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def __enter__(self) -> Bar:
-            return self
-
-        def __exit__(self, *exc) -> bool:
-            return False
-
-    return Bar
+    failures = 0
+    while True:
+        done = part.stat().st_size if part.exists() else 0
+        if size is not None and done >= size:
+            break
+        asked = {**headers, **({"Range": f"bytes={done}-"} if done else {})}
+        try:
+            with http_stream_backoff(method="GET", url=url, headers=asked, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                                     retry_on_exceptions=(), retry_on_status_codes=(408, 429)) as response:
+                hf_raise_for_status(response)
+                if done and response.status_code != 206:  # the Range was ignored: start again
+                    done = 0
+                report(done)
+                with open(part, "ab" if done else "wb") as out:
+                    for chunk in response.iter_bytes(chunk_size=CHUNK_BYTES):
+                        report(done + len(chunk))
+                        out.write(chunk)
+                        done += len(chunk)
+                        failures = 0
+            break
+        except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError):
+            failures += 1
+            if failures > TRANSFER_RETRIES:
+                raise
+            time.sleep(RETRY_PAUSE_SECONDS)
+    if size is not None and part.stat().st_size != size:
+        raise DownloadError(f"{part.name[:-len(PART_SUFFIX)]}: {part.stat().st_size} bytes arrived, the hub announced "
+                            f"{size}. Download again.")
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -229,7 +247,6 @@ def fetch_hub(role: ModelEntry, settings: Settings, *, token: str | None = None,
         raise DownloadError(f"{role.title} is set to a local path ({settings.model(role.name, role.default)}), "
                             f"so there is nothing to download; change {role.setting} to use a download.")
     from huggingface_hub import HfApi, get_hf_file_metadata, get_token, hf_hub_url
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers, filter_repo_objects
 
     if role.gated and not (token or get_token()):
@@ -284,9 +301,7 @@ def fetch_hub(role: ModelEntry, settings: Settings, *, token: str | None = None,
             headers = build_hf_headers(token=auth)
             if urlsplit(meta.location).netloc != urlsplit(url).netloc:  # a large file's CDN: no hub token there
                 headers.pop("authorization", None)
-            with open(part, "ab") as out:
-                http_get(meta.location, out, resume_size=resume, headers=headers,
-                         expected_size=meta.size, displayed_filename=name, tqdm_class=_progress_bar(report))
+            _transfer(meta.location, part, headers, meta.size, report)
             if not matches_etag(part, meta.etag):
                 part.unlink()
                 raise DownloadError(f"{role.title}: {name} from the hub does not match its published checksum "

@@ -64,9 +64,9 @@ def hub(tiny, monkeypatch, tmp_path):
     # fresh import in this environment would, and a small transfer chunk so that tiny files come in pieces.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setattr(hub_constants, "DOWNLOAD_CHUNK_SIZE", 4096)
     monkeypatch.setattr(hub_constants, "HF_HUB_DOWNLOAD_TIMEOUT", WAIT)  # a held transfer is not retried meanwhile
-    monkeypatch.setattr(model_files, "CHUNK_BYTES", 4096)
+    for module in (downloads, model_files):  # tiny files in several chunks
+        monkeypatch.setattr(module, "CHUNK_BYTES", 4096)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     monkeypatch.setitem(BUILTIN.models, "lama", dataclasses.replace(
         BUILTIN.models["lama"], url=server.file_url("big-lama.pt"), md5=hashlib.md5(lama).hexdigest()))
