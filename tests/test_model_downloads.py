@@ -125,6 +125,23 @@ def test_a_repository_lands_where_the_app_finds_it_and_loads(hub, tiny):
     assert not (settings.models_dir / downloads.STAGING / "clip").exists()
 
 
+def test_a_pipeline_comes_with_its_subfolders_and_only_the_files_the_app_loads(hub, tmp_path):
+    from diffusers import AutoPipelineForInpainting
+
+    from tests.tiny_models import build_sd15_inpaint
+
+    source = build_sd15_inpaint(tmp_path / "tiny")
+    repo = BUILTIN.models["sd15_inpaint"].default
+    files = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    hub.add_repo(repo, {**files, "unet/diffusion_pytorch_model.bin": b"a duplicate", "v1-5-inpainting.ckpt": b"x"})
+    job = fetch("sd15_inpaint")
+    assert job.state == "done", job.message
+    folder = locate("sd15_inpaint", load_settings()).path
+    assert folder == load_settings().models_dir / repo
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted(files)
+    assert AutoPipelineForInpainting.from_pretrained(folder).unet.config.in_channels == 9
+
+
 def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(hub, tiny):
     hub.cut_once[WEIGHTS] = 10_000  # the server drops the connection once, after 10 000 bytes
     job = fetch("clip")
