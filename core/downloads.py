@@ -114,9 +114,10 @@ def destination(role: ModelEntry, settings: Settings) -> Path | None:
 
 def partial_files(role: ModelEntry, settings: Settings) -> list[Path]:
     """The unfinished download of ``role`` kept for resuming (empty when there is none)."""
-    staging = settings.models_dir / STAGING / role.name
-    target = settings.models_dir / role.default
-    return [path for path in (staging, partial_path(target)) if path.exists()]
+    kept = [settings.models_dir / STAGING / role.name]  # a hub download's files
+    if role.download in ("url", "ultralytics"):
+        kept.append(partial_path(settings.models_dir / role.default))
+    return [path for path in kept if path.exists()]
 
 
 def partial_size(role: ModelEntry, settings: Settings) -> int:
