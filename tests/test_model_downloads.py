@@ -260,12 +260,13 @@ def test_a_published_file_cancelled_keeps_its_bytes_and_resumes(hub, tiny):
 
 
 def test_one_download_per_model_at_a_time(hub):
-    hub.throttle = 0.01
+    hub.hold_once[WEIGHTS] = 4096  # the download stays running until released
     manager = DownloadManager(load_settings())
     first = manager.start("clip")
-    assert manager.start("clip") is first
-    manager.cancel("clip")
-    manager.wait("clip", WAIT)
+    assert manager.start("clip") is first and manager.running() == [first]  # a second session joins it
+    hub.release.set()
+    assert manager.wait("clip", WAIT).state == "done"
+    assert sum(method == "GET" and path.endswith("/model.safetensors") for method, path, _ in hub.requests) == 1
 
 
 def test_delete_removes_only_what_the_app_downloaded(hub, tiny, monkeypatch):
