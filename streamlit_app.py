@@ -64,3 +64,5 @@ if missing:
         "to copy them to this machine), then point its setting at the local copy (an environment variable "
         "or a key in `.streamlit/secrets.toml`); see *Installing models* in the README."
     )
+    st.page_link("pages/6_Models.py", label="Download models from the app (Models page)",
+                 icon=":material/download:")

@@ -11,9 +11,11 @@ MI-GAN's TorchScript files) over HTTPS, kept only when their MD5 matches the cat
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from pathlib import Path
 from core import catalog as catalogs
 from core.catalog import Catalog, ModelEntry
 from core.config import MAIN_MODELS, Settings, SettingsError, hub_reachable
-from core.errors import ModelUnavailable, UserError
+from core.errors import Cancelled, ModelUnavailable, UserError
 
 PIPELINE_FILES = ["model_index.json", "*/config.json", "*/*.txt", "*/*.json", "*/*.model", "*/*.jinja",
                   "*/*.fp16.safetensors"]
@@ -36,6 +38,7 @@ PATTERNS: dict[str, list[str] | None] = {
     "url": None,
 }
 URL_TIMEOUT_SECONDS = 30  # for the connection and each read, not the whole download
+URL_ATTEMPTS = 3  # tries of a plain download whose connection drops while bytes still come
 
 
 @dataclass(frozen=True)
@@ -265,10 +268,14 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_url(role: ModelEntry, folder: Path, log: Callable[[str], None] = print) -> Path:
+def download_url(role: ModelEntry, folder: Path, log: Callable[[str], None] = print,
+                 progress: Callable[[int, int | None], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None) -> Path:
     """Fetch ``role.url`` into ``folder/role.default``; the file is kept only when its MD5 is
     ``role.md5`` (DownloadError otherwise, nothing left behind). A file already there with the right
-    checksum is not fetched again."""
+    checksum is not fetched again; an interrupted or cancelled fetch leaves ``<name>.part``, which
+    the next one continues (HTTP Range). ``progress(done, total)`` is called as bytes arrive;
+    ``should_cancel()`` returning True stops the fetch with Cancelled."""
     if not role.url or not role.md5:
         raise DownloadError(f"{role.title} has no download address in the catalog; set {role.setting} "
                             "to a local copy.")
@@ -276,28 +283,96 @@ def download_url(role: ModelEntry, folder: Path, log: Callable[[str], None] = pr
     if target.exists() and file_md5(target) == role.md5:
         log(f"{role.name}: {target} is already here (checksum verified)")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
     log(f"{role.name}: {role.url}")
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with urllib.request.urlopen(role.url, timeout=URL_TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-    except OSError as error:
+    return fetch_url(role, role.url, target, md5=role.md5, progress=progress, should_cancel=should_cancel)
+
+
+PART_SUFFIX = ".part"
+CHUNK_BYTES = 1 << 16
+
+
+def partial_path(target: Path) -> Path:
+    """Where an unfinished download of ``target`` is kept (never where the app looks for a model)."""
+    return target.with_name(target.name + PART_SUFFIX)
+
+
+def fetch_url(role: ModelEntry, url: str, target: Path, *, md5: str | None = None, min_bytes: int = 0,
+              progress: Callable[[int, int | None], None] | None = None,
+              should_cancel: Callable[[], bool] | None = None, attempts: int = URL_ATTEMPTS) -> Path:
+    """Fetch ``url`` into ``target`` through ``target.part``, continuing a partial file with an HTTP
+    Range request (also after a connection cut mid-file, up to ``attempts`` times while bytes keep
+    coming); moved into place only when complete (its MD5 ``md5`` when given, else its size the
+    server's). A failed or cancelled fetch keeps the partial file for the next attempt, except when
+    the checksum is wrong (then nothing is kept)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)
+    for attempt in range(1, attempts + 1):
+        before = partial.stat().st_size if partial.exists() else 0
+        try:
+            done, total = _fetch_range(role, url, partial, progress, should_cancel)
+            break
+        except (OSError, http.client.HTTPException) as error:
+            done = partial.stat().st_size if partial.exists() else 0
+            if isinstance(error, urllib.error.HTTPError) or attempt == attempts or done == before:
+                raise _url_failure(role, url, error, done) from error
+    if total is not None and done != total:
+        raise DownloadError(f"{role.title}: the connection ended after {human_size(done)} of {human_size(total)}. "
+                            "Try again: it continues where it stopped.")
+    if md5 is not None and (found := file_md5(partial)) != md5:
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{role.title} could not be fetched from {role.url} ({error}). Check this "
-                            f"machine's internet access, or download it elsewhere and set {role.setting} "
-                            "to its path.") from error
-    if digest.hexdigest() != role.md5:
-        partial.unlink(missing_ok=True)
-        raise DownloadError(f"{role.title} from {role.url} does not have the published checksum (MD5 "
-                            f"{digest.hexdigest()}, expected {role.md5}), so it was not kept. Try again; if "
+        raise DownloadError(f"{role.title} from {url} does not have the published checksum (MD5 "
+                            f"{found}, expected {md5}), so it was not kept. Try again; if "
                             "it persists, the file at that address has changed: download it elsewhere, check "
                             f"it, and set {role.setting} to its path.")
+    if done < min_bytes:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{role.title} from {url} is only {done} bytes, not a model, so it was not kept. "
+                            f"Download it elsewhere and set {role.setting} to its path.")
     shutil.move(partial, target)
     return target
+
+
+def _fetch_range(role: ModelEntry, url: str, partial: Path, progress, should_cancel) -> tuple[int, int | None]:
+    """One request for the bytes ``partial`` lacks, appended to it; (bytes in the file, the file's size)."""
+    done = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=URL_TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as error:
+        if error.code != 416:
+            raise
+        partial.unlink()  # asked past the end: the partial file is not one to trust
+        return _fetch_range(role, url, partial, progress, should_cancel)
+    with response:
+        if done and response.status != 206:  # the server ignored the Range: start again
+            done = 0
+        length = response.headers.get("Content-Length")
+        total = done + int(length) if length is not None else None
+        with open(partial, "ab" if done else "wb") as out:
+            if progress:
+                progress(done, total)
+            while block := response.read(CHUNK_BYTES):
+                if should_cancel and should_cancel():
+                    raise Cancelled(f"The download of {role.title} was cancelled; it continues from "
+                                    f"{human_size(done)} next time.")
+                out.write(block)
+                out.flush()
+                done += len(block)
+                if progress:
+                    progress(done, total)
+    if total is not None and done < total:
+        raise ConnectionError(f"the connection ended after {human_size(done)} of {human_size(total)}")
+    return done, total
+
+
+def _url_failure(role: ModelEntry, url: str, error: Exception, done: int) -> DownloadError:
+    if isinstance(error, urllib.error.HTTPError):
+        return DownloadError(f"{role.title} could not be fetched from {url} (HTTP {error.code} {error.reason}). "
+                             f"Try again later, or download it elsewhere and set {role.setting} to its path.")
+    kept = f" ({human_size(done)} are here and the next try continues from there)" if done else ""
+    return DownloadError(f"{role.title} could not be fetched from {url} ({error or type(error).__name__}). Check "
+                         f"this machine's internet access and try again{kept}, or download it elsewhere and set "
+                         f"{role.setting} to its path.")
 
 
 def pipeline_patterns(files: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from core.errors import ModelUnavailable
 from core.segment import FastSAMSettings, SegmentError, SegmentPrompt
 from ui import forms, resources, session
 from ui.canvas import canvas_size, prompt_canvas
+from ui.model_downloads import model_link
 from ui.page import require_photo, setup_page
 from ui.segment_view import selection_picture, thumbnail
 
@@ -120,17 +121,20 @@ with banner:
             f"it on a machine with internet and set {fastsam_status.role.setting} to its local path."
         )
         st.warning(f"{reason} Clicks and boxes use GrabCut instead.", icon=":material/info:")
+        model_link(fastsam_status.role.name)
     if BACKENDS[backend] == "sam" and not present_refiners:
         best = available[catalog.roles_of(refiners[0])[0]]
         st.warning(f"No SAM is on this machine ({best.role.title}: {best.configured}); clicks use FastSAM. "
                    f"Get it with `python -m core models download {best.role.name}` or set {best.role.setting} "
                    "to a local copy.", icon=":material/info:")
+        model_link(best.role.name)
     text_ready = concept is not None or (available["clip"].available and fastsam_ready)
     if mode == "Text" and not text_ready:
         missing = available["clip"] if not available["clip"].available else fastsam_status
         st.warning(f"Selecting by text needs SAM 3, or {missing.role.title}, which is not available "
                    f"({missing.configured}). Set {missing.role.setting} to a local copy; clicking and "
                    "boxes still work.", icon=":material/info:")
+        model_link(missing.role.name)
     elif mode == "Text":
         sam3 = catalog.roles_of(catalog.answering("concepts")[0])[0] if catalog.answering("concepts") else None
         if concept is not None:

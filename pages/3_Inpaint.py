@@ -12,6 +12,7 @@ from core.operations.inpaint import InpaintParams
 from ui import forms, resources, session
 from ui import outpaint as extend_canvas
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
+from ui.model_downloads import model_link
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -83,7 +84,7 @@ if not diffusion and not resources.memory_notes():
             f"{sd15.role.name}` (add `--dir DIR` to copy it here), then set {sd15.role.setting} to the local "
             "copy. The home page's model table lists every model and the command that fetches it.",
             icon=":material/info:")
-    st.page_link("streamlit_app.py", label="Models and how to get them (home page)", icon=":material/download:")
+    model_link(sd15.role.name)
 if not extending and not document.mask.any():
     st.warning("The mask is empty: select an object or paint the region to change first.",
                icon=":material/info:")
@@ -185,6 +186,7 @@ with settings_col:
             st.caption(f"Removal uses OpenCV, a smooth fill that suits small regions: {learned.role.title} is not on "
                        f"this machine. Get it with `python -m core models download {learned.role.name}` (about "
                        f"{learned.role.size_gb * 1000:.0f} MB, runs on a CPU), or set {learned.role.setting}.")
+            model_link(learned.role.name)
 
         if generate or remove:
             edit = (Edit("inpaint", params, reference_image=reference[1] if reference else None) if generate else

@@ -10,6 +10,7 @@ from core.operations.lit_fill import FILL_STARTS
 from core.operations.relight import RelightParams
 from ui import forms, previews, resources, session
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
+from ui.model_downloads import model_link
 from ui.page import require_photo, setup_page
 from ui.results import show_result
 
@@ -42,6 +43,7 @@ if missing:
         "copies. Meanwhile **Apply shading** relights the subject with the preview's shading.",
         icon=":material/info:",
     )
+    model_link(missing[0].role.name)
 if not has_subject:
     st.warning("No subject is selected: the preview lights the whole photo. Select the subject (or paint "
                "the region to fill) to relight it.", icon=":material/info:")

@@ -10,7 +10,7 @@ from ui import session
 from ui.access import user_allowed
 
 PAGES = ("streamlit_app.py", "pages/1_Segment.py", "pages/2_Mask.py", "pages/3_Inpaint.py", "pages/4_Relight.py",
-         "pages/5_Batch.py")
+         "pages/5_Batch.py", "pages/6_Models.py")
 
 
 def app(page: str = "streamlit_app.py") -> AppTest:

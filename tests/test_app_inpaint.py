@@ -144,10 +144,11 @@ def test_without_a_diffusion_model_the_note_gives_the_command_and_links_to_the_m
     role = BUILTIN.model(best.roles[0])
     assert f"`python -m core models download {role.name}`" in note
     assert role.setting in note and "model table" in note
-    links = [link for link in at.page_link if "Models" in link.value]
-    assert len(links) == 1 and "home page" in links[0].value
-    home = next(link for link in at.page_link if link.value == "Home")  # the navigation's
-    assert links[0].proto.page_script_hash == home.proto.page_script_hash  # streamlit_app.py
+    links = [link for link in at.page_link if "Models page" in link.value and role.title in link.value]
+    assert len(links) == 1
+    models = next(link for link in at.page_link if link.value == "Models")  # the navigation's
+    assert links[0].proto.page_script_hash == models.proto.page_script_hash  # pages/6_Models.py
+    assert links[0].proto.query_string == f"role={role.name}"  # shown first there
 
 
 def test_a_removal_engine_shows_only_remove_object_and_uses_that_engine(app_with_tiny_models):

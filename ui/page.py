@@ -17,6 +17,7 @@ PAGES = [
     ("pages/3_Inpaint.py", "Inpaint", ":material/auto_fix_high:"),
     ("pages/4_Relight.py", "Relight", ":material/light_mode:"),
     ("pages/5_Batch.py", "Batch", ":material/stacks:"),
+    ("pages/6_Models.py", "Models", ":material/download:"),
 ]
 
 

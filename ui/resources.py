@@ -14,6 +14,7 @@ import streamlit as st
 from core.catalog import Catalog
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress
 from core.device import DeviceInfo
+from core.downloads import DownloadManager
 from core.manager import ModelManager
 from core.memory import MemoryJanitor, release_memory
 from core.model_files import BackgroundFetch, ModelStatus, roles_to_fetch
@@ -52,6 +53,21 @@ def model_fetch():
     if not config.download_on_start or offline:
         return None
     return BackgroundFetch(roles_to_fetch(config.download_on_start, catalog()), config).start()
+
+
+@st.cache_resource(show_spinner=False)
+def downloads() -> DownloadManager:
+    """The server's downloads started from the Models page: one per model at a time, shared by every
+    session, going on across page switches; when one ends, what the pages know of the models is
+    refreshed."""
+    config, offline = settings()
+    return DownloadManager(config, catalog(), offline=offline, on_finish=lambda role: forget_statuses())
+
+
+def forget_statuses() -> None:
+    """Drop the cached model statuses and engine lists (a model was downloaded or deleted)."""
+    for cached in (statuses, engines, memory_notes, in_use):
+        cached.clear()
 
 
 @st.cache_data(ttl=30, show_spinner=False)
