@@ -355,6 +355,7 @@ def test_a_missing_photo_or_a_bad_output_name_exits_2(tmp_path, photo_file, caps
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_runs_an_outpaint_recipe_as_the_local_runner_does(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is not installed: pip install -r requirements-distributed.txt")
     from core.batch_ray import run_ray
