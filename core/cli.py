@@ -19,14 +19,17 @@ from core.batch import BatchProgress, run
 from core.batch_ray import run_ray
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import ModelUnavailable, StudioError, UserError
-from core.images import encode_image, read_image
+from core.images import read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
 from core.operations.inpaint import InpaintParams, load_reference
+from core.output_formats import AUTO_FORMAT, CHOICES, FORMATS, check_format, check_quality, encode_result, for_extension
 from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+FORMAT_HELP = ("png: lossless; jpeg-keep: for a JPEG photo, only the blocks the edit changed are re-encoded (the "
+               "file keeps its size, quality, EXIF and colour profile); jpeg: every block re-encoded at --quality "
+               "(every pixel changes slightly); webp: WebP lossless")
 
 
 AUTO_ENGINE = "auto"
@@ -75,6 +78,12 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     edit.add_argument("--mask", type=Path, required=True, help="mask image: white = regenerate (or transparency)")
     edit.add_argument("--out", type=Path, required=True,
                       help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    edit.add_argument("--format", default=AUTO_FORMAT, metavar="FORMAT",
+                      help=f"one of {', '.join(CHOICES)} (default {AUTO_FORMAT}: what --out's extension says, a .jpg of "
+                           f"a JPEG photo as jpeg-keep). {FORMAT_HELP}")
+    edit.add_argument("--quality", type=int, default=None,
+                      help="JPEG quality 1-100 of --format jpeg and of jpeg-keep's fallback (default 95, or "
+                           "INPAINT_STUDIO_JPEG_QUALITY)")
     _add_params_options(edit, InpaintParams, inpaint_engines, titles)
     edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
 
@@ -85,6 +94,11 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     batch.add_argument("--masks", type=Path, default=None,
                        help="folder or .zip of masks named like the photos (photo.png for photo.jpg)")
     batch.add_argument("--resume", action="store_true", help="skip photos an earlier run in --output finished")
+    batch.add_argument("--format", default=None, metavar="FORMAT",
+                       help=f"one of {', '.join(CHOICES)} (default {AUTO_FORMAT}, or INPAINT_STUDIO_OUTPUT_FORMAT: "
+                            f"jpeg-keep for JPEG photos, png for others). {FORMAT_HELP}")
+    batch.add_argument("--quality", type=int, default=None,
+                       help="JPEG quality 1-100 of --format jpeg (default 95, or INPAINT_STUDIO_JPEG_QUALITY)")
     batch.add_argument("--reference", type=Path, default=None,
                        help="reference image for the recipe's engine (default: the one the recipe names, looked "
                             "for as given, then next to the recipe)")
@@ -129,15 +143,33 @@ def best_diffusion_engine(manager: ModelManager) -> str:
     return offered[0]
 
 
+def output_format_for(requested: str, out: Path, photo_format: str, image: Path) -> str:
+    """The format ``inpaint`` writes ``out`` in: ``--format``, checked against the photo and ``out``'s
+    extension; ``auto`` follows the extension (a .jpg of a JPEG photo keeps its unchanged blocks)."""
+    requested = check_format(requested, "--format")
+    from_extension = for_extension(out.suffix)
+    if from_extension is None:
+        raise BadInput(f"--out {out}: the output must end in .png, .jpg or .webp (.jpeg works too).")
+    if requested == AUTO_FORMAT:
+        return "jpeg-keep" if from_extension == "jpeg" and photo_format == "JPEG" else from_extension
+    chosen = FORMATS[requested]
+    if chosen.needs_jpeg and photo_format != "JPEG":
+        raise BadInput(f"--format {requested} keeps a JPEG's unchanged blocks, but {image} is a {photo_format} file: "
+                       "use --format png, jpeg or webp.")
+    if chosen.extension != FORMATS[from_extension].extension:
+        raise BadInput(f"--format {requested} writes {chosen.extension} files, but --out {out} ends in {out.suffix}: "
+                       f"name the output ….{chosen.extension.lstrip('.')} or choose another --format.")
+    return requested
+
+
 def inpaint_command(args: argparse.Namespace) -> int:
-    output_format = OUTPUT_FORMATS.get(args.out.suffix.lower())
-    if output_format is None:
-        raise BadInput(f"{args.out}: the output must end in .png, .jpg or .webp.")
+    settings = load_settings()
+    quality = check_quality(settings.jpeg_quality if args.quality is None else args.quality)
     photo = read_image(args.image, name=str(args.image))
+    output_format = output_format_for(args.format, args.out, photo.format, args.image)
     mask_file = read_image(args.mask, name=str(args.mask))
     mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
                            name=str(args.mask))
-    settings = load_settings()
     apply_offline_mode(settings)
     manager = ModelManager(settings)
     if args.engine == AUTO_ENGINE:
@@ -151,18 +183,24 @@ def inpaint_command(args: argparse.Namespace) -> int:
     quiet_library_progress()
     result = operations.run(edit, photo.rgb, mask, manager, progress=_progress)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    notes = list(result.notes)
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
-        path.write_bytes(encode_image(image, format=output_format, alpha=photo.alpha, icc_profile=photo.icc_profile,
-                                      exif=photo.exif, params=result.metadata(index),
-                                      png_compression=settings.png_compression))
+        encoded = encode_result(image, photo, output_format, params=result.metadata(index), quality=quality,
+                                png_compression=settings.png_compression)
+        path.write_bytes(encoded.data)
+        notes += [f"{path.name}: {note}" for note in encoded.notes]
         print(f"{path}  seed {result.seeds[index]}  seam ΔE {result.seam_delta_e[index]:.2f}")
-    for note in result.notes:
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
 
 
 def batch_command(args: argparse.Namespace) -> int:
+    if args.format is not None:
+        check_format(args.format, "--format")
+    if args.quality is not None:
+        check_quality(args.quality, "--quality")
     recipe = Recipe.load(args.recipe, args.reference)
     if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
         raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
@@ -174,14 +212,18 @@ def batch_command(args: argparse.Namespace) -> int:
         mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}[row["status"]]
         detail = ", ".join(row["outputs"]) if row["status"] == "done" else row["error"]
         print(f"[{progress.finished}/{progress.total}] {row['name']}: {mark}  {detail}", file=sys.stderr, flush=True)
+        for note in row.get("notes", []) if row["status"] == "done" else []:
+            print(f"    note: {note}", file=sys.stderr, flush=True)
 
     try:
         if args.engine == "ray":
             summary = run_ray(recipe, args.input, args.output, masks=args.masks, resume=args.resume,
                               address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                              cpus_per_worker=args.cpus_per_worker, on_progress=report)
+                              cpus_per_worker=args.cpus_per_worker, on_progress=report,
+                              output_format=args.format, quality=args.quality)
         else:
-            summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report)
+            summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report,
+                          output_format=args.format, quality=args.quality)
     except ImportError as error:
         raise BadInput(f"--engine ray needs Ray: pip install -r requirements-distributed.txt ({error}).") from error
     print(summary.describe())
