@@ -51,13 +51,26 @@ class BatchModels:
     segmenter: Segmenter | None = None
 
     @classmethod
-    def own(cls) -> BatchModels:
+    def own(cls, recipe: Recipe | None = None) -> BatchModels:
         """A manager of this process's own, from the environment's settings (the command line, a
-        Ray worker)."""
+        Ray worker). The ML libraries' own progress bars are turned off, which imports them (seconds):
+        skipped for a ``recipe`` that needs no model (OpenCV removal)."""
         settings = load_settings()
         apply_offline_mode(settings)
-        quiet_library_progress()
-        return cls(ModelManager(settings))
+        models = cls(ModelManager(settings))
+        if recipe is None or models.needs_model(recipe):
+            quiet_library_progress()
+        return models
+
+    def needs_model(self, recipe: Recipe) -> bool:
+        """Whether ``recipe`` loads a model (a selection model, or an engine with model files)."""
+        engine = recipe.action.engine
+        if recipe.needs_segmenter or engine is None:
+            return True
+        try:
+            return bool(self.manager.catalog.engine(engine)[0].roles)
+        except StudioError:  # an unknown engine: each photo's row will say so
+            return True
 
     def segmenter_for(self, recipe: Recipe) -> Segmenter | None:
         if recipe.needs_segmenter and self.segmenter is None:
@@ -290,7 +303,7 @@ def run(
     unknown format or a quality out of range.
     """
     started = time.perf_counter()
-    models = models or BatchModels.own()
+    models = models or BatchModels.own(recipe)
     output_format, quality = output_options(models.manager.settings, output_format, quality)
     items, masks_by_stem, output = prepare(inputs, output, masks)
     manifest = Manifest(output, recipe, items, output_format=output_format)

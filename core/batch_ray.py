@@ -32,7 +32,7 @@ class ItemWorker:
     def __init__(self, recipe_json: str, output: str, output_format: str = "auto", quality: int = 95) -> None:
         self.recipe = Recipe.from_json(recipe_json).with_reference()  # the reference image, by its absolute path
         self.output = Path(output)
-        self.models = BatchModels.own()
+        self.models = BatchModels.own(self.recipe)
         self.output_format, self.quality = output_format, quality
 
     def __call__(self, batch: dict) -> dict:

@@ -141,7 +141,8 @@ def keep_unchanged_blocks(result: Image.Image, original: bytes) -> KeptBlocks:
             kind = {"L": "greyscale", "CMYK": "CMYK"}.get(opened.mode, opened.mode)
             raise CannotKeepBlocks(f"the original is a {kind} JPEG (the app edits it converted to RGB)")
         orientation = stored_orientation(opened)
-        decoded = np.asarray(opened.convert("RGB"))
+        opened.load()
+        decoded = np.asarray(opened)  # mode RGB already: no converted copy
     stored = result.transpose(_STORED_TRANSPOSE[orientation]) if orientation != 1 else result
     height, width = decoded.shape[:2]
     if stored.size != (width, height):
