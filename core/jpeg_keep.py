@@ -151,7 +151,12 @@ def keep_unchanged_blocks(result: Image.Image, original: bytes) -> KeptBlocks:
                                "has other blocks")
     edited = np.asarray(stored)
     with tempfile.TemporaryDirectory(prefix="inpaint-studio-jpeg-") as folder:
-        return _splice(edited, decoded, original, Path(folder))
+        try:
+            return _splice(edited, decoded, original, Path(folder))
+        except CannotKeepBlocks:
+            raise
+        except Exception as error:  # noqa: BLE001 (libjpeg and Pillow raise many types: fall back, saying why)
+            raise CannotKeepBlocks(f"its blocks could not be rewritten ({type(error).__name__}: {error})") from error
 
 
 @functools.cache

@@ -245,3 +245,16 @@ def test_blocks_between_two_edits_are_copied_too(tmp_path):
     before, after = dct(original, tmp_path, "before.jpg"), dct(kept.data, tmp_path, "after.jpg")
     changed = changed_blocks(before, after, "Cb")  # one chroma block per 4:2:0 MCU
     assert set(zip(*np.nonzero(changed))) <= {(1, 1), (10, 13)} and changed.any()
+
+
+def test_a_failure_inside_libjpeg_is_a_fallback_with_its_reason(monkeypatch):
+    original = camera_jpeg()
+    photo = read_image(original)
+
+    def broken(path):
+        raise OSError("Unsupported marker type 0xd9")
+
+    monkeypatch.setattr(jpeglib, "read_dct", broken)
+    encoded = encode_result(edit(photo), photo, "jpeg-keep")
+    assert encoded.format.name == "jpeg"
+    assert any("could not be rewritten (OSError: Unsupported marker" in note for note in encoded.notes)
