@@ -136,19 +136,22 @@ def keep_unchanged_blocks(result: Image.Image, original: bytes) -> KeptBlocks:
     if precision != 8:
         raise CannotKeepBlocks(f"the original is a {precision}-bit JPEG; only 8-bit JPEGs can keep their blocks")
 
-    with Image.open(io.BytesIO(original)) as opened:
-        if opened.mode != "RGB":
-            kind = {"L": "greyscale", "CMYK": "CMYK"}.get(opened.mode, opened.mode)
-            raise CannotKeepBlocks(f"the original is a {kind} JPEG (the app edits it converted to RGB)")
-        orientation = stored_orientation(opened)
-        opened.load()
-        decoded = np.asarray(opened)  # mode RGB already: no converted copy
+    try:
+        with Image.open(io.BytesIO(original)) as opened:
+            if opened.mode != "RGB":
+                kind = {"L": "greyscale", "CMYK": "CMYK"}.get(opened.mode, opened.mode)
+                raise CannotKeepBlocks(f"the original is a {kind} JPEG (the app edits it converted to RGB)")
+            orientation = stored_orientation(opened)
+            opened.load()
+            decoded = np.asarray(opened)  # mode RGB already: no converted copy
+    except OSError as error:
+        raise CannotKeepBlocks(f"the original could not be decoded again ({error})") from error
     stored = result.transpose(_STORED_TRANSPOSE[orientation]) if orientation != 1 else result
     height, width = decoded.shape[:2]
     if stored.size != (width, height):
-        raise CannotKeepBlocks(f"the result is {result.width}×{result.height} pixels and the original "
-                               f"{opened.width}×{opened.height} (upright) — an outpainted or resized photo "
-                               "has other blocks")
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        raise CannotKeepBlocks(f"the result is {result.width}×{result.height} pixels and the photo "
+                               f"{upright[0]}×{upright[1]}: an outpainted or resized photo has other blocks")
     edited = np.asarray(stored)
     with tempfile.TemporaryDirectory(prefix="inpaint-studio-jpeg-") as folder:
         try:
