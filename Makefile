@@ -10,7 +10,7 @@ ADDRESS ?= localhost
 # PARALLEL= runs it in one process. tests/conftest.py says which tests share a worker.
 PARALLEL ?= -n auto --maxprocesses 3 --dist loadgroup
 
-.PHONY: run dev test test-fast browser screenshots bench tiny-models clean
+.PHONY: run dev test test-fast browser screenshots bench bench-peers tiny-models clean
 
 # The project itself goes in editable after its requirements, so that $(VENV)/bin/inpaint-studio works
 # from any folder (.installed-dev builds on .installed, so the test set-up has it too). --no-deps and,
@@ -56,6 +56,18 @@ screenshots: $(VENV)/.installed-dev browser
 ## Benchmarks, measured side by side with their references
 bench: $(VENV)/.installed
 	$(PY) -m bench
+
+## Side by side with IOPaint (installed once into its own venv under .cache/peers/, about 6 GB with
+## its torch: it pins other library versions than this project, so it never shares this venv).
+PEERS := .cache/peers
+IOPAINT := $(PEERS)/iopaint/bin/iopaint
+
+$(IOPAINT):
+	$(PYTHON) -m venv $(PEERS)/iopaint
+	$(PEERS)/iopaint/bin/pip install --disable-pip-version-check iopaint==1.6.0
+
+bench-peers: $(VENV)/.installed $(IOPAINT)
+	$(PY) -m bench --only peers
 
 ## Tiny random models for trying the app without real weights (see README)
 tiny-models: $(VENV)/.installed

@@ -27,9 +27,10 @@ from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_file
 from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import StudioError, one_line
-from core.images import encode_image, read_image
+from core.images import read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
+from core.output_formats import check_format, check_quality, choose, encode_result
 from core.recipe import Recipe, RecipeError, apply_recipe
 from core.segmenter import Segmenter
 
@@ -51,13 +52,26 @@ class BatchModels:
     segmenter: Segmenter | None = None
 
     @classmethod
-    def own(cls) -> BatchModels:
+    def own(cls, recipe: Recipe | None = None) -> BatchModels:
         """A manager of this process's own, from the environment's settings (the command line, a
-        Ray worker)."""
+        Ray worker). The ML libraries' own progress bars are turned off, which imports them (seconds):
+        skipped for a ``recipe`` that needs no model (OpenCV removal)."""
         settings = load_settings()
         apply_offline_mode(settings)
-        quiet_library_progress()
-        return cls(ModelManager(settings))
+        models = cls(ModelManager(settings))
+        if recipe is None or models.needs_model(recipe):
+            quiet_library_progress()
+        return models
+
+    def needs_model(self, recipe: Recipe) -> bool:
+        """Whether ``recipe`` loads a model (a selection model, or an engine with model files)."""
+        engine = recipe.action.engine
+        if recipe.needs_segmenter or engine is None:
+            return True
+        try:
+            return bool(self.manager.catalog.engine(engine)[0].roles)
+        except StudioError:  # an unknown engine: each photo's row will say so
+            return True
 
     def segmenter_for(self, recipe: Recipe) -> Segmenter | None:
         if recipe.needs_segmenter and self.segmenter is None:
@@ -80,12 +94,20 @@ def process_item(
     output: Path,
     models: BatchModels,
     mask_item: InputItem | None = None,
+    output_format: str | None = None,
+    quality: int | None = None,
 ) -> dict[str, Any]:
     """Apply ``recipe`` to one photo and write its outputs into ``output``; its manifest row.
 
-    Never raises: any failure of the photo, its mask, the models or the edit becomes a failed row
-    whose ``error`` says what went wrong, and the batch goes on.
+    ``output_format``: a name of ``core.output_formats.CHOICES`` (None: the setting, ``auto`` by
+    default: a JPEG stays a JPEG with only the edited blocks re-encoded, other photos become PNGs);
+    ``quality``: of plain JPEGs (None: the setting). Never raises: any failure of the photo, its
+    mask, the models or the edit becomes a failed row whose ``error`` says what went wrong, and the
+    batch goes on.
     """
+    settings = models.manager.settings
+    output_format = settings.output_format if output_format is None else output_format
+    quality = settings.jpeg_quality if quality is None else quality
 
     row: dict[str, Any] = {"index": index, "name": item.name, "stem": item.stem, "status": "failed",
                            "outputs": [], "seeds": [], "timings": {}, "error": "", "notes": []}
@@ -108,15 +130,16 @@ def process_item(
         for stage, ms in applied.timings.items():
             timings[f"edit.{stage}"] = ms
         stage = time.perf_counter()
-        names = output_names(item.stem, len(applied.images))
+        names = output_names(item.stem, len(applied.images), choose(output_format, photo.format)[0].extension)
+        notes = list(applied.notes)
         for name, image, metadata in zip(names, applied.images, applied.metadata):
-            data = encode_image(image, format="PNG", alpha=fit_alpha(photo.alpha, applied.canvas),
-                                icc_profile=photo.icc_profile,
-                                exif=photo.exif, params={**metadata, "source": item.name},
-                                png_compression=models.manager.settings.png_compression)
-            _write_atomic(output / name, data)
+            encoded = encode_result(image, photo, output_format, params={**metadata, "source": item.name},
+                                    quality=quality, png_compression=settings.png_compression,
+                                    alpha=fit_alpha(photo.alpha, applied.canvas))
+            _write_atomic(output / name, encoded.data)
+            notes += [note for note in encoded.notes if note not in notes]
         timings["write"] = (time.perf_counter() - stage) * 1000
-        row.update(status="done", outputs=names, seeds=applied.seeds, notes=applied.notes)
+        row.update(status="done", outputs=names, seeds=applied.seeds, notes=notes)
     except (StudioError, OSError) as error:
         row["error"] = one_line(error)
     except Exception as error:  # noqa: BLE001 (one photo's failure is one failed row; the batch goes on)
@@ -137,10 +160,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Manifest:
     """``manifest.json`` and ``manifest.csv`` in the output folder, rewritten after every photo."""
 
-    def __init__(self, output: Path, recipe: Recipe, items: list[InputItem], engine: str = "local") -> None:
+    def __init__(self, output: Path, recipe: Recipe, items: list[InputItem], engine: str = "local",
+                 output_format: str = "auto") -> None:
         self.output = output
         self.header = {"recipe": recipe.to_dict(), "engine": engine, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                       "total": len(items)}
+                       "total": len(items), "output_format": output_format}
         self.rows: dict[str, dict[str, Any]] = {}
 
     @staticmethod
@@ -228,6 +252,14 @@ class BatchSummary:
         return f"{self.total} files: " + ", ".join(parts) + f" in {self.seconds:.1f} s. Results in {self.output}."
 
 
+def output_options(settings, output_format: str | None, quality: int | None) -> tuple[str, int]:
+    """The format name and JPEG quality a batch writes with: the given ones, checked, else the
+    settings' (``INPAINT_STUDIO_OUTPUT_FORMAT``, ``INPAINT_STUDIO_JPEG_QUALITY``)."""
+    output_format = check_format(settings.output_format if output_format is None else output_format)
+    quality = check_quality(settings.jpeg_quality if quality is None else quality)
+    return output_format, quality
+
+
 def prepare(inputs: str | Path, output: str | Path, masks: str | Path | None = None,
             ) -> tuple[list[InputItem], dict[str, InputItem], Path]:
     """List the inputs and masks and make the output folder; BatchInputError for unusable ones.
@@ -259,18 +291,24 @@ def run(
     on_progress: Callable[[BatchProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     resume: bool = False,
+    output_format: str | None = None,
+    quality: int | None = None,
 ) -> BatchSummary:
     """Apply ``recipe`` to every photo of ``inputs`` (a folder or zip), writing into ``output``.
 
-    ``masks``: a folder or zip of mask files matched to photos by file stem. ``on_progress`` is
-    called after each photo; ``should_cancel`` is checked before each: once it returns True the
-    remaining photos are marked cancelled. Raises BatchInputError before starting when the
-    inputs, masks or output cannot be used.
+    ``masks``: a folder or zip of mask files matched to photos by file stem. ``output_format`` and
+    ``quality``: how results are written (see :func:`process_item`; None: the settings). A batch of
+    JPEGs gives JPEGs in which only the edited blocks are re-encoded, unless another format is
+    asked for. ``on_progress`` is called after each photo; ``should_cancel`` is checked before
+    each: once it returns True the remaining photos are marked cancelled. Raises BatchInputError
+    before starting when the inputs, masks or output cannot be used, OutputFormatError for an
+    unknown format or a quality out of range.
     """
     started = time.perf_counter()
+    models = models or BatchModels.own(recipe)
+    output_format, quality = output_options(models.manager.settings, output_format, quality)
     items, masks_by_stem, output = prepare(inputs, output, masks)
-    models = models or BatchModels.own()
-    manifest = Manifest(output, recipe, items)
+    manifest = Manifest(output, recipe, items, output_format=output_format)
     earlier = Manifest.previous(output, recipe) if resume else {}
     resumed = 0
     cancelled = False
@@ -285,7 +323,8 @@ def run(
                    "seeds": [], "timings": {}, "error": "cancelled before it started", "notes": []}
         else:
             with models.manager.running():  # between photos too: the memory janitor waits
-                row = process_item(recipe, item, index, output, models, masks_by_stem.get(item.source_stem))
+                row = process_item(recipe, item, index, output, models, masks_by_stem.get(item.source_stem),
+                                   output_format, quality)
         manifest.record(row)
         if on_progress is not None:
             on_progress(BatchProgress(len(manifest.rows), len(items), row))

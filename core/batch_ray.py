@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.batch import BatchModels, BatchProgress, BatchSummary, Manifest, prepare, process_item
+from core.batch import BatchModels, BatchProgress, BatchSummary, Manifest, output_options, prepare, process_item
 from core.batch_inputs import InputItem
+from core.config import load_settings
 from core.recipe import Recipe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +29,11 @@ PASSED_ON = ("INPAINT_STUDIO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "YOLO_",
 class ItemWorker:
     """A Ray Data actor: the recipe, the output folder and the models, for many photos."""
 
-    def __init__(self, recipe_json: str, output: str) -> None:
+    def __init__(self, recipe_json: str, output: str, output_format: str = "auto", quality: int = 95) -> None:
         self.recipe = Recipe.from_json(recipe_json).with_reference()  # the reference image, by its absolute path
         self.output = Path(output)
-        self.models = BatchModels.own()
+        self.models = BatchModels.own(self.recipe)
+        self.output_format, self.quality = output_format, quality
 
     def __call__(self, batch: dict) -> dict:
         rows = []
@@ -39,7 +41,8 @@ class ItemWorker:
             task = json.loads(task)
             item = InputItem.from_dict(task["item"])
             mask = InputItem.from_dict(task["mask"]) if task["mask"] else None
-            row = process_item(self.recipe, item, task["index"], self.output, self.models, mask)
+            row = process_item(self.recipe, item, task["index"], self.output, self.models, mask,
+                               self.output_format, self.quality)
             rows.append(json.dumps(row))
         return {"row": rows}
 
@@ -65,19 +68,23 @@ def run_ray(
     on_progress: Callable[[BatchProgress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     num_cpus: int | None = None,
+    output_format: str | None = None,
+    quality: int | None = None,
 ) -> BatchSummary:
     """Like :func:`core.batch.run`, on Ray: ``workers`` actors, each with its own models.
 
     ``address``: an existing cluster ("auto", "ray://host:10001"); None starts a local instance
     (with ``num_cpus`` CPUs) for this call and stops it afterwards. Leave CPUs for Ray's own
     tasks: ``workers × cpus_per_worker`` below the CPUs there are. Cancelling stops handing out
-    photos; those not finished are marked cancelled.
+    photos; those not finished are marked cancelled. ``output_format`` and ``quality`` as in
+    :func:`core.batch.run` (None: the driver's settings).
     """
     import ray
 
     started = time.perf_counter()
+    output_format, quality = output_options(load_settings(), output_format, quality)
     items, masks_by_stem, output = prepare(inputs, output, masks)
-    manifest = Manifest(output, recipe, items, engine="ray")
+    manifest = Manifest(output, recipe, items, engine="ray", output_format=output_format)
     earlier = Manifest.previous(output, recipe) if resume else {}
     resumed, tasks = 0, []
     for index, item in enumerate(items):
@@ -100,7 +107,8 @@ def run_ray(
             context.enable_progress_bars = False
             dataset = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map_batches(
                 ItemWorker,
-                fn_constructor_kwargs={"recipe_json": recipe.to_json(), "output": str(output.resolve())},
+                fn_constructor_kwargs={"recipe_json": recipe.to_json(), "output": str(output.resolve()),
+                                       "output_format": output_format, "quality": quality},
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_gpus=gpus_per_worker,

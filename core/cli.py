@@ -20,15 +20,18 @@ from core.batch_ray import run_ray
 from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
 from core.errors import ModelUnavailable, StudioError, UserError
-from core.images import encode_image, read_image
+from core.images import read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
 from core.operations.inpaint import InpaintParams, load_reference
 from core.operations.outpaint import OutpaintParams
+from core.output_formats import AUTO_FORMAT, CHOICES, FORMATS, check_format, check_quality, encode_result, for_extension
 from core.recipe import Recipe
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+FORMAT_HELP = ("png: lossless; jpeg-keep: for a JPEG photo, only the blocks the edit changed are re-encoded (the "
+               "file keeps its size, quality, EXIF and colour profile); jpeg: every block re-encoded at --quality "
+               "(every pixel changes slightly); webp: WebP lossless")
 
 
 AUTO_ENGINE = "auto"
@@ -61,6 +64,18 @@ def _add_params_options(command: argparse.ArgumentParser, params: type, engines:
                                  help=help_text + default_text)
 
 
+def _add_output_options(command: argparse.ArgumentParser) -> None:
+    """--out, --format and --quality: where and how the inpaint and outpaint commands write."""
+    command.add_argument("--out", type=Path, required=True,
+                         help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    command.add_argument("--format", default=AUTO_FORMAT, metavar="FORMAT",
+                         help=f"one of {', '.join(CHOICES)} (default {AUTO_FORMAT}: what --out's extension says, a .jpg "
+                              f"of a JPEG photo as jpeg-keep). {FORMAT_HELP}")
+    command.add_argument("--quality", type=int, default=None,
+                         help="JPEG quality 1-100 of --format jpeg and of jpeg-keep's fallback (default 95, or "
+                              "INPAINT_STUDIO_JPEG_QUALITY)")
+
+
 PROG = "python -m core"  # the name in usage lines; the installed command passes SCRIPT
 SCRIPT = "inpaint-studio"  # [project.scripts] in pyproject.toml, which runs run()
 
@@ -75,15 +90,13 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     edit = commands.add_parser("inpaint", help="regenerate the masked region of a photo")
     edit.add_argument("image", type=Path, help="the photo")
     edit.add_argument("--mask", type=Path, required=True, help="mask image: white = regenerate (or transparency)")
-    edit.add_argument("--out", type=Path, required=True,
-                      help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    _add_output_options(edit)
     _add_params_options(edit, InpaintParams, inpaint_engines, titles)
     edit.add_argument("--resize-mask", action="store_true", help="resize a mask of another size to the photo")
 
     extend = commands.add_parser("outpaint", help="extend the canvas and generate the new border")
     extend.add_argument("image", type=Path, help="the photo")
-    extend.add_argument("--out", type=Path, required=True,
-                        help="output file (.png, .jpg, .webp); variants get -2, -3, … before the extension")
+    _add_output_options(extend)
     _add_params_options(extend, OutpaintParams, inpaint_engines, titles)
 
     batch = commands.add_parser("batch", help="apply a recipe to every photo of a folder or zip")
@@ -93,6 +106,11 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     batch.add_argument("--masks", type=Path, default=None,
                        help="folder or .zip of masks named like the photos (photo.png for photo.jpg)")
     batch.add_argument("--resume", action="store_true", help="skip photos an earlier run in --output finished")
+    batch.add_argument("--format", default=None, metavar="FORMAT",
+                       help=f"one of {', '.join(CHOICES)} (default {AUTO_FORMAT}, or INPAINT_STUDIO_OUTPUT_FORMAT: "
+                            f"jpeg-keep for JPEG photos, png for others). {FORMAT_HELP}")
+    batch.add_argument("--quality", type=int, default=None,
+                       help="JPEG quality 1-100 of --format jpeg (default 95, or INPAINT_STUDIO_JPEG_QUALITY)")
     batch.add_argument("--reference", type=Path, default=None,
                        help="reference image for the recipe's engine (default: the one the recipe names, looked "
                             "for as given, then next to the recipe)")
@@ -137,19 +155,32 @@ def best_diffusion_engine(manager: ModelManager) -> str:
     return offered[0]
 
 
-def _output_format(out: Path) -> str:
-    output_format = OUTPUT_FORMATS.get(out.suffix.lower())
-    if output_format is None:
-        raise BadInput(f"{out}: the output must end in .png, .jpg or .webp.")
-    return output_format
+def output_format_for(requested: str, out: Path, photo_format: str, image: Path) -> str:
+    """The format ``inpaint`` writes ``out`` in: ``--format``, checked against the photo and ``out``'s
+    extension; ``auto`` follows the extension (a .jpg of a JPEG photo keeps its unchanged blocks)."""
+    requested = check_format(requested, "--format")
+    from_extension = for_extension(out.suffix)
+    if from_extension is None:
+        raise BadInput(f"--out {out}: the output must end in .png, .jpg or .webp (.jpeg works too).")
+    if requested == AUTO_FORMAT:
+        return "jpeg-keep" if from_extension == "jpeg" and photo_format == "JPEG" else from_extension
+    chosen = FORMATS[requested]
+    if chosen.needs_jpeg and photo_format != "JPEG":
+        raise BadInput(f"--format {requested} keeps a JPEG's unchanged blocks, but {image} is a {photo_format} file: "
+                       "use --format png, jpeg or webp.")
+    if chosen.extension != FORMATS[from_extension].extension:
+        raise BadInput(f"--format {requested} writes {chosen.extension} files, but --out {out} ends in {out.suffix}: "
+                       f"name the output ….{chosen.extension.lstrip('.')} or choose another --format.")
+    return requested
 
 
 def _run_edit(args: argparse.Namespace, operation: str, photo, mask) -> int:
     """Build ``operation``'s params from the options, run it on ``photo`` (and ``mask``), write
-    each variant to ``--out`` (then -2, -3, …) and print what was made: the inpaint and outpaint
-    commands' shared part."""
-    output_format = _output_format(args.out)
+    each variant to ``--out`` (then -2, -3, …) in the chosen format and print what was made: the
+    inpaint and outpaint commands' shared part."""
     settings = load_settings()
+    quality = check_quality(settings.jpeg_quality if args.quality is None else args.quality)
+    output_format = output_format_for(args.format, args.out, photo.format, args.image)
     apply_offline_mode(settings)
     manager = ModelManager(settings)
     if args.engine == AUTO_ENGINE:
@@ -165,21 +196,23 @@ def _run_edit(args: argparse.Namespace, operation: str, photo, mask) -> int:
     result = operations.run(edit, photo.rgb, mask, manager, progress=_progress)
     alpha = fit_alpha(photo.alpha, getattr(result, "canvas", None))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    notes = list(result.notes)
     for index, image in enumerate(result.images):
         path = args.out if index == 0 else args.out.with_name(f"{args.out.stem}-{index + 1}{args.out.suffix}")
-        path.write_bytes(encode_image(image, format=output_format, alpha=alpha, icc_profile=photo.icc_profile,
-                                      exif=photo.exif, params=result.metadata(index),
-                                      png_compression=settings.png_compression))
+        encoded = encode_result(image, photo, output_format, params=result.metadata(index), quality=quality,
+                                png_compression=settings.png_compression, alpha=alpha)
+        path.write_bytes(encoded.data)
+        notes += [f"{path.name}: {note}" for note in encoded.notes]
         print(f"{path}  {image.width}×{image.height}  seed {result.seeds[index]}  "
               f"seam ΔE {result.seam_delta_e[index]:.2f}")
-    for note in result.notes:
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
 
 
 def inpaint_command(args: argparse.Namespace) -> int:
-    _output_format(args.out)
     photo = read_image(args.image, name=str(args.image))
+    output_format_for(args.format, args.out, photo.format, args.image)  # before the mask is read
     mask_file = read_image(args.mask, name=str(args.mask))
     mask = mask_from_image(mask_file.rgb, photo.size, alpha=mask_file.alpha, resize=args.resize_mask,
                            name=str(args.mask))
@@ -187,14 +220,18 @@ def inpaint_command(args: argparse.Namespace) -> int:
 
 
 def outpaint_command(args: argparse.Namespace) -> int:
-    _output_format(args.out)
     photo = read_image(args.image, name=str(args.image))
+    output_format_for(args.format, args.out, photo.format, args.image)
     params = {name: getattr(args, name) for name in ("left", "right", "top", "bottom", "aspect", "anchor")}
     OutpaintParams(**params).canvas(photo.size)  # the extension alone, checked before any model loads
     return _run_edit(args, "outpaint", photo, None)
 
 
 def batch_command(args: argparse.Namespace) -> int:
+    if args.format is not None:
+        check_format(args.format, "--format")
+    if args.quality is not None:
+        check_quality(args.quality, "--quality")
     recipe = Recipe.load(args.recipe, args.reference)
     if args.engine == "local" and (args.ray_address or args.workers != 1 or args.gpus_per_worker):
         raise BadInput("--ray-address, --workers and --gpus-per-worker need --engine ray.")
@@ -206,14 +243,18 @@ def batch_command(args: argparse.Namespace) -> int:
         mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}[row["status"]]
         detail = ", ".join(row["outputs"]) if row["status"] == "done" else row["error"]
         print(f"[{progress.finished}/{progress.total}] {row['name']}: {mark}  {detail}", file=sys.stderr, flush=True)
+        for note in row.get("notes", []) if row["status"] == "done" else []:
+            print(f"    note: {note}", file=sys.stderr, flush=True)
 
     try:
         if args.engine == "ray":
             summary = run_ray(recipe, args.input, args.output, masks=args.masks, resume=args.resume,
                               address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                              cpus_per_worker=args.cpus_per_worker, on_progress=report)
+                              cpus_per_worker=args.cpus_per_worker, on_progress=report,
+                              output_format=args.format, quality=args.quality)
         else:
-            summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report)
+            summary = run(recipe, args.input, args.output, masks=args.masks, resume=args.resume, on_progress=report,
+                          output_format=args.format, quality=args.quality)
     except ImportError as error:
         raise BadInput(f"--engine ray needs Ray: pip install -r requirements-distributed.txt ({error}).") from error
     print(summary.describe())

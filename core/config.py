@@ -24,6 +24,11 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 # than Pillow's 6 on a 12 MP photo for files a little larger; 0 = none, 9 = smallest and slowest.
 DEFAULT_PNG_COMPRESSION = 1
 PNG_COMPRESSION_LEVELS = range(0, 10)
+# The formats results are written in (core.output_formats describes each); auto = jpeg-keep for a
+# JPEG photo (only the blocks an edit changed re-encoded), png for any other.
+AUTO_FORMAT = "auto"
+OUTPUT_FORMAT_NAMES = (AUTO_FORMAT, "png", "jpeg-keep", "jpeg", "webp")
+DEFAULT_JPEG_QUALITY = 95  # of plain JPEG results (and of jpeg-keep's fallback)
 
 # What the ML libraries need to hear, before they are imported, to never touch the network.
 OFFLINE_ENV = {
@@ -66,6 +71,8 @@ class Settings:
     catalog_modules: tuple[str, ...] = ()  # importable modules whose entries extend the catalog
     memory_trim_seconds: float = 60.0  # how often an idle server hands freed memory back; 0 = never
     png_compression: int = DEFAULT_PNG_COMPRESSION  # zlib level (0-9) of the PNGs the app writes
+    output_format: str = AUTO_FORMAT  # of the command line's and batches' results (OUTPUT_FORMAT_NAMES)
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY  # 1-100, of plain JPEG results
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -150,7 +157,37 @@ def load_settings(
         memory_trim_seconds=_seconds(PREFIX + "MEMORY_TRIM_SECONDS", get("MEMORY_TRIM_SECONDS") or "60"),
         catalog_modules=_names(get("CATALOG_MODULES") or ""),
         png_compression=_png_compression(get("PNG_COMPRESSION")),
+        output_format=_output_format(get("OUTPUT_FORMAT")),
+        jpeg_quality=_jpeg_quality(get("JPEG_QUALITY")),
     )
+
+
+def _output_format(value: str | None) -> str:
+    """``INPAINT_STUDIO_OUTPUT_FORMAT``: one of OUTPUT_FORMAT_NAMES (unset or empty: auto)."""
+    if value is None or not value.strip():
+        return AUTO_FORMAT
+    name = value.strip().lower()
+    if name not in OUTPUT_FORMAT_NAMES:
+        raise SettingsError(
+            f"{PREFIX}OUTPUT_FORMAT={value!r}: use one of {', '.join(OUTPUT_FORMAT_NAMES)} ({AUTO_FORMAT} = jpeg-keep "
+            "for JPEG photos, png for others)."
+        )
+    return name
+
+
+def _jpeg_quality(value: str | None) -> int:
+    """``INPAINT_STUDIO_JPEG_QUALITY``: a whole number from 1 to 100 (unset or empty: the default)."""
+    if value is None or not value.strip():
+        return DEFAULT_JPEG_QUALITY
+    try:
+        quality = int(value.strip())
+    except ValueError:
+        quality = 0
+    if not 1 <= quality <= 100:
+        raise SettingsError(
+            f"{PREFIX}JPEG_QUALITY={value!r}: give a whole number from 1 to 100; the default is {DEFAULT_JPEG_QUALITY}."
+        )
+    return quality
 
 
 def _png_compression(value: str | None) -> int:

@@ -21,7 +21,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,6 +88,8 @@ class LoadedImage:
     profile; a CMYK or grey profile is converted through, never passed on). ``exif``: the EXIF
     block starting with ``b"Exif\\0\\0"``, its orientation tag reset to 1 when the pixels were
     rotated, so a re-encoded file is not rotated twice. ``name``: the file name, when known.
+    ``original_jpeg``: the file's bytes when it is a JPEG, so that a result can be written as a JPEG
+    that re-encodes only the blocks an edit changed (``core.jpeg_keep``); None for other formats.
     """
 
     rgb: Image.Image
@@ -97,6 +99,7 @@ class LoadedImage:
     icc_profile: bytes | None
     exif: bytes | None
     name: str | None
+    original_jpeg: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -164,6 +167,7 @@ def read_image(
         icc_profile=icc_profile,
         exif=exif,
         name=name,
+        original_jpeg=data if file_format == "JPEG" else None,
     )
 
 
@@ -186,6 +190,7 @@ def encode_image(
     params: dict[str, Any] | None = None,
     quality: int = 95,
     png_compression: int = DEFAULT_PNG_COMPRESSION,
+    lossless: bool = False,
 ) -> bytes:
     """Encode an RGB image for download as PNG, JPEG or WebP ("JPG" is accepted).
 
@@ -197,7 +202,8 @@ def encode_image(
     :data:`PARAMS_KEY`, read back by :func:`read_params`); JPEG and WebP are for sharing and
     skip it. ``quality`` (1-100) applies to JPEG and WebP. ``png_compression`` is PNG's zlib level,
     0 (none) to 9 (smallest, slowest); the pixels read back are the same at every level. Callers pass
-    ``Settings.png_compression`` (``INPAINT_STUDIO_PNG_COMPRESSION``).
+    ``Settings.png_compression`` (``INPAINT_STUDIO_PNG_COMPRESSION``). ``lossless`` makes WebP
+    lossless (every pixel kept, at the fastest compression effort; ``quality`` is ignored).
     """
     encoding = _encoding_format(format)
     if image.mode != "RGB":
@@ -228,6 +234,8 @@ def encode_image(
         options["compress_level"] = png_compression
     if encoding in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if encoding == "WEBP" and lossless:
+        options.update(lossless=True, quality=0, method=0)
 
     buffer = io.BytesIO()
     pixels.save(buffer, encoding, **options)

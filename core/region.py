@@ -27,12 +27,19 @@ def plan_crops(mask: np.ndarray, padding: int, multiple: int = 8) -> list[Box]:
     whose context overlaps are filled together so they see each other.
     """
     mask = masks.check_mask(mask)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
     height, width = mask.shape
+    found = masks.bounding_box(mask)
+    if found is None:
+        return []
+    # Regions are labelled inside the mask's box only: on a 12 MP photo with a small object that is
+    # a fraction of the work of labelling the whole frame.
+    left, top, right, bottom = found
+    inside = np.ascontiguousarray(mask[top:bottom, left:right])
+    count, _, stats, _ = cv2.connectedComponentsWithStats(inside.view(np.uint8), connectivity=8)
     boxes = [
         _padded(
-            (int(s[cv2.CC_STAT_LEFT]), int(s[cv2.CC_STAT_TOP]),
-             int(s[cv2.CC_STAT_LEFT] + s[cv2.CC_STAT_WIDTH]), int(s[cv2.CC_STAT_TOP] + s[cv2.CC_STAT_HEIGHT])),
+            (left + int(s[cv2.CC_STAT_LEFT]), top + int(s[cv2.CC_STAT_TOP]),
+             left + int(s[cv2.CC_STAT_LEFT] + s[cv2.CC_STAT_WIDTH]), top + int(s[cv2.CC_STAT_TOP] + s[cv2.CC_STAT_HEIGHT])),
             padding, width, height,
         )
         for s in stats[1:count]

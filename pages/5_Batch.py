@@ -11,6 +11,7 @@ from core.masks import overlay
 from core.recipe import Recipe
 from ui import batch_job, forms, resources, session
 from ui.page import setup_page
+from ui.results import batch_output_choice
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
 STATUS_LABELS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}
@@ -106,6 +107,7 @@ masks = masks_col.file_uploader(
 if recipe is not None and recipe.needs_mask_file and not masks:
     st.warning("This recipe uses each photo's own mask file: upload the masks too.", icon=":material/info:")
 
+output_format, quality = batch_output_choice()
 job = st.session_state.get(session.BATCH_JOB)
 preview_col, run_col = st.columns(2)
 ready = recipe is not None and bool(photos) and not (job is not None and job.running)
@@ -113,7 +115,7 @@ if preview_col.button("Preview the selection on the first photo", disabled=not r
     show_preview(recipe, photos, masks or [])
 if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
     try:
-        new_job = batch_job.start(recipe, photos, masks or [], models())
+        new_job = batch_job.start(recipe, photos, masks or [], models(), output_format, quality)
     except StudioError as error:
         st.error(str(error))
     else:

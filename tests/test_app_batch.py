@@ -157,6 +157,10 @@ def test_a_zip_with_masks_by_name(app_without_models):
     rows = {row["name"]: row for row in at.session_state[session.BATCH_JOB].rows}
     assert rows["photos/p0.jpg"]["status"] == "done"
     assert rows["photos/p1.jpg"]["status"] == "failed" and "no mask file" in rows["photos/p1.jpg"]["error"]
+    # The result files' default (auto): a JPEG stays a JPEG, only the edited blocks re-encoded.
+    assert at.selectbox(key="batch_output_format").value == "auto"
+    (output,) = rows["photos/p0.jpg"]["outputs"]
+    assert output.endswith(".jpg") and any("copied unchanged" in note for note in rows["photos/p0.jpg"]["notes"])
 
 
 def test_the_preview_skips_unreadable_photos_and_uses_the_photos_own_mask(app_without_models):

@@ -168,3 +168,32 @@ def test_a_removal_engine_shows_only_remove_object_and_uses_that_engine(app_with
     # Back to a diffusion engine: both buttons again.
     at.selectbox(key=forms.INPAINT_ENGINE).set_value("sd15").run()
     assert {"Generate", "Remove object"} <= {b.label for b in at.button}
+
+
+def test_a_jpeg_photo_can_be_downloaded_as_a_jpeg_that_keeps_its_unchanged_blocks(app_without_models):
+    import io
+
+    from tests.helpers import TIMEOUT, upload
+
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
+    buffer = io.BytesIO()
+    make_photo().save(buffer, "JPEG", quality=90)
+    upload(at, "photo.jpg", buffer.getvalue(), "image/jpeg")
+    at.session_state[session.MASK].apply(masks.layer_edit("add", region(), "test region"))
+    at = generate(at.switch_page("pages/3_Inpaint.py").run(), "Remove object")
+    assert not at.exception
+    choice = at.selectbox(key="inpaint_download_format")
+    assert choice.value == "png" and choice.options == [
+        "PNG (lossless)", "JPEG, unchanged blocks", "JPEG (re-encoded)", "WebP lossless"]
+    assert at.get("download_button")[0].proto.label == "Download PNG"
+    at = choice.set_value("jpeg-keep").run()
+    assert not at.exception
+    assert at.get("download_button")[0].proto.label == "Download JPEG"
+    assert any(caption.value.startswith("Re-encoded") and "copied unchanged" in caption.value for caption in at.caption)
+    result = at.session_state[session.INPAINT_RESULT]
+    views = next(views for held, views in at.session_state["result_views"] if held is result)
+    encoded = views[(0, "file", "jpeg-keep", 95)]
+    kept = np.asarray(Image.open(io.BytesIO(encoded.data)).convert("RGB"))
+    assert np.array_equal(kept[:32], np.asarray(Image.open(buffer).convert("RGB"))[:32])  # far from the region
+    at = at.selectbox(key="inpaint_download_format").set_value("jpeg").run()
+    assert at.slider(key="inpaint_jpeg_quality").value == 95 and not at.exception

@@ -50,11 +50,14 @@ def fast() -> BatchModels:
 
 
 def run_fast(recipe, inputs, output, **options):
+    """PNG results unless told otherwise, so the runner's tests can compare files and read the
+    edit's parameters back; the default format (auto: JPEGs stay JPEGs) has its own tests below."""
+    options.setdefault("output_format", "png")
     return run(recipe, inputs, output, models=options.pop("models", None) or fast(), **options)
 
 
 def outputs_of(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.png"))}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.suffix in (".png", ".jpg", ".webp")}
 
 
 def manifest(folder: Path) -> dict:
@@ -476,7 +479,7 @@ def test_the_engine_loads_once_per_batch(five, tmp_path, monkeypatch):
         return original(cls, request)
 
     monkeypatch.setattr(OpenCVInpaint, "from_catalog", classmethod(counting))
-    summary = run(remove_recipe(), folder, tmp_path / "out",
+    summary = run(remove_recipe(), folder, tmp_path / "out", output_format="png",
                   models=BatchModels(ModelManager(Settings(device="cpu"), detect_device("cpu"))))
     assert summary.counts["done"] == 5
     assert loads == ["telea"]
@@ -590,3 +593,73 @@ def test_process_item_turns_every_problem_with_a_photo_into_a_failed_row(tmp_pat
     assert row["status"] == "done" and (output / "fine.png").exists()
     assert not [path for path in output.iterdir() if path.name.startswith(".")]  # no partial file left
     assert os.listdir(output) == ["fine.png"]
+
+
+# --- output formats -----------------------------------------------------------------------------------
+
+
+def blocks_of(path: Path):
+    import jpeglib
+
+    jpeg = jpeglib.read_dct(str(path))
+    jpeg.load()
+    return jpeg
+
+
+def test_by_default_a_jpeg_stays_a_jpeg_with_only_the_edited_blocks_re_encoded(tmp_path):
+    from core.batch import MANIFEST
+
+    folder = tmp_path / "photos"
+    write_photos(folder, 2)  # p00.jpg, p01.png
+    write_photo(folder / "wide.jpg", (256, 192), 5)
+    summary = run(remove_recipe(), folder, tmp_path / "out", models=fast())  # no format: the setting, auto
+    assert summary.ok
+    rows = {row["name"]: row for row in summary.rows}
+    assert [rows[name]["outputs"] for name in sorted(rows)] == [["p00.jpg"], ["p01.png"], ["wide.jpg"]]
+    assert manifest(tmp_path / "out")["output_format"] == "auto"
+    for name in ("p00.jpg", "wide.jpg"):
+        assert any("re-encoded" in note and "copied unchanged" in note for note in rows[name]["notes"])
+        before, after = blocks_of(folder / name), blocks_of(tmp_path / "out" / name)
+        assert np.array_equal(before.qt, after.qt)
+        changed = (before.Y != after.Y).any(axis=(2, 3))  # per 8×8 luma block
+        width, height = Image.open(folder / name).size
+        x0, y0, x1, y1 = REGION
+        # The region and its soft edge (4 px), widened to whole 16-pixel MCUs (two blocks each):
+        # every block outside holds the original's coefficients.
+        top, bottom = (int(y0 * height) - 4) // 16 * 2, ((int(y1 * height) + 4) // 16 + 1) * 2
+        left, right = (int(x0 * width) - 4) // 16 * 2, ((int(x1 * width) + 4) // 16 + 1) * 2
+        outside = np.ones_like(changed)
+        outside[max(0, top):bottom, max(0, left):right] = False
+        assert changed.any() and not changed[outside].any()
+        assert outside.any() or name == "p00.jpg"  # a 64×48 photo is all region and edge
+    assert read_params((tmp_path / "out" / "p01.png").read_bytes())["source"] == "p01.png"
+
+
+@pytest.mark.parametrize("fmt, extension, pillow", [("webp", ".webp", "WEBP"), ("jpeg", ".jpg", "JPEG")])
+def test_another_format_names_every_output_after_it(tmp_path, fmt, extension, pillow):
+    folder = tmp_path / "photos"
+    write_photos(folder, 2)
+    summary = run(remove_recipe(), folder, tmp_path / "out", models=fast(), output_format=fmt, quality=80)
+    assert [row["outputs"] for row in summary.rows] == [[f"p00{extension}"], [f"p01{extension}"]]
+    assert all(Image.open(tmp_path / "out" / f"p0{i}{extension}").format == pillow for i in range(2))
+
+
+def test_jpeg_keep_for_a_png_writes_a_png_and_says_so(tmp_path):
+    folder = tmp_path / "photos"
+    write_photos(folder, 2)
+    summary = run(remove_recipe(), folder, tmp_path / "out", models=fast(), output_format="jpeg-keep")
+    rows = {row["name"]: row for row in summary.rows}
+    assert rows["p00.jpg"]["outputs"] == ["p00.jpg"] and rows["p01.png"]["outputs"] == ["p01.png"]
+    assert any("written as PNG" in note for note in rows["p01.png"]["notes"])
+
+
+def test_a_bad_format_or_quality_is_refused_before_anything_is_written(tmp_path):
+    from core.output_formats import OutputFormatError
+
+    folder = tmp_path / "photos"
+    write_photos(folder, 1)
+    with pytest.raises(OutputFormatError, match="--format 'tiff'"):
+        run(remove_recipe(), folder, tmp_path / "out", models=fast(), output_format="tiff")
+    with pytest.raises(OutputFormatError, match="--quality 0"):
+        run(remove_recipe(), folder, tmp_path / "out", models=fast(), output_format="jpeg", quality=0)
+    assert not (tmp_path / "out").exists()

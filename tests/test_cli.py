@@ -153,6 +153,57 @@ def test_png_output_uses_the_png_compression_setting(files, tmp_path, monkeypatc
     assert not out.exists()
 
 
+def run_removal(photo, mask_path, out, *extra) -> int:
+    return main(["inpaint", str(photo), "--mask", str(mask_path), "--engine", "telea", "--out", str(out), *extra])
+
+
+def test_a_jpg_of_a_jpeg_keeps_its_unchanged_blocks_and_format_chooses_others(files, tmp_path, capsys):
+    import jpeglib
+
+    photo, mask_path, mask = files
+    kept = tmp_path / "kept.jpg"
+    assert run_removal(photo, mask_path, kept) == EXIT_OK  # --format auto: the .jpg of a JPEG keeps its blocks
+    assert "re-encoded" in capsys.readouterr().err
+    before, after = jpeglib.read_dct(str(photo)), jpeglib.read_dct(str(kept))
+    changed = (before.Y != after.Y).any(axis=(2, 3))
+    # The mask (rows 50-99, columns 80-149) and its 8-pixel soft edge lie in 16-pixel MCUs 2-6 × 4-9.
+    assert changed.any() and not changed[:4].any() and not changed[14:].any()
+    assert not changed[:, :8].any() and not changed[:, 20:].any()
+    assert np.array_equal(before.qt, after.qt)
+
+    plain = tmp_path / "plain.jpg"
+    assert run_removal(photo, mask_path, plain, "--format", "jpeg", "--quality", "70") == EXIT_OK
+    assert "every pixel changes slightly" in capsys.readouterr().err
+    assert plain.stat().st_size < kept.stat().st_size  # quality 70 of noise: much smaller
+    webp = tmp_path / "out.webp"
+    assert run_removal(photo, mask_path, webp, "--format", "webp") == EXIT_OK
+    assert Image.open(webp).format == "WEBP"
+    written, source = np.asarray(Image.open(webp).convert("RGB")), np.asarray(Image.open(photo).convert("RGB"))
+    assert np.array_equal(written[:40], source[:40]) and np.array_equal(written[110:], source[110:])  # lossless
+    assert not np.array_equal(written[mask], source[mask])
+
+
+@pytest.mark.parametrize(
+    "extra, out_name, words",
+    [
+        (["--format", "gif"], "o.png", "--format 'gif' is not an output format: choose one of auto, png, jpeg-keep"),
+        (["--format", "png"], "o.jpg", "--format png writes .png files, but --out"),
+        (["--quality", "0", "--format", "jpeg"], "o.jpg", "--quality 0: give a whole number from 1 to 100"),
+        (["--format", "jpeg-keep"], "o.jpg", "is a PNG file: use --format png, jpeg or webp"),
+    ],
+)
+def test_bad_format_options_are_one_clear_line(files, tmp_path, capsys, extra, out_name, words):
+    photo, mask_path, _ = files
+    if "jpeg-keep" in extra:  # a PNG photo
+        photo = tmp_path / "photo.png"
+        Image.open(files[0]).save(photo)
+    out = tmp_path / out_name
+    assert run_removal(photo, mask_path, out, *extra) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and words in err and "Traceback" not in err
+    assert not out.exists()
+
+
 # --- the installed command ------------------------------------------------------------------------
 
 SCRIPT = "inpaint-studio"

@@ -49,7 +49,10 @@ def test_the_issues_folder_exits_1_with_a_summary_and_a_manifest(tmp_path, recip
     data = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert data["counts"] == {"done": 10, "failed": 2, "skipped": 0, "cancelled": 0}
     assert (tmp_path / "out" / MANIFEST_CSV).exists()
-    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == [f"p{i:02d}.png" for i in range(10)]
+    # By default (--format auto) a JPEG stays a JPEG, with only the edited blocks re-encoded; a PNG stays a PNG.
+    written = sorted(path.name for path in (tmp_path / "out").iterdir() if path.suffix in (".png", ".jpg"))
+    assert written == [f"p{i:02d}.{'png' if i % 2 else 'jpg'}" for i in range(10)]
+    assert "note: re-encoded" in result.stderr
 
 
 def test_a_folder_of_good_photos_exits_0_and_resume_only_adds_the_new_one(tmp_path, recipe):
@@ -58,15 +61,15 @@ def test_a_folder_of_good_photos_exits_0_and_resume_only_adds_the_new_one(tmp_pa
     first = batch("--recipe", recipe, "--input", folder, "--output", output)
     assert first.returncode == EXIT_OK, first.stderr
     assert first.stdout.strip().splitlines()[-1].startswith("2 files: 2 done in")
-    made = {path.name: path.stat().st_mtime_ns for path in output.glob("*.png")}
-    assert sorted(made) == ["p00.png", "p01.png"]
+    made = {path.name: path.stat().st_mtime_ns for path in output.iterdir() if path.suffix in (".png", ".jpg")}
+    assert sorted(made) == ["p00.jpg", "p01.png"]
 
     write_photo(folder / "p02.jpg", (96, 72), 2)
     again = batch("--recipe", recipe, "--input", folder, "--output", output, "--resume")
     assert again.returncode == EXIT_OK, again.stderr
     assert again.stdout.strip().splitlines()[-1].startswith("3 files: 3 done (2 from an earlier run)")
     assert {name: (output / name).stat().st_mtime_ns for name in made} == made  # not written again
-    assert (output / "p02.png").exists()
+    assert (output / "p02.jpg").exists()
     assert [row["status"] for row in json.loads((output / MANIFEST).read_text())["items"]] == ["done"] * 3
 
 
@@ -109,6 +112,12 @@ def test_bad_inputs_and_arguments_exit_2(tmp_path, recipe):
     workers = batch("--recipe", recipe, "--input", folder, "--output", tmp_path / "out", "--workers", "2")
     assert_one_clear_line(workers, EXIT_BAD_INPUT, "need --engine ray")
     assert not (tmp_path / "out").exists()
+    fmt = batch("--recipe", recipe, "--input", folder, "--output", tmp_path / "out", "--format", "tiff")
+    assert_one_clear_line(fmt, EXIT_BAD_INPUT, "--format 'tiff' is not an output format: choose one of auto, png")
+    quality = batch("--recipe", recipe, "--input", folder, "--output", tmp_path / "out", "--format", "jpeg",
+                    "--quality", "101")
+    assert_one_clear_line(quality, EXIT_BAD_INPUT, "--quality 101: give a whole number from 1 to 100")
+    assert not (tmp_path / "out").exists()
     no_output = batch("--recipe", recipe, "--input", folder)
     assert no_output.returncode == EXIT_BAD_INPUT and "--output" in no_output.stderr  # argparse's usage error
 
@@ -128,5 +137,5 @@ def test_the_ray_engine_runs_the_same_command(tmp_path, recipe):
     assert data["engine"] == "ray" and data["counts"]["done"] == 2
     local = batch("--recipe", recipe, "--input", folder, "--output", tmp_path / "local")
     assert local.returncode == EXIT_OK, local.stderr
-    for name in ("p00.png", "p01.png"):
+    for name in ("p00.jpg", "p01.png"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()

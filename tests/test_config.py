@@ -46,6 +46,9 @@ def test_defaults_without_any_setting(tmp_path):
         ("INPAINT_STUDIO_PNG_COMPRESSION", "-1", "INPAINT_STUDIO_PNG_COMPRESSION"),
         ("INPAINT_STUDIO_PNG_COMPRESSION", "fast", "INPAINT_STUDIO_PNG_COMPRESSION='fast'"),
         ("INPAINT_STUDIO_PNG_COMPRESSION", "1.5", "from 0 .* to 9"),
+        ("INPAINT_STUDIO_OUTPUT_FORMAT", "tiff", r"INPAINT_STUDIO_OUTPUT_FORMAT='tiff': use one of auto, png, jpeg-keep"),
+        ("INPAINT_STUDIO_JPEG_QUALITY", "0", r"INPAINT_STUDIO_JPEG_QUALITY='0': give a whole number from 1 to 100"),
+        ("INPAINT_STUDIO_JPEG_QUALITY", "high", "INPAINT_STUDIO_JPEG_QUALITY='high'"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path, name, value, words):
@@ -63,6 +66,13 @@ def test_png_compression_defaults_to_a_fast_level_and_is_read_from_both_sources(
     secrets = tmp_path / "secrets.toml"
     secrets.write_text("INPAINT_STUDIO_PNG_COMPRESSION = 6\n")  # a TOML number works as well as a string
     assert load_settings({}, secrets).png_compression == 6
+
+
+def test_output_format_and_jpeg_quality_settings(tmp_path):
+    missing = tmp_path / "missing.toml"
+    assert (load_settings({}, missing).output_format, load_settings({}, missing).jpeg_quality) == ("auto", 95)
+    chosen = load_settings({"INPAINT_STUDIO_OUTPUT_FORMAT": " WebP ", "INPAINT_STUDIO_JPEG_QUALITY": "80"}, missing)
+    assert (chosen.output_format, chosen.jpeg_quality) == ("webp", 80)
 
 
 def test_broken_secrets_file_is_a_settings_error(tmp_path):

@@ -135,8 +135,10 @@ def preview(recipe: Recipe, photos: list, masks: list, segmenter: Any) -> Previe
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start(recipe: Recipe, photos: list, masks: list, models: BatchModels) -> BatchJob:
-    """Save the uploads and start the batch in a background thread.
+def start(recipe: Recipe, photos: list, masks: list, models: BatchModels, output_format: str | None = None,
+          quality: int | None = None) -> BatchJob:
+    """Save the uploads and start the batch in a background thread, writing its results in
+    ``output_format`` (a name of ``core.output_formats.CHOICES``; None: the setting).
 
     Raises UploadError / BatchInputError for uploads that cannot be used (nothing is started).
     """
@@ -158,7 +160,8 @@ def start(recipe: Recipe, photos: list, masks: list, models: BatchModels) -> Bat
     def work() -> None:
         try:
             job.summary = run(recipe, job.inputs, job.output, masks=job.masks, models=models,
-                              on_progress=progress, should_cancel=job.cancel.is_set)
+                              on_progress=progress, should_cancel=job.cancel.is_set, output_format=output_format,
+                              quality=quality)
         except BatchInputError as error:
             job.error = str(error)
         except Exception as error:  # noqa: BLE001 (shown on the page, the server goes on)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from core.canvas import fit_alpha
 from core.images import encode_image
+from core.output_formats import AUTO_FORMAT, CHOICES, FORMATS, EncodedResult, encode_result, offered
 from core.recipe import SeedPolicy, Selection, recipe_from_result
 from ui import compare, forms, resources, session
 
@@ -89,6 +90,66 @@ def _alpha_for(result: Any, image: Image.Image, alpha: Image.Image | None) -> Im
     if alpha is not None and canvas is not None and alpha.size == (canvas.width, canvas.height):
         alpha = fit_alpha(alpha, canvas)
     return alpha if alpha is None or alpha.size == image.size else None
+
+
+def variant_file(result: Any, index: int, format_name: str, quality: int) -> EncodedResult:
+    """Variant ``index`` as a file of format ``format_name`` (``core.output_formats.FORMATS``), made
+    once per variant, format and quality; PNG is :func:`variant_png`'s."""
+    if format_name == "png":
+        return EncodedResult(variant_png(result, index), FORMATS["png"])
+    loaded = session.photo()
+
+    def make() -> EncodedResult:
+        image = result.images[index]
+        return encode_result(image, loaded, format_name, params=result.metadata(index), quality=quality,
+                             png_compression=resources.settings()[0].png_compression,
+                             alpha=_alpha_for(result, image, loaded.alpha))
+
+    return _cached(result, (index, "file", format_name, quality), make)
+
+
+def download_choice(result: Any, index: int, file_stem: str, key_prefix: str) -> None:
+    """The download of variant ``index``: a format choice beside the button (PNG first; for a JPEG
+    photo also a JPEG that re-encodes only the edited blocks), and what to know about the file."""
+    names = offered(session.photo().format)
+    format_key = f"{key_prefix}_download_format"
+    if st.session_state.get(format_key) not in names:
+        st.session_state[format_key] = "png"
+    format_col, button_col = st.columns(2, vertical_alignment="bottom")
+    name = format_col.selectbox("File format", names, key=format_key, format_func=lambda n: FORMATS[n].label,
+                                help=" · ".join(f"{FORMATS[n].label}: {FORMATS[n].help}" for n in names))
+    quality = resources.settings()[0].jpeg_quality
+    if name == "jpeg":
+        quality = format_col.slider("JPEG quality", 50, 100, value=quality, key=f"{key_prefix}_jpeg_quality",
+                                    help="Every pixel changes slightly at any quality.")
+    encoded = variant_file(result, index, name, quality)
+    button_col.download_button(f"Download {encoded.format.short}", encoded.data,
+                               file_name=f"{file_stem}{encoded.format.extension}", mime=encoded.format.mime,
+                               on_click="ignore", width="stretch", key=f"{key_prefix}_download")
+    for note in encoded.notes:
+        st.caption(note[0].upper() + note[1:] + ".")
+
+
+BATCH_FORMAT = "batch_output_format"
+BATCH_QUALITY = "batch_jpeg_quality"
+
+
+def batch_output_choice() -> tuple[str, int]:
+    """The Batch page's choice of result files: (format name, JPEG quality). Starts on the setting
+    (``INPAINT_STUDIO_OUTPUT_FORMAT``, auto by default: JPEG photos stay JPEGs with only the edited
+    blocks re-encoded, others become PNGs)."""
+    settings = resources.settings()[0]
+    if st.session_state.get(BATCH_FORMAT) not in CHOICES:
+        st.session_state[BATCH_FORMAT] = settings.output_format
+    labels = {AUTO_FORMAT: "Auto: JPEG photos as JPEG, unchanged blocks kept; others as PNG",
+              **{name: fmt.label for name, fmt in FORMATS.items()}}
+    name = st.selectbox("Result files", list(CHOICES), key=BATCH_FORMAT, format_func=labels.get,
+                        help=" · ".join(f"{fmt.label}: {fmt.help}" for fmt in FORMATS.values()))
+    quality = settings.jpeg_quality
+    if name == "jpeg":
+        quality = st.slider("JPEG quality", 50, 100, value=quality, key=BATCH_QUALITY,
+                            help="Every pixel changes slightly at any quality.")
+    return name, quality
 
 
 def selection_options() -> dict[str, tuple[str, Callable[[np.ndarray], Any]]]:
@@ -181,8 +242,9 @@ def show_result(
     file_suffix: str,
     key_prefix: str,
 ) -> None:
-    """The variants side by side, a choice among them, before/after as one picture with a slider, notes, and what to do next:
-    use the chosen one as the new base, step back, download it (PNG with the edit's parameters) or
+    """The variants side by side, a choice among them, before/after as one picture with a slider, notes, and
+    what to do next: use the chosen one as the new base, step back, download it (PNG with the edit's
+    parameters, or another format: :func:`download_choice`) or
     save it as a recipe (for other photos, a batch). ``describe(i)`` captions variant i; ``footer`` says what produced the result."""
     count = len(result.images)
     if st.session_state.get(choice_key, 0) >= count:
@@ -209,7 +271,6 @@ def show_result(
                     on_click=session.step_back, disabled=not session.base_history(),
                     help="Return to the photo before the last new base.")
     stem = (session.photo().name or "photo").rsplit(".", 1)[0]
-    st.download_button("Download PNG", variant_png(result, choice), file_name=f"{stem}-{file_suffix}.png",
-                       mime="image/png", on_click="ignore", width="stretch", key=f"{key_prefix}_download")
+    download_choice(result, choice, f"{stem}-{file_suffix}", key_prefix)
     with st.expander("Save this edit as a recipe", icon=":material/receipt_long:"):
         recipe_saver(result, choice, key_prefix)
