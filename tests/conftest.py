@@ -26,14 +26,12 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir())
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items) -> None:
     """How ``make test`` shares the tests between its pytest-xdist workers (``--dist loadgroup``): a
-    file's tests stay together (its module fixtures are built once), the browser tests share one
-    worker (one app server of each kind, and no two browsers racing for the CPU), and so do the tests
-    that start a local Ray cluster (two clusters at once on two cores starve each other)."""
+    file's tests stay together (its module fixtures are built once); the browser tests and the tests
+    that start a local Ray cluster share one worker and run one at a time (one app server of each
+    kind; a Ray cluster's processes next to a browser session starve its page of the CPU)."""
     for item in items:
-        if item.get_closest_marker("browser"):
-            group = "browser"
-        elif item.get_closest_marker("ray"):
-            group = "ray"
+        if item.get_closest_marker("browser") or item.get_closest_marker("ray"):
+            group = "browser-and-ray"
         else:
             group = item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))

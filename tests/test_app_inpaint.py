@@ -46,8 +46,8 @@ def test_generate_variants_with_the_tiny_sd15(app_with_tiny_models):
         assert image.size == PHOTO_SIZE and outside_band_unchanged(image, blur)
     assert any("seed 42" in caption.value for caption in at.caption)
     assert not at.get("download_button")[0].disabled
-    (comparison,) = at.get("iframe")  # before / after as one picture with a slider
-    assert comparison.proto.srcdoc.count("data:image/jpeg;base64,") == 2 and 'type="range"' in comparison.proto.srcdoc
+    (comparison,) = at.get("html")  # before / after as one picture with a slider
+    assert comparison.proto.body.count("data:image/jpeg;base64,") == 2 and 'type="range"' in comparison.proto.body
 
 
 def test_use_as_new_base_and_step_back(app_with_tiny_models):

@@ -50,8 +50,8 @@ def test_extend_without_models_previews_the_canvas_and_fills_it_with_the_labelle
     assert any("nothing new was generated" in info.value for info in at.info)
     assert at.session_state.get(session.INPAINT_RESULT) is None  # the fill mode's results are apart
     # Before / after as one slider: the photo placed on the new canvas lines up with the result.
-    (comparison,) = at.get("iframe")
-    assert "aspect-ratio: 720 / 404" in comparison.proto.srcdoc
+    (comparison,) = at.get("html")
+    assert "aspect-ratio: 720 / 404" in comparison.proto.body
 
 
 def test_pixels_per_side_and_a_zero_extension_says_what_to_do(app_without_models):

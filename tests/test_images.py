@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import os
@@ -140,6 +141,7 @@ def grey_profile(gamma: float) -> bytes:
     return icc_profile(b"GRAY", b"XYZ ", {b"kTRC": curve})
 
 
+@functools.cache  # once: lcms stamps each new profile with the time, so two calls can differ
 def srgb_profile_bytes() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

@@ -1,6 +1,7 @@
 """Tests of core.jpeg_keep and core.output_formats: JPEG results that re-encode only the edited blocks."""
 from __future__ import annotations
 
+import functools
 import io
 
 import jpeglib
@@ -34,6 +35,7 @@ def photo_pixels(size=SIZE, seed=0) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+@functools.cache  # once: lcms stamps each new profile with the time, so two calls can differ
 def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

@@ -288,7 +288,7 @@ def test_a_batch_extends_photos_of_several_sizes_without_masks(tmp_path):
     recipe = Recipe(Selection(kind="whole"), Edit("outpaint", params), seed=SeedPolicy("per_image", 1))
     (tmp_path / "masks").mkdir()
     (tmp_path / "masks" / "p00.png").write_bytes(b"not a mask")  # a masks folder is not read for it
-    summary = run(recipe, tmp_path / "in", tmp_path / "out", masks=tmp_path / "masks",
+    summary = run(recipe, tmp_path / "in", tmp_path / "out", masks=tmp_path / "masks", output_format="png",
                   models=BatchModels(manager_with(telea=telea(64))))
     assert summary.ok and summary.counts["done"] == 3
     for row in summary.rows:
