@@ -12,9 +12,10 @@ st.write(
     "Edit a photo region by region. Choose a photo, select an object on the **Segment** page by clicking "
     "it, boxing it or naming it, and refine the region on the **Mask** page. On the **Inpaint** page, "
     "regenerate the region from a prompt, a reference picture or an instruction (“make the jacket red”), "
-    "as the chosen engine allows, or remove the object; on the **Relight** page, light the subject from "
-    "another direction; on the **Batch** page, replay a saved edit (a recipe) over many photos. "
-    "Everything outside the mask stays exactly as it was."
+    "as the chosen engine allows, remove the object, or extend the canvas beyond the photo's edges; on the "
+    "**Relight** page, light the subject from another direction; on the **Batch** page, replay a saved edit "
+    "(a recipe) over many photos; on the **Models** page, download the models. Everything outside the "
+    "region you edit stays exactly as it was."
 )
 
 image_picker(settings)
