@@ -257,7 +257,8 @@ class EngineQueue:
                 ticket.place = 0
                 return ticket
             if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"{self.title} is busy: {len(self._waiting)} requests are waiting. "
+                count = len(self._waiting)
+                raise QueueFull(f"{self.title} is busy: {count} request{'s are' if count != 1 else ' is'} waiting. "
                                 "Try again in a minute.")
             self._waiting.append(ticket)
             return ticket

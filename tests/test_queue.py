@@ -185,7 +185,7 @@ def test_the_manager_refuses_past_the_queue_max_setting_naming_the_engine():
     models = manager_with(telea=FakeEngine(), settings=replace(manager_with().settings, queue_max=1))
     head = models.queue("telea").enter()
     waiter = Waiter(models.queue("telea"), "a").start()
-    with pytest.raises(QueueFull, match="^OpenCV Telea is busy: 1 requests are waiting. Try again in a minute.$"):
+    with pytest.raises(QueueFull, match="^OpenCV Telea is busy: 1 request is waiting. Try again in a minute.$"):
         with models.hold("telea"):
             pass
     assert not waiter.running.is_set()
