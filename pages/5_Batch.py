@@ -115,13 +115,34 @@ if preview_col.button("Preview the selection on the first photo", disabled=not r
     show_preview(recipe, photos, masks or [])
 if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
     try:
-        new_job = batch_job.start(recipe, photos, masks or [], models(), output_format, quality)
+        new_job = batch_job.start(recipe, photos, masks or [], models(), output_format, quality, session.owner())
     except StudioError as error:
         st.error(str(error))
     else:
         if job is not None:
             job.discard()
         st.session_state[session.BATCH_JOB] = job = new_job
+
+
+def job_order() -> None:
+    """The server's batch jobs in the order their photos are served (people's own generations go
+    first), this session's with Up / Down, other people's without names; when there are several."""
+    rows = batch_job.order_rows(resources.manager().jobs.jobs(), session.owner())
+    if len(rows) < 2:
+        return
+    st.markdown("**Batches on this server**, served in this order (a person's own generation on any page goes "
+                "before the next batch photo):")
+    for row in rows:
+        text_col, up_col, down_col = st.columns([6, 1, 1])
+        text_col.markdown(f"{row.place}. {row.shown}" + (" (yours)" if row.mine else ""))
+        for col, direction, label, able in ((up_col, "up", "Up", row.can_up), (down_col, "down", "Down", row.can_down)):
+            if row.mine and col.button(label, key=f"batch_job_{direction}_{row.job_id}", disabled=not able):
+                try:
+                    resources.manager().move_job(row.job_id, direction, session.owner())
+                except StudioError as error:
+                    st.error(str(error))
+                else:
+                    st.rerun(scope="fragment")
 
 
 # --- 3. the queue -----------------------------------------------------------------------------------
@@ -133,10 +154,13 @@ def queue() -> None:
     finished = len(job.rows)
     st.progress(finished / max(job.total, 1), text=f"{finished} of {job.total} files")
     if job.running:
-        if st.button("Cancel", key="batch_cancel", help="Stops after the current photo; finished results are kept."):
+        if st.button("Cancel", key="batch_cancel",
+                     help="Stops after the current photo (at once while a photo waits for its model); finished "
+                          "results are kept."):
             job.cancel.set()
         if job.cancel.is_set():
             st.caption("Cancelling after the current photo…")
+    job_order()
     rows = job.rows
     if rows:
         st.dataframe(

@@ -354,3 +354,19 @@ def test_an_error_in_the_wait_callback_takes_the_ticket_out():
     with q.turn() as ticket:
         assert q.running is ticket
     assert len(q) == 0
+
+
+def test_the_batch_page_shows_its_own_jobs_with_moves_and_others_without_names():
+    from ui.batch_job import order_rows
+
+    jobs = JobOrder()
+    for job_id, owner, label in (("a", "alice", "clean: 4 files"), ("b", "bob", "bob's holiday: 9 files"),
+                                 ("c", "alice", "relight: 2 files")):
+        jobs.add(job_id, owner, label)
+    rows = order_rows(jobs.jobs(), "alice")
+    assert [(r.place, r.shown, r.mine, r.can_up, r.can_down) for r in rows] == [
+        (1, "clean: 4 files", True, False, True),
+        (2, "Someone else's batch", False, False, False),
+        (3, "relight: 2 files", True, True, False),
+    ]
+    assert all("holiday" not in r.shown for r in rows)
