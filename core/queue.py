@@ -9,8 +9,8 @@ in order and can say where they stand:
   (:class:`JobOrder`, shared by every engine of a manager), which a job's owner can change with
   :meth:`JobOrder.move`. A ticket that runs is never pre-empted: the order decides who runs next.
 - **Place.** A waiting ticket reports its place (:attr:`Ticket.place`: the requests ahead of it,
-  the running one included) and an estimate in seconds: the average of the engine's recent service times times
-  its place (None before the first measured call).
+  the running one included) and an estimate in seconds: the average of the engine's recent
+  service times times that number (None before the first measured call).
 - **Cancel.** ``should_cancel()`` is polled while waiting; when it says so the ticket leaves the
   queue at once (the others move up) and :class:`core.errors.Cancelled` is raised. Any exception
   raised in the wait (a page's rerun, an ``on_wait`` callback's error) also takes the ticket out.
@@ -235,9 +235,9 @@ class EngineQueue:
         The kind of request comes from :data:`CURRENT_JOB`. While waiting, ``on_wait(place, ahead,
         estimate_s)`` is called every poll interval: ``place`` in the line of waiting requests (1 =
         next), ``ahead`` the requests ahead, the running one included (what the estimate counts), and
-        ``estimate_s`` None before the first measured call. Raises QueueFull when ``max_waiting`` requests wait already, Cancelled when
-        ``should_cancel()`` says so while waiting. The block's duration is recorded for the estimate
-        (not when it raised)."""
+        ``estimate_s`` None before the first measured call. Raises QueueFull when ``max_waiting``
+        requests wait already, Cancelled when ``should_cancel()`` (or the batch job's cancel) says so
+        while waiting. The block's duration is recorded for the estimate (not when it raised)."""
         ticket = self.enter()
         try:
             self.wait(ticket, on_wait=on_wait, should_cancel=should_cancel)
