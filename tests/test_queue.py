@@ -86,8 +86,8 @@ class Waiter:
         return self.reports[-1] if self.reports else None
 
     def done(self):
-        """Let it finish its turn (it must have had one, without an error)."""
-        assert self.running.is_set(), f"{self.name} never ran"
+        """Wait for its turn (bounded), then let it finish (without an error)."""
+        assert self.running.wait(LIMIT), f"{self.name} never ran"
         self.finish.set()
         self.thread.join(LIMIT)
         assert not self.thread.is_alive() and self.error is None
