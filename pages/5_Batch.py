@@ -148,6 +148,7 @@ def job_order() -> None:
 # --- 3. the queue -----------------------------------------------------------------------------------
 @st.fragment(run_every=1.0 if job is not None and job.running else None)
 def queue() -> None:
+    job_order()
     job = st.session_state.get(session.BATCH_JOB)
     if job is None:
         return
@@ -160,7 +161,6 @@ def queue() -> None:
             job.cancel.set()
         if job.cancel.is_set():
             st.caption("Cancelling after the current photo…")
-    job_order()
     rows = job.rows
     if rows:
         st.dataframe(

@@ -282,3 +282,12 @@ def test_a_full_queue_is_a_clear_error_and_earlier_results_stay(app_without_mode
 def _take_turn(queue) -> None:
     with queue.turn():
         pass
+
+
+def test_the_wait_message_counts_the_requests_ahead_and_rounds_the_estimate():
+    from ui.generation import wait_message
+
+    assert wait_message("SD 1.5 inpainting", 2, 2, 19.2) == "Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s."
+    assert wait_message("SD 1.5 inpainting", 1, 1, None) == "Waiting for SD 1.5 inpainting: 1 request ahead of yours."
+    assert wait_message("OpenCV Telea", 1, 0, 0.2) == "Waiting for OpenCV Telea: yours is next, about 1 s."
+    assert wait_message("SDXL inpainting", 7, 7, 150.0) == "Waiting for SDXL inpainting: 7 requests ahead of yours, about 3 min."
