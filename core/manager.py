@@ -8,7 +8,8 @@ batch photos, first come first served, and a waiting caller hears its place and 
 (``on_wait``) and can cancel (``should_cancel``). Batch runners mark their calls with
 :meth:`ModelManager.batch_job`; the jobs' order (:attr:`ModelManager.jobs`) is their owners' to
 change. The server keeps one manager for all sessions (``ui.resources``), and the batch runner, its
-Ray workers, the selection service and the command line each use one of their own, the same class. The memory janitor asks :attr:`ModelManager.busy` before trimming.
+Ray workers, the selection service and the command line each use one of their own, the same class.
+The memory janitor asks :attr:`ModelManager.busy` before trimming.
 
 Engines are loaded by name (``sd15``, ``sd15+lcm``, ``fastsam``): the catalog entry names the
 class (``"module:Class"``, imported here on first use) and the model roles it needs; the manager
