@@ -14,6 +14,7 @@ from ui.page import setup_page
 from ui.results import batch_output_choice
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
+MOVE_ERROR = "batch_job_move_error"  # why the last Up / Down could not be done
 STATUS_LABELS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}
 
 setup_page("Batch", ":material/stacks:")
@@ -124,9 +125,20 @@ if run_col.button("Run the batch", type="primary", disabled=not ready, width="st
         st.session_state[session.BATCH_JOB] = job = new_job
 
 
+def move_job(job_id: str, direction: str) -> None:
+    """Up / Down of one of this session's batch jobs (a button callback: the run it starts shows the
+    new order)."""
+    try:
+        resources.manager().move_job(job_id, direction, session.owner())
+    except StudioError as error:  # the job finished meanwhile
+        st.session_state[MOVE_ERROR] = str(error)
+
+
 def job_order() -> None:
     """The server's batch jobs in the order their photos are served (people's own generations go
     first), this session's with Up / Down, other people's without names; when there are several."""
+    if MOVE_ERROR in st.session_state:
+        st.warning(st.session_state.pop(MOVE_ERROR))
     rows = batch_job.order_rows(resources.manager().jobs.jobs(), session.owner())
     if len(rows) < 2:
         return
@@ -135,14 +147,11 @@ def job_order() -> None:
     for row in rows:
         text_col, up_col, down_col = st.columns([6, 1, 1])
         text_col.markdown(f"{row.place}. {row.shown}" + (" (yours)" if row.mine else ""))
-        for col, direction, label, able in ((up_col, "up", "Up", row.can_up), (down_col, "down", "Down", row.can_down)):
-            if row.mine and col.button(label, key=f"batch_job_{direction}_{row.job_id}", disabled=not able):
-                try:
-                    resources.manager().move_job(row.job_id, direction, session.owner())
-                except StudioError as error:
-                    st.error(str(error))
-                else:
-                    st.rerun(scope="fragment")
+        if row.mine:
+            up_col.button("Up", key=f"batch_job_up_{row.job_id}", disabled=not row.can_up, on_click=move_job,
+                          args=(row.job_id, "up"))
+            down_col.button("Down", key=f"batch_job_down_{row.job_id}", disabled=not row.can_down, on_click=move_job,
+                            args=(row.job_id, "down"))
 
 
 # --- 3. the queue -----------------------------------------------------------------------------------
