@@ -18,6 +18,7 @@ import io
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from core.batch_inputs import BatchInputError, InputItem, list_inputs, mask_files
 from core.canvas import fit_alpha
 from core.config import apply_offline_mode, load_settings, quiet_library_progress
-from core.errors import StudioError, one_line
+from core.errors import Cancelled, StudioError, one_line
 from core.images import read_image
 from core.manager import ModelManager
 from core.masks import mask_from_image
@@ -140,6 +141,8 @@ def process_item(
             notes += [note for note in encoded.notes if note not in notes]
         timings["write"] = (time.perf_counter() - stage) * 1000
         row.update(status="done", outputs=names, seeds=applied.seeds, notes=notes)
+    except Cancelled as error:  # the batch was cancelled while this photo waited for its model
+        row.update(status="cancelled", error=one_line(error))
     except (StudioError, OSError) as error:
         row["error"] = one_line(error)
     except Exception as error:  # noqa: BLE001 (one photo's failure is one failed row; the batch goes on)
@@ -293,6 +296,9 @@ def run(
     resume: bool = False,
     output_format: str | None = None,
     quality: int | None = None,
+    job_id: str | None = None,
+    owner: str = "",
+    label: str = "",
 ) -> BatchSummary:
     """Apply ``recipe`` to every photo of ``inputs`` (a folder or zip), writing into ``output``.
 
@@ -303,6 +309,10 @@ def run(
     each: once it returns True the remaining photos are marked cancelled. Raises BatchInputError
     before starting when the inputs, masks or output cannot be used, OutputFormatError for an
     unknown format or a quality out of range.
+
+    Each photo's model calls are batch requests of job ``job_id`` (a new id when None) of ``owner``:
+    in a manager shared with the pages, a person's generation goes before the batch's next photo,
+    and the job takes its place in the manager's job order (``label``: what its owner sees there).
     """
     started = time.perf_counter()
     models = models or BatchModels.own(recipe)
@@ -310,6 +320,17 @@ def run(
     items, masks_by_stem, output = prepare(inputs, output, masks)
     manifest = Manifest(output, recipe, items, output_format=output_format)
     earlier = Manifest.previous(output, recipe) if resume else {}
+    with models.manager.batch_job(job_id or uuid.uuid4().hex, owner, label or output.name, should_cancel):
+        resumed = _run_items(recipe, items, masks_by_stem, output, models, manifest, earlier, on_progress,
+                             should_cancel, output_format, quality)
+    manifest.write(finished=True)
+    rows = sorted(manifest.rows.values(), key=lambda row: row["index"])
+    return BatchSummary(len(items), manifest.counts(), output, time.perf_counter() - started, resumed, rows)
+
+
+def _run_items(recipe, items, masks_by_stem, output, models, manifest, earlier, on_progress, should_cancel,
+               output_format, quality) -> int:
+    """The photos of :func:`run`, one at a time; how many were done in an earlier run."""
     resumed = 0
     cancelled = False
     for index, item in enumerate(items):
@@ -328,9 +349,7 @@ def run(
         manifest.record(row)
         if on_progress is not None:
             on_progress(BatchProgress(len(manifest.rows), len(items), row))
-    manifest.write(finished=True)
-    rows = sorted(manifest.rows.values(), key=lambda row: row["index"])
-    return BatchSummary(len(items), manifest.counts(), output, time.perf_counter() - started, resumed, rows)
+    return resumed
 
 
 def zip_results(output: Path) -> bytes:

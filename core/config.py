@@ -20,6 +20,7 @@ PREFIX = "INPAINT_STUDIO_"
 DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
 DEVICES = ("auto", "cuda", "mps", "cpu")
+DEFAULT_QUEUE_MAX = 20  # requests that may wait for one engine before more are turned away
 # zlib level of the PNGs the app writes (downloads, command line, batch): 1 is several times faster
 # than Pillow's 6 on a 12 MP photo for files a little larger; 0 = none, 9 = smallest and slowest.
 DEFAULT_PNG_COMPRESSION = 1
@@ -73,6 +74,7 @@ class Settings:
     png_compression: int = DEFAULT_PNG_COMPRESSION  # zlib level (0-9) of the PNGs the app writes
     output_format: str = AUTO_FORMAT  # of the command line's and batches' results (OUTPUT_FORMAT_NAMES)
     jpeg_quality: int = DEFAULT_JPEG_QUALITY  # 1-100, of plain JPEG results
+    queue_max: int = DEFAULT_QUEUE_MAX  # requests that may wait per engine (the running one not counted)
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -159,6 +161,7 @@ def load_settings(
         png_compression=_png_compression(get("PNG_COMPRESSION")),
         output_format=_output_format(get("OUTPUT_FORMAT")),
         jpeg_quality=_jpeg_quality(get("JPEG_QUALITY")),
+        queue_max=_queue_max(get("QUEUE_MAX")),
     )
 
 
@@ -188,6 +191,22 @@ def _jpeg_quality(value: str | None) -> int:
             f"{PREFIX}JPEG_QUALITY={value!r}: give a whole number from 1 to 100; the default is {DEFAULT_JPEG_QUALITY}."
         )
     return quality
+
+
+def _queue_max(value: str | None) -> int:
+    """``INPAINT_STUDIO_QUEUE_MAX``: a whole number of at least 1 (unset or empty: the default)."""
+    if value is None or not value.strip():
+        return DEFAULT_QUEUE_MAX
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SettingsError(
+            f"{PREFIX}QUEUE_MAX={value!r}: give a whole number of at least 1 (how many requests may wait for "
+            f"one model); the default is {DEFAULT_QUEUE_MAX}."
+        )
+    return count
 
 
 def _png_compression(value: str | None) -> int:

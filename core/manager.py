@@ -2,10 +2,14 @@
 what is running.
 
 A loaded engine is not safe to call from two threads at once (a diffusers pipeline's scheduler,
-an ultralytics predictor keep state), so every engine comes with a lock, held for each call by
-:meth:`ModelManager.use`. The server keeps one manager for all sessions (``ui.resources``), and
-the batch runner, its Ray workers, the selection service and the command line each use one of
-their own, the same class. The memory janitor asks :attr:`ModelManager.busy` before trimming.
+an ultralytics predictor keep state), so every engine comes with a fair queue (:mod:`core.queue`):
+each call by :meth:`ModelManager.use` / :meth:`ModelManager.hold` takes its turn, people before
+batch photos, first come first served, and a waiting caller hears its place and an estimate
+(``on_wait``) and can cancel (``should_cancel``). Batch runners mark their calls with
+:meth:`ModelManager.batch_job`; the jobs' order (:attr:`ModelManager.jobs`) is their owners' to
+change. The server keeps one manager for all sessions (``ui.resources``), and the batch runner, its
+Ray workers, the selection service and the command line each use one of their own, the same class.
+The memory janitor asks :attr:`ModelManager.busy` before trimming.
 
 Engines are loaded by name (``sd15``, ``sd15+lcm``, ``fastsam``): the catalog entry names the
 class (``"module:Class"``, imported here on first use) and the model roles it needs; the manager
@@ -23,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from core import catalog as catalogs
+from core import queue as queues
 from core.catalog import Catalog, EngineEntry, FewStep
 from core.config import Settings
 from core.device import DeviceInfo, detect_device
 from core.errors import ModelUnavailable
 from core.memory import memory_shortfall, release_memory
 from core.model_files import ModelStatus, locate
+from core.queue import EngineQueue, JobOrder, WaitCallback
 
 FAILED_LOAD_RETRY_SECONDS = 30.0  # a failed load is reported again, not retried, within this time
 
@@ -82,6 +88,8 @@ class ModelManager:
         self._engines: dict[str, Any] = {}
         self._failures: dict[str, tuple[float, str, type[ModelUnavailable]]] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._queues: dict[str, EngineQueue] = {}
+        self.jobs = JobOrder()  # the order of the batch jobs using this manager
         self._guard = threading.Lock()
         self._running = 0
 
@@ -137,9 +145,22 @@ class ModelManager:
     # --- loading and using ----------------------------------------------------------------------
 
     def lock(self, name: str) -> threading.Lock:
-        """The lock held around every call into engine ``name``."""
+        """The lock held while engine ``name`` loads (its calls take turns in :meth:`queue`)."""
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
+
+    def queue(self, name: str) -> EngineQueue:
+        """Engine ``name``'s queue: every call into it takes its turn there."""
+        with self._guard:
+            found = self._queues.get(name)
+            if found is None:
+                try:
+                    title = self.catalog.title(name)
+                except Exception:  # noqa: BLE001 (a name the catalog lacks: load() says so; named as given)
+                    title = name
+                found = self._queues[name] = EngineQueue(title, self.settings.queue_max, self.jobs)
+                self.jobs.listen(found.reorder)
+            return found
 
     def is_loaded(self, name: str) -> bool:
         return name in self._engines
@@ -182,35 +203,44 @@ class ModelManager:
         self._engines[name] = engine
 
     @contextlib.contextmanager
-    def use(self, name: str, *,
-            waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[Any]:
-        """Engine ``name`` with its lock held until the block ends, counted as running meanwhile.
-
-        ``waiting()``: a context (a spinner) entered while another caller holds the lock."""
+    def use(self, name: str, *, on_wait: WaitCallback | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> Iterator[Any]:
+        """Engine ``name``, this caller's turn held until the block ends, counted as running meanwhile
+        (waiting for the turn included); ``on_wait`` and ``should_cancel`` as for :meth:`hold`."""
         engine = self.load(name)
-        with self.hold(name, waiting=waiting):
+        with self.hold(name, on_wait=on_wait, should_cancel=should_cancel):
             yield engine
 
     @contextlib.contextmanager
-    def hold(self, name: str, *,
-             waiting: Callable[[], contextlib.AbstractContextManager] | None = None) -> Iterator[None]:
-        """Engine ``name``'s lock held and the work counted as running until the block ends (the
-        engine itself from :meth:`load`); ``waiting()`` as for :meth:`use`."""
-        lock = self.lock(name)
-        acquired = lock.acquire(blocking=False)
+    def hold(self, name: str, *, on_wait: WaitCallback | None = None,
+             should_cancel: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Engine ``name``'s turn (:meth:`queue`) held and the work counted as running until the block
+        ends (the engine itself from :meth:`load`).
+
+        While others are ahead: ``on_wait(place, ahead, estimate_s)`` every moment or so (see
+        :meth:`core.queue.EngineQueue.turn`), and ``should_cancel()`` returning True leaves the queue
+        with Cancelled. Raises core.queue.QueueFull when ``INPAINT_STUDIO_QUEUE_MAX`` requests wait."""
         self._count(+1)
         try:
-            if not acquired:
-                with waiting() if waiting is not None else contextlib.nullcontext():
-                    lock.acquire()
-                    acquired = True
-            yield
+            with self.queue(name).turn(on_wait=on_wait, should_cancel=should_cancel):
+                yield
         finally:
             self._count(-1)
-            if acquired:
-                lock.release()
             if self.release_after_use:
                 release_memory()
+
+    def batch_job(self, job_id: str, owner: str, label: str = "",
+                  should_cancel: Callable[[], bool] | None = None) -> contextlib.AbstractContextManager:
+        """Mark the calls made in the block as photos of batch job ``job_id`` of ``owner`` (they wait
+        behind people's requests, in the job order, which the job joins meanwhile); ``label``: what
+        its owner sees of it; ``should_cancel``: the job's cancel, which takes a waiting photo out of
+        its queue at once."""
+        return queues.batch_job(job_id, owner, self.jobs, label, should_cancel)
+
+    def move_job(self, job_id: str, direction: str, owner: str) -> None:
+        """Move batch job ``job_id`` ``"up"`` or ``"down"`` in the job order; only its owner may
+        (core.queue.UnknownJob, NotJobOwner otherwise)."""
+        self.jobs.move(job_id, direction, owner)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

@@ -14,6 +14,7 @@ from ui.page import setup_page
 from ui.results import batch_output_choice
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
+MOVE_ERROR = "batch_job_move_error"  # why the last Up / Down could not be done
 STATUS_LABELS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "cancelled": "cancelled"}
 
 setup_page("Batch", ":material/stacks:")
@@ -115,7 +116,7 @@ if preview_col.button("Preview the selection on the first photo", disabled=not r
     show_preview(recipe, photos, masks or [])
 if run_col.button("Run the batch", type="primary", disabled=not ready, width="stretch") and load_models(recipe):
     try:
-        new_job = batch_job.start(recipe, photos, masks or [], models(), output_format, quality)
+        new_job = batch_job.start(recipe, photos, masks or [], models(), output_format, quality, session.owner())
     except StudioError as error:
         st.error(str(error))
     else:
@@ -124,16 +125,48 @@ if run_col.button("Run the batch", type="primary", disabled=not ready, width="st
         st.session_state[session.BATCH_JOB] = job = new_job
 
 
+def move_job(job_id: str, direction: str) -> None:
+    """Up / Down of one of this session's batch jobs (a button callback: the run it starts shows the
+    new order)."""
+    try:
+        resources.manager().move_job(job_id, direction, session.owner())
+    except StudioError as error:  # the job finished meanwhile
+        st.session_state[MOVE_ERROR] = str(error)
+
+
+def job_order() -> None:
+    """The server's batch jobs in the order their photos are served (people's own generations go
+    first), this session's with Up / Down, other people's without names; when there are several."""
+    if MOVE_ERROR in st.session_state:
+        st.warning(st.session_state.pop(MOVE_ERROR))
+    rows = batch_job.order_rows(resources.manager().jobs.jobs(), session.owner())
+    if len(rows) < 2:
+        return
+    st.markdown("**Batches on this server**, served in this order (a person's own generation on any page goes "
+                "before the next batch photo):")
+    for row in rows:
+        text_col, up_col, down_col = st.columns([6, 1, 1])
+        text_col.markdown(f"{row.place}. {row.shown}" + (" (yours)" if row.mine else ""))
+        if row.mine:
+            up_col.button("Up", key=f"batch_job_up_{row.job_id}", disabled=not row.can_up, on_click=move_job,
+                          args=(row.job_id, "up"))
+            down_col.button("Down", key=f"batch_job_down_{row.job_id}", disabled=not row.can_down, on_click=move_job,
+                            args=(row.job_id, "down"))
+
+
 # --- 3. the queue -----------------------------------------------------------------------------------
 @st.fragment(run_every=1.0 if job is not None and job.running else None)
 def queue() -> None:
+    job_order()
     job = st.session_state.get(session.BATCH_JOB)
     if job is None:
         return
     finished = len(job.rows)
     st.progress(finished / max(job.total, 1), text=f"{finished} of {job.total} files")
     if job.running:
-        if st.button("Cancel", key="batch_cancel", help="Stops after the current photo; finished results are kept."):
+        if st.button("Cancel", key="batch_cancel",
+                     help="Stops after the current photo (at once while a photo waits for its model); finished "
+                          "results are kept."):
             job.cancel.set()
         if job.cancel.is_set():
             st.caption("Cancelling after the current photo…")

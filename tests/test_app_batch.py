@@ -229,3 +229,28 @@ def test_a_jobs_files_go_when_the_session_lets_go_of_it(tmp_path):
     del job
     gc.collect()
     assert not workdir.exists()
+
+
+def test_the_servers_batches_are_listed_in_order_and_only_their_owner_moves_them(app_without_models):
+    from ui import resources
+
+    at = batch_page()
+    at.session_state[session.QUEUE_OWNER] = "me"
+    jobs = resources.manager().jobs  # the server's job order: two batches are running
+    jobs.add("theirs", "someone else", "their-holiday-photos: 9 files")
+    jobs.add("mine", "me", "remove-disk: 3 files")
+    try:
+        at.run()
+        assert not at.exception
+        texts = [markdown.value for markdown in at.markdown]
+        assert "1. Someone else's batch" in texts and "2. remove-disk: 3 files (yours)" in texts
+        assert not any("holiday" in text for text in texts)
+        assert not [b for b in at.button if b.key and b.key.endswith("_theirs")]  # no moves for others' jobs
+        assert at.button(key="batch_job_down_mine").disabled  # already last
+        at.button(key="batch_job_up_mine").click().run()
+        assert not at.exception and not at.error
+        assert [job.job_id for job in jobs.jobs()] == ["mine", "theirs"]
+        assert "1. remove-disk: 3 files (yours)" in [markdown.value for markdown in at.markdown]
+    finally:
+        jobs.remove("theirs")
+        jobs.remove("mine")

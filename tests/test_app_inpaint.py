@@ -1,6 +1,9 @@
 """AppTest runs of the Inpaint page with the tiny diffusion models, and without any model."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import streamlit as st
 from PIL import Image
@@ -197,3 +200,94 @@ def test_a_jpeg_photo_can_be_downloaded_as_a_jpeg_that_keeps_its_unchanged_block
     assert np.array_equal(kept[:32], np.asarray(Image.open(buffer).convert("RGB"))[:32])  # far from the region
     at = at.selectbox(key="inpaint_download_format").set_value("jpeg").run()
     assert at.slider(key="inpaint_jpeg_quality").value == 95 and not at.exception
+
+
+# --- the model's queue, as the page shows it -------------------------------------------------------
+
+
+def page_manager():
+    """The server's model manager, the one the page's runs use (a process-wide cache)."""
+    from ui import resources
+
+    return resources.manager()
+
+
+def shown_while_running() -> list[str]:
+    """The texts of the progress bars the page's script run shows now, while it runs.
+
+    AppTest gives the page's elements only when a run ends; this reads what the running script has
+    sent so far, through the script thread's run context (Streamlit internals, kept to this helper)."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import SCRIPT_RUN_CONTEXT_ATTR_NAME
+    from streamlit.testing.v1.element_tree import parse_tree_from_messages
+
+    contexts = [getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME) for thread in threading.enumerate()
+                if getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME, None) is not None]
+    texts = []
+    for context in contexts:
+        runner = context._enqueue.__self__
+        texts += [element.proto.text for element in parse_tree_from_messages(list(runner.forward_msgs())).get("progress")]
+    return texts
+
+
+def wait_until(condition, what: str, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_generation_waiting_for_its_model_shows_its_place_and_runs_when_the_model_is_free(app_without_models):
+    at = inpaint_page()
+    queue = page_manager().queue("telea")
+    head = queue.enter()  # another person's generation holds OpenCV Telea
+    try:
+        button(at, "Remove object").click()
+        runs = []
+        page = threading.Thread(target=lambda: runs.append(at.run()), daemon=True)
+        page.start()
+        wait_until(lambda: len(queue.waiting()) == 1, "the page's request to queue")
+        wait_until(lambda: any(text.startswith("Waiting for") for text in shown_while_running()), "the message")
+        assert "Waiting for OpenCV Telea: 1 request ahead of yours." in shown_while_running()
+    finally:
+        queue.leave(head)
+    page.join(60)
+    assert not page.is_alive()
+    at = runs[0]
+    assert not at.exception and not at.error
+    assert at.session_state[session.INPAINT_RESULT].engine == "telea"
+    assert len(queue) == 0
+
+
+def test_a_full_queue_is_a_clear_error_and_earlier_results_stay(app_without_models):
+    app_without_models.setenv("INPAINT_STUDIO_QUEUE_MAX", "1")
+    at = generate(inpaint_page(), "Remove object")
+    earlier = at.session_state[session.INPAINT_RESULT]
+    queue = page_manager().queue("telea")
+    head = queue.enter()
+    waiting = threading.Thread(target=_take_turn, args=(queue,), daemon=True)
+    waiting.start()
+    try:
+        wait_until(lambda: len(queue.waiting()) == 1, "someone else waiting")
+        at = generate(at, "Remove object")
+        assert not at.exception
+        assert [error.value for error in at.error] == ["OpenCV Telea is busy: 1 request is waiting. Try again in a minute."]
+        assert at.session_state[session.INPAINT_RESULT] is earlier
+        assert len(queue.waiting()) == 1  # the page's request did not join
+    finally:
+        queue.leave(head)
+    waiting.join(30)
+    assert not waiting.is_alive() and len(queue) == 0
+
+
+def _take_turn(queue) -> None:
+    with queue.turn():
+        pass
+
+
+def test_the_wait_message_counts_the_requests_ahead_and_rounds_the_estimate():
+    from ui.generation import wait_message
+
+    assert wait_message("SD 1.5 inpainting", 2, 2, 19.2) == "Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s."
+    assert wait_message("SD 1.5 inpainting", 1, 1, None) == "Waiting for SD 1.5 inpainting: 1 request ahead of yours."
+    assert wait_message("OpenCV Telea", 1, 0, 0.2) == "Waiting for OpenCV Telea: yours is next, about 1 s."
+    assert wait_message("SDXL inpainting", 7, 7, 150.0) == "Waiting for SDXL inpainting: 7 requests ahead of yours, about 3 min."

@@ -72,13 +72,13 @@ def test_every_operation_checks_its_engine_kind_and_light():
     assert set(OPERATIONS) == {"inpaint", "remove", "outpaint", "lit_fill", "relight", "shade"}
 
 
-def test_run_holds_the_engines_lock_and_counts_the_edit_as_running():
+def test_run_holds_the_engines_turn_and_counts_the_edit_as_running():
     seen = {}
 
     class Watching(FakeEngine):
         def generate(self, request, progress=None, should_cancel=None):
             seen["busy"] = models.busy
-            seen["locked"] = models.lock("telea").locked()
+            seen["locked"] = models.queue("telea").running is not None
             return super().generate(request, progress, should_cancel)
 
     models = manager_with(telea=Watching())
@@ -87,7 +87,7 @@ def test_run_holds_the_engines_lock_and_counts_the_edit_as_running():
     mask[10:30, 10:40] = True
     result = operations.run(Edit("remove", InpaintParams(engine="telea", steps=1)), photo, mask, models)
     assert seen == {"busy": True, "locked": True}
-    assert not models.busy and not models.lock("telea").locked()
+    assert not models.busy and models.queue("telea").running is None
     assert len(result.images) == 1
 
 
@@ -152,25 +152,15 @@ def test_two_callers_wait_for_each_other_on_one_engine():
     first.start()
     while not order:
         pass
-    waited = []
+    waited = threading.Event()
     second = threading.Thread(target=operations.run, args=(edit, photo, mask, models),
-                              kwargs={"waiting": lambda: _Noting(waited)})
+                              kwargs={"on_wait": lambda place, ahead, estimate: waited.set()})
     second.start()
+    assert waited.wait(10)  # told it waits, while the first holds the engine
     release.set()
     first.join(10)
     second.join(10)
-    assert order == ["start", "end", "start", "end"] and waited == [True]
-
-
-class _Noting:
-    def __init__(self, waited):
-        self.waited = waited
-
-    def __enter__(self):
-        self.waited.append(True)
-
-    def __exit__(self, *exc):
-        return False
+    assert order == ["start", "end", "start", "end"]
 
 
 def test_catalog_names_are_unique_and_every_engine_role_is_a_model():

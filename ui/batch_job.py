@@ -2,8 +2,10 @@
 
 The page saves the uploads into a temporary folder, starts the job and returns; a fragment
 redraws the job's rows every second while it runs. The job uses the process-wide models through
-their locks, one photo at a time, so people using the other pages meanwhile wait at most for one
-photo's generation, not for the whole batch. Cancel stops after the current photo.
+their queues, one photo at a time, as batch requests: people using the other pages meanwhile go
+before its next photo, so they wait at most for one photo's generation. Jobs of several people wait
+in a job order each owner may change. Cancel stops after the current photo (at once while a photo
+waits for its model).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import io
 import shutil
 import tempfile
 import threading
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,7 @@ class BatchJob:
     summary: BatchSummary | None = None
     error: str = ""
     thread: threading.Thread | None = None
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # its place in the models' job order
     _zip: bytes | None = None
 
     @property
@@ -135,10 +139,41 @@ def preview(recipe: Recipe, photos: list, masks: list, segmenter: Any) -> Previe
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class OrderRow:
+    """One batch job of the server as a session sees it in the job order: its own with its label and
+    moves, someone else's with neither (no file or recipe names)."""
+
+    job_id: str
+    place: int  # 1 = served first
+    shown: str
+    mine: bool
+    can_up: bool
+    can_down: bool
+
+
+def order_rows(jobs: list, owner: str) -> list[OrderRow]:
+    """The server's batch jobs (``core.queue.JobInfo``, first served first) as ``owner`` sees them."""
+    rows = []
+    for index, job in enumerate(jobs):
+        mine = job.owner == owner
+        rows.append(OrderRow(job.job_id, index + 1, job.label if mine else "Someone else's batch", mine,
+                             mine and index > 0, mine and index < len(jobs) - 1))
+    return rows
+
+
+def job_label(recipe: Recipe, total: int) -> str:
+    """How its owner sees a job in the job order."""
+    return f"{recipe.name or 'Batch'}: {total} file{'s' if total != 1 else ''}"
+
+
 def start(recipe: Recipe, photos: list, masks: list, models: BatchModels, output_format: str | None = None,
-          quality: int | None = None) -> BatchJob:
+          quality: int | None = None, owner: str = "") -> BatchJob:
     """Save the uploads and start the batch in a background thread, writing its results in
     ``output_format`` (a name of ``core.output_formats.CHOICES``; None: the setting).
+
+    Its photos are batch requests of job ``job.job_id`` of ``owner`` (the session): people's
+    generations go first, and the job waits in the models' job order, which its owner may change.
 
     Raises UploadError / BatchInputError for uploads that cannot be used (nothing is started).
     """
@@ -161,7 +196,7 @@ def start(recipe: Recipe, photos: list, masks: list, models: BatchModels, output
         try:
             job.summary = run(recipe, job.inputs, job.output, masks=job.masks, models=models,
                               on_progress=progress, should_cancel=job.cancel.is_set, output_format=output_format,
-                              quality=quality)
+                              quality=quality, job_id=job.job_id, owner=owner, label=job_label(recipe, total))
         except BatchInputError as error:
             job.error = str(error)
         except Exception as error:  # noqa: BLE001 (shown on the page, the server goes on)

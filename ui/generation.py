@@ -1,11 +1,19 @@
 """Running one generation from a page: a progress bar, a Cancel button, and errors said plainly.
 
+The generation runs in the page's own script run. While other requests for the same model are
+ahead of it in the model's queue (``core.queue``), the bar says so and keeps the numbers up to date:
+"Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s". A full queue is the page's
+usual clear error.
+
 Cancel works by Streamlit's rerun: clicking it starts a new run of the page, which stops this one
-between two steps (the engine's step callback is where the script yields). The new run sees the
-button's value and says that the generation was cancelled; earlier results stay.
+at its next update of the page: between two steps (the engine's step callback is where the script
+yields), or at once while it waits in the queue (the wait updates the bar several times a second,
+and leaving the wait takes the request out of the queue). The new run sees the button's value and
+says that the generation was cancelled; earlier results stay.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,24 +28,66 @@ CANCEL = "cancel_generation"
 Progress = Callable[[int, int], None]
 
 
-def run_generation(work: Callable[[Progress], Any], what: str = "Generation") -> Any | None:
+def wait_message(title: str, place: int, ahead: int, estimate_s: float | None) -> str:
+    """What the page says while a request waits for model ``title``: the requests ahead of it (the
+    running one included) and, once the model has been timed, about how long."""
+    if ahead <= 0:
+        said = "yours is next"
+    else:
+        said = f"{ahead} request{'s' if ahead != 1 else ''} ahead of yours"
+    return f"Waiting for {title}: {said}" + (f", about {about(estimate_s)}" if estimate_s is not None else "") + "."
+
+
+def about(seconds: float) -> str:
+    """A rough duration: "4 s", "20 s" (5 s steps), "3 min"."""
+    if seconds < 10:
+        return f"{max(1, math.ceil(seconds))} s"
+    if seconds < 60:
+        return f"{5 * math.ceil(seconds / 5)} s"
+    return f"{math.ceil(seconds / 60)} min"
+
+
+class GenerationProgress:
+    """The bar of one generation: ``progress(done, total)`` for its steps (a ``Progress``), and
+    :meth:`waiting` for its place in the model's queue (``core.queue``'s ``on_wait``). Both are
+    called in the page's own script run, which is where they update the page."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.message = ""  # what the bar says now
+
+    def __call__(self, done: int, total: int) -> None:
+        self.message = f"Step {done} of {total}"
+        self.bar.progress(min(done / max(total, 1), 1.0), text=self.message)
+
+    def waiting(self, title: str) -> Callable[[int, int, float | None], None]:
+        """The ``on_wait(place, ahead, estimate_s)`` of a request for model ``title``."""
+        def on_wait(place: int, ahead: int, estimate_s: float | None) -> None:
+            self.message = wait_message(title, place, ahead, estimate_s)
+            self.bar.progress(0.0, text=self.message)  # every call: a Cancel click is noticed here
+
+        return on_wait
+
+
+def run_generation(work: Callable[[GenerationProgress], Any], what: str = "Generation") -> Any | None:
     """``work(progress)`` under a progress bar with a Cancel button; its result, or None.
 
-    A clear error (bad settings, a missing or broken model, out of memory) is shown, not raised;
-    the page's earlier results are untouched.
+    ``progress``: a :class:`GenerationProgress` (call it with the steps; ``progress.waiting(title)``
+    is the queue's ``on_wait``). A clear error (bad settings, a missing or broken model, out of
+    memory, a full queue) is shown, not raised; the page's earlier results are untouched.
     """
     cancel_slot = st.empty()
-    cancel_slot.button("Cancel", key=CANCEL, help="Stops after the current step.")
-    bar = st.progress(0.0, text="Starting…")
+    cancel_slot.button("Cancel", key=CANCEL, help="Leaves the queue, or stops after the current step.")
+    progress = GenerationProgress(st.progress(0.0, text="Starting…"))
     result = None
     try:
-        result = work(lambda done, total: bar.progress(min(done / max(total, 1), 1.0), text=f"Step {done} of {total}"))
+        result = work(progress)
     except Cancelled:
         st.warning(f"{what} cancelled.")
     except StudioError as error:
         st.error(str(error))
     finally:
-        bar.empty()
+        progress.bar.empty()
         cancel_slot.empty()
     return result
 
@@ -45,12 +95,12 @@ def run_generation(work: Callable[[Progress], Any], what: str = "Generation") ->
 def run_edit(edit: operations.Edit, image, mask, what: str = "Generation") -> Any | None:
     """Run ``edit`` on the page (see :func:`run_generation`) with the server's models; its result,
     or None (an error or a cancel was shown; the page's earlier results are untouched)."""
-    def work(progress: Progress) -> Any:
+    def work(progress: GenerationProgress) -> Any:
         if edit.engine is not None:
             with resources.loading(edit.engine):
                 resources.manager().load(edit.engine)
-        return operations.run(edit, image, mask, resources.manager(), progress=progress,
-                              waiting=resources.waiting_spinner)
+        on_wait = progress.waiting(resources.engine_title(edit.engine)) if edit.engine is not None else None
+        return operations.run(edit, image, mask, resources.manager(), progress=progress, on_wait=on_wait)
 
     return run_generation(work, what)
 

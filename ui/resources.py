@@ -1,13 +1,13 @@
 """Process-wide resources, created once per server process and shared by every session.
 
 One ``st.cache_resource`` model manager (``core.manager``) holds every model; models are never
-kept in session state. The manager loads each once per process and holds a lock per model around
-every call (a model keeps state between calls and is not thread-safe).
+kept in session state. The manager loads each once per process, and every call into a model takes
+its turn in the model's fair queue (a model keeps state between calls and is not thread-safe):
+people's generations first, then batch photos, in order.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import streamlit as st
 
@@ -133,10 +133,6 @@ def engine_title(name: str) -> str:
 def segmenter() -> Segmenter:
     """The selection service, shared by every session; each model loads on first use."""
     return Segmenter(manager())
-
-
-def waiting_spinner() -> Any:
-    return st.spinner("Waiting for another generation on this server to finish…")
 
 
 def loading(name: str) -> contextlib.AbstractContextManager:

@@ -6,6 +6,7 @@ Session state holds small per-user data only; models never live here (see ``ui/r
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import streamlit as st
@@ -40,6 +41,7 @@ RELIGHT_PREVIEW = "relight_preview"  # (photo id, mask revision, core.light.Prev
 BATCH_RECIPE = "batch_recipe"  # core.recipe.Recipe saved from a result with "Use for a batch"
 BATCH_JOB = "batch_job"  # ui.batch_job.BatchJob of this session's latest batch
 BASE_HISTORY = "base_history"  # earlier versions of the photo (LoadedImage), oldest first
+QUEUE_OWNER = "queue_owner"  # this session's id as the owner of its batch jobs in the models' queues
 MASKS_BY_SIZE = "masks_by_size"  # (width, height) → the MaskDocument last used at that size (a canvas extended)
 MAX_BASE_HISTORY = 10
 
@@ -54,6 +56,13 @@ def init_session() -> None:
     for key, make in SESSION_DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = make()
+
+
+def owner() -> str:
+    """This session's id as the owner of its batch jobs (only the owner may move a job in the order)."""
+    if QUEUE_OWNER not in st.session_state:
+        st.session_state[QUEUE_OWNER] = uuid.uuid4().hex
+    return st.session_state[QUEUE_OWNER]
 
 
 def photo() -> LoadedImage | None:

@@ -182,10 +182,14 @@ def run(
     *,
     progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
-    waiting: Callable[[], Any] | None = None,
+    on_wait: Callable[[int, int, float | None], None] | None = None,
 ) -> Any:
     """Apply ``edit`` to ``mask`` of ``image`` (None for an operation that takes no mask), holding its engine (from ``manager``, a
-    ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``."""
+    ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``.
+
+    While other requests for the engine are ahead in its queue, ``on_wait(place, ahead, estimate_s)``
+    reports where this one stands, and ``should_cancel()`` is polled there too (Cancelled leaves the
+    queue at once); a full queue raises ``core.queue.QueueFull``."""
     op = OPERATIONS[edit.operation]
     if op.engine_kinds:
         check_engine(edit.engine, op, manager.catalog)
@@ -193,5 +197,5 @@ def run(
     if edit.engine is None:
         with manager.running():
             return op.runner(edit, image, mask, None, progress, should_cancel)
-    with manager.use(edit.engine, waiting=waiting) as engine:
+    with manager.use(edit.engine, on_wait=on_wait, should_cancel=should_cancel) as engine:
         return op.runner(edit, image, mask, engine, progress, should_cancel)
