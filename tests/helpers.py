@@ -155,7 +155,9 @@ def write_offsets(path, tensors):
 
 # --- AppTest ------------------------------------------------------------------------------------
 
-TIMEOUT = 60
+# The longest one AppTest script run may take. Generous: make test runs two workers on two cores, so a
+# run that takes seconds alone can wait its turn for the CPU; a hung run still fails, just later.
+TIMEOUT = 240
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -217,7 +217,7 @@ def test_the_home_page_says_what_does_each_task_on_this_machine(app_without_mode
     def tasks(at) -> str:
         return next(m.value for m in at.markdown if "**Remove objects**" in m.value)
 
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     bare = tasks(at)
     assert "**Remove objects**: OpenCV Telea (a smooth fill: no LaMa or MI-GAN here)" in bare
     assert "**Select by click or box**: GrabCut" in bare and "**Refine a selection**: FastSAM's candidates" in bare
@@ -227,7 +227,7 @@ def test_the_home_page_says_what_does_each_task_on_this_machine(app_without_mode
         app_without_models.setenv(f"INPAINT_STUDIO_MODEL_{role.upper()}", str(tiny_models[role]))
     st.cache_resource.clear()  # a new server process, as after installing models
     st.cache_data.clear()
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     equipped = tasks(at)
     assert "**Remove objects**: MI-GAN\n" in equipped  # no LaMa here: the next best
     assert "**Refine a selection**: SAM ViT-Base" in equipped and "**Select by text**: SAM 3, every instance" in equipped

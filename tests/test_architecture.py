@@ -15,6 +15,7 @@ from PIL import Image
 from core import catalog
 from core.cli import EXIT_OK, main
 from tests.conftest import ROOT
+from tests.helpers import TIMEOUT
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
@@ -102,7 +103,7 @@ def test_a_catalog_module_that_cannot_be_imported_is_a_message_on_every_page(app
     from streamlit.testing.v1 import AppTest
 
     app_without_models.setenv("INPAINT_STUDIO_CATALOG_MODULES", "no_such_module_of_engines")
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     assert any("INPAINT_STUDIO_CATALOG_MODULES" in error.value and "no_such_module_of_engines" in error.value
                for error in at.error)

@@ -20,6 +20,7 @@ from core.config import load_settings
 from core.downloads import DownloadManager
 from core.model_files import DownloadError, locate, partial_path
 from tests.conftest import ROOT
+from tests.helpers import TIMEOUT
 from tests.local_hub import LocalHub
 
 CLIP = "openai/clip-vit-base-patch32"
@@ -329,7 +330,7 @@ def test_offline_nothing_is_tried(hub, monkeypatch):
 def models_page(role: str | None = None):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     if role:
         at.query_params["role"] = role
     return at, at.switch_page("pages/6_Models.py").run()

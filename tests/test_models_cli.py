@@ -11,7 +11,7 @@ import pytest
 from core import cli, model_files
 from core.catalog import BUILTIN
 from core.config import load_settings
-from tests.helpers import SD15
+from tests.helpers import SD15, TIMEOUT
 
 ROLES = BUILTIN.models
 
@@ -133,7 +133,7 @@ def test_a_pipeline_saved_as_the_fp16_variant_loads(tiny_models, tmp_path):
 def test_the_home_page_gives_each_missing_model_its_download_command(app_without_models):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
     table = at.table[0].value
     commands = dict(zip(table["Model"], table["To get it"]))
     assert commands["CLIP ViT-B/32"] == "python -m core models download clip"
@@ -169,7 +169,7 @@ def test_the_home_page_shows_the_background_fetch(app_without_models, monkeypatc
     app_without_models.setenv("INPAINT_STUDIO_DOWNLOAD_ON_START", "clip,sam")
     app_without_models.setenv("INPAINT_STUDIO_OFFLINE", "0")
     try:
-        at = AppTest.from_file("../streamlit_app.py", default_timeout=60).run()
+        at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
         assert not at.exception
         assert any("Fetching models in the background (clip, sam)" in info.value for info in at.info)
     finally:
