@@ -146,12 +146,13 @@ def run_variants(
             return report_step(pipe, step, timestep, callback_kwargs)
 
         started = time.perf_counter()
+        pipe._interrupt = False  # as diffusers' __call__ does: also true for a pipeline not yet called
         result = call_within_memory(
             lambda: call(generator=torch.Generator(generator_device).manual_seed(seed),
                          callback_on_step_end=on_step_end),
             pipe, options.device, doing=doing, advice=advice)
         finished = time.perf_counter()
-        if pipe.interrupt:
+        if getattr(pipe, "_interrupt", False):
             raise Cancelled("The generation was cancelled.")
         pixels = result.images[0]
         if np.isnan(pixels).any():
