@@ -12,18 +12,15 @@ Install with ``pip install -r requirements-distributed.txt``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from core.batch import BatchModels, BatchProgress, BatchSummary, Manifest, output_options, prepare, process_item
 from core.batch_inputs import InputItem
-from core.config import load_settings
+from core.config import load_settings, ray_runtime_env
 from core.recipe import Recipe
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PASSED_ON = ("INPAINT_STUDIO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "YOLO_", "TORCH_", "OMP_NUM_THREADS")
 
 
 class ItemWorker:
@@ -45,13 +42,6 @@ class ItemWorker:
                                self.output_format, self.quality)
             rows.append(json.dumps(row))
         return {"row": rows}
-
-
-def _runtime_env() -> dict:
-    env = {key: value for key, value in os.environ.items() if key.startswith(PASSED_ON)}
-    path = os.environ.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
-    return {"env_vars": env}
 
 
 def run_ray(
@@ -100,7 +90,7 @@ def run_ray(
     own_instance = not ray.is_initialized()
     if own_instance:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, runtime_env=_runtime_env(), configure_logging=False)
+                 log_to_driver=False, runtime_env=ray_runtime_env(), configure_logging=False)
     try:
         if tasks:
             context = ray.data.DataContext.get_current()

@@ -121,6 +121,28 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     batch.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per model copy")
     batch.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per model copy")
 
+    serve = commands.add_parser(
+        "serve", help="serve the generating engines on Ray Serve, for app servers given INPAINT_STUDIO_ENGINE_SERVER",
+        description="Deploy every diffusion, removal and relighting engine whose model is here as a Ray Serve "
+                    "deployment (one per engine, its replicas each loading the model once), until Ctrl-C. Options "
+                    "override the INPAINT_STUDIO_SERVE_* settings.")
+    serve.add_argument("--engines", default=None, metavar="NAMES",
+                       help="comma-separated engines to serve (default: every one whose model is here)")
+    serve.add_argument("--host", default="127.0.0.1", help="where the HTTP server listens (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="its port (default 8000)")
+    serve.add_argument("--ray-address", default=None,
+                       help="an existing Ray cluster (default: start a local one on this machine)")
+    serve.add_argument("--num-cpus", type=float, default=None, help="CPUs of the local Ray instance (default: all)")
+    serve.add_argument("--gpus-per-replica", type=float, default=None,
+                       help="GPUs per replica (default INPAINT_STUDIO_SERVE_GPUS, else 1 where the cluster has GPUs)")
+    serve.add_argument("--cpus-per-replica", type=float, default=None, help="CPUs per replica (default 1)")
+    serve.add_argument("--min-replicas", type=int, default=None, help="replicas per engine always running (default 1)")
+    serve.add_argument("--max-replicas", type=int, default=None,
+                       help="replicas per engine under load (autoscaling; default: --min-replicas)")
+    serve.add_argument("--max-ongoing-requests", type=int, default=None,
+                       help="requests one replica takes at once, the waiting ones included (default "
+                            "INPAINT_STUDIO_QUEUE_MAX + 1)")
+
     models = commands.add_parser("models", help="the models on this machine, and fetching them")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     models_commands.add_parser("list", help="every model role: configured id or path, present or not, size, fallback")
@@ -261,6 +283,38 @@ def batch_command(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    from core.engine_server import serve_engines
+
+    settings = load_settings()
+    given = {"cpus": args.cpus_per_replica, "min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
+             "max_ongoing": args.max_ongoing_requests}
+    serve = dataclasses.replace(settings.serve, **{key: value for key, value in given.items() if value is not None})
+    if args.min_replicas is not None and args.max_replicas is None:
+        serve = dataclasses.replace(serve, max_replicas=max(1, args.min_replicas))
+    checks = [(serve.min_replicas >= 0, "--min-replicas must be 0 or more."),
+              (serve.max_replicas is None or serve.max_replicas >= max(1, serve.min_replicas),
+               "--max-replicas must be at least 1 and at least --min-replicas."),
+              (serve.cpus > 0 and (args.gpus_per_replica or 0) >= 0, "--cpus-per-replica must be above 0 and "
+                                                                      "--gpus-per-replica 0 or more."),
+              (serve.max_ongoing is None or serve.max_ongoing >= 1, "--max-ongoing-requests must be at least 1."),
+              (0 < args.port < 65536, f"--port {args.port}: give a port from 1 to 65535.")]
+    for ok, message in checks:
+        if not ok:
+            raise BadInput(message)
+    settings = dataclasses.replace(settings, serve=serve)
+    apply_offline_mode(settings)
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()] if args.engines else None
+    try:
+        serve_engines(settings, engines=engines, address=args.ray_address, host=args.host, port=args.port,
+                      num_cpus=args.num_cpus, gpus=args.gpus_per_replica,
+                      announce=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        pass
+    print("Engine server stopped.", flush=True)
+    return EXIT_OK
+
+
 def models_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     catalog = catalogs.current(settings)
@@ -306,7 +360,7 @@ def models_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inpaint": inpaint_command, "outpaint": outpaint_command, "batch": batch_command,
-            "models": models_command}
+            "serve": serve_command, "models": models_command}
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -42,6 +42,23 @@ OFFLINE_ENV = {
 
 
 AUTH_MODES = ("none", "password", "oidc")
+DEFAULT_ENGINE_TIMEOUT = 600.0  # seconds one request may take at the engine server, waiting included
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How ``inpaint-studio serve`` deploys each engine on Ray Serve (its options override these).
+
+    ``gpus``: GPUs per replica (None: one where the cluster has GPUs, else none); ``cpus``: CPUs per
+    replica; ``min_replicas`` / ``max_replicas``: the autoscaling range (equal: a fixed count);
+    ``max_ongoing``: requests one replica takes at once, the running one and those waiting in its
+    queue (None: ``queue_max`` + 1, so its queue, not Serve's, says who waits and where)."""
+
+    gpus: float | None = None
+    cpus: float = 1.0
+    min_replicas: int = 1
+    max_replicas: int | None = None  # None: min_replicas
+    max_ongoing: int | None = None
 
 
 class SettingsError(UserError):
@@ -75,6 +92,11 @@ class Settings:
     output_format: str = AUTO_FORMAT  # of the command line's and batches' results (OUTPUT_FORMAT_NAMES)
     jpeg_quality: int = DEFAULT_JPEG_QUALITY  # 1-100, of plain JPEG results
     queue_max: int = DEFAULT_QUEUE_MAX  # requests that may wait per engine (the running one not counted)
+    # The engine server (``inpaint-studio serve``): its address makes this process send the models'
+    # work there (core.engine_client) instead of loading them; the timeout bounds one request there.
+    engine_server: str | None = None
+    engine_timeout: float = DEFAULT_ENGINE_TIMEOUT
+    serve: ServeSettings = field(default_factory=lambda: ServeSettings())
 
     def model(self, role: str, default: str) -> str:
         """The configured id or path for ``role``, else ``default``."""
@@ -162,6 +184,10 @@ def load_settings(
         output_format=_output_format(get("OUTPUT_FORMAT")),
         jpeg_quality=_jpeg_quality(get("JPEG_QUALITY")),
         queue_max=_queue_max(get("QUEUE_MAX")),
+        engine_server=_engine_server(get("ENGINE_SERVER")),
+        engine_timeout=_number("ENGINE_TIMEOUT", get("ENGINE_TIMEOUT"), DEFAULT_ENGINE_TIMEOUT, kind=float, low=1,
+                               what="seconds a request may take at the engine server"),
+        serve=_serve_settings(get),
     )
 
 
@@ -178,51 +204,68 @@ def _output_format(value: str | None) -> str:
     return name
 
 
+def _number(name: str, value: str | None, default, *, kind: type = int, low: float = 0,
+            high: float | None = None, what: str = "") -> int | float:
+    """Setting ``INPAINT_STUDIO_<name>``: a whole number (``kind`` int) or a number from ``low`` to
+    ``high`` (unset or empty: ``default``); SettingsError naming the variable and saying what to give
+    (``what``: what the number is, for the message)."""
+    if value is None or not str(value).strip():
+        return default
+    try:
+        number = kind(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or not (number >= low and (high is None or number <= high)):  # also NaN
+        noun = "whole number" if kind is int else "number"
+        span = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+        default_text = f"; the default is {default:g}" if isinstance(default, (int, float)) else ""
+        raise SettingsError(f"{PREFIX}{name}={value!r}: give a {noun} {span}{f' ({what})' if what else ''}"
+                            f"{default_text}.")
+    return number
+
+
 def _jpeg_quality(value: str | None) -> int:
     """``INPAINT_STUDIO_JPEG_QUALITY``: a whole number from 1 to 100 (unset or empty: the default)."""
-    if value is None or not value.strip():
-        return DEFAULT_JPEG_QUALITY
-    try:
-        quality = int(value.strip())
-    except ValueError:
-        quality = 0
-    if not 1 <= quality <= 100:
-        raise SettingsError(
-            f"{PREFIX}JPEG_QUALITY={value!r}: give a whole number from 1 to 100; the default is {DEFAULT_JPEG_QUALITY}."
-        )
-    return quality
+    return _number("JPEG_QUALITY", value, DEFAULT_JPEG_QUALITY, low=1, high=100)
 
 
 def _queue_max(value: str | None) -> int:
     """``INPAINT_STUDIO_QUEUE_MAX``: a whole number of at least 1 (unset or empty: the default)."""
-    if value is None or not value.strip():
-        return DEFAULT_QUEUE_MAX
-    try:
-        count = int(value.strip())
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise SettingsError(
-            f"{PREFIX}QUEUE_MAX={value!r}: give a whole number of at least 1 (how many requests may wait for "
-            f"one model); the default is {DEFAULT_QUEUE_MAX}."
-        )
-    return count
+    return _number("QUEUE_MAX", value, DEFAULT_QUEUE_MAX, low=1,
+                   what="how many requests may wait for one model")
 
 
 def _png_compression(value: str | None) -> int:
     """``INPAINT_STUDIO_PNG_COMPRESSION``: a whole number from 0 to 9 (unset or empty: the default)."""
+    return _number("PNG_COMPRESSION", value, DEFAULT_PNG_COMPRESSION, low=0, high=9,
+                   what="0: no compression, fastest; 9: smallest files, slowest")
+
+
+def _engine_server(value: str | None) -> str | None:
+    """``INPAINT_STUDIO_ENGINE_SERVER``: the engine server's http(s) address (unset or empty: none)."""
     if value is None or not value.strip():
-        return DEFAULT_PNG_COMPRESSION
-    try:
-        level = int(value.strip())
-    except ValueError:
-        level = -1
-    if level not in PNG_COMPRESSION_LEVELS:
-        raise SettingsError(
-            f"{PREFIX}PNG_COMPRESSION={value!r}: give a whole number from 0 (no compression, fastest) to 9 "
-            f"(smallest files, slowest); the default is {DEFAULT_PNG_COMPRESSION}."
-        )
-    return level
+        return None
+    address = value.strip().rstrip("/")
+    if not address.startswith(("http://", "https://")) or len(address.split("//", 1)[1]) == 0:
+        raise SettingsError(f"{PREFIX}ENGINE_SERVER={value!r}: give the address `inpaint-studio serve` printed, "
+                            "such as http://gpu-head:8000.")
+    return address
+
+
+def _serve_settings(get) -> ServeSettings:
+    """The ``INPAINT_STUDIO_SERVE_*`` settings."""
+    gpus = _number("SERVE_GPUS", get("SERVE_GPUS"), None, kind=float, low=0, what="GPUs per replica")
+    minimum = _number("SERVE_MIN_REPLICAS", get("SERVE_MIN_REPLICAS"), 1, low=0, what="replicas kept running")
+    maximum = _number("SERVE_MAX_REPLICAS", get("SERVE_MAX_REPLICAS"), None, low=max(1, minimum),
+                      what="at least SERVE_MIN_REPLICAS and 1")
+    return ServeSettings(
+        gpus=gpus,
+        cpus=_number("SERVE_CPUS", get("SERVE_CPUS"), 1.0, kind=float, low=0.01, what="CPUs per replica"),
+        min_replicas=minimum,
+        max_replicas=maximum,
+        max_ongoing=_number("SERVE_MAX_ONGOING", get("SERVE_MAX_ONGOING"), None, low=1,
+                            what="requests one replica takes at once"),
+    )
 
 
 def _seconds(name: str, value: str) -> float:
@@ -251,6 +294,22 @@ def _roles_to_fetch(value: str) -> tuple[str, ...]:
 
 def _names(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What a Ray worker (a batch actor, an engine replica) hears of the process that started it: the
+# app's settings, the model hub's and the ML libraries', so that it finds the same models.
+PASSED_ON = ("INPAINT_STUDIO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "YOLO_", "TORCH_", "OMP_NUM_THREADS")
+
+
+def ray_runtime_env(environ: Mapping[str, str] | None = None) -> dict:
+    """Ray's ``runtime_env`` for this project's workers: the variables of :data:`PASSED_ON` of
+    ``environ`` (default ``os.environ``), and the project on ``PYTHONPATH``."""
+    environ = os.environ if environ is None else environ
+    env = {key: value for key, value in environ.items() if key.startswith(PASSED_ON)}
+    path = environ.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + path if path else "")
+    return {"env_vars": env}
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:

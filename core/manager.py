@@ -14,6 +14,12 @@ The memory janitor asks :attr:`ModelManager.busy` before trimming.
 Engines are loaded by name (``sd15``, ``sd15+lcm``, ``fastsam``): the catalog entry names the
 class (``"module:Class"``, imported here on first use) and the model roles it needs; the manager
 finds each role's files (:mod:`core.model_files`) and calls ``Class.from_catalog(LoadRequest)``.
+
+With ``INPAINT_STUDIO_ENGINE_SERVER`` set, every engine that needs a model and generates (the kinds
+of :data:`REMOTE_KINDS`) runs on that engine server instead (``inpaint-studio serve``): this manager
+hands out a remote engine (:data:`REMOTE_ENGINE`) standing for it, offers the engines the server
+serves, and lets the server's replicas queue the calls (each has a manager and queues of its own).
+Engines without a model (OpenCV, the shading preview, GrabCut) and the selection models run here.
 """
 from __future__ import annotations
 
@@ -31,12 +37,15 @@ from core import queue as queues
 from core.catalog import Catalog, EngineEntry, FewStep
 from core.config import Settings
 from core.device import DeviceInfo, detect_device
+from core.engine_client import EngineServer
 from core.errors import ModelUnavailable
 from core.memory import memory_shortfall, release_memory
 from core.model_files import ModelStatus, locate
 from core.queue import EngineQueue, JobOrder, WaitCallback
 
 FAILED_LOAD_RETRY_SECONDS = 30.0  # a failed load is reported again, not retried, within this time
+REMOTE_KINDS = ("diffusion", "removal", "relight")  # what runs on the engine server when one is set
+REMOTE_ENGINE = "core.engines.remote:RemoteEngine"  # the engine standing for one served there
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,14 @@ class LoadRequest:
         return str(self.paths[role or self.entry.roles[0]])
 
 
-def engine_class(entry: EngineEntry) -> type:
-    """The class named by ``entry.engine`` (``"module:Class"``)."""
-    module_name, _, class_name = entry.engine.partition(":")
+def engine_class(entry: EngineEntry, path: str | None = None) -> type:
+    """The class named by ``entry.engine`` (or ``path``), ``"module:Class"``."""
+    path = path or entry.engine
+    module_name, _, class_name = path.partition(":")
     try:
         return getattr(importlib.import_module(module_name), class_name)
     except Exception as error:  # noqa: BLE001 (importing a module of engines may raise anything)
-        raise ModelUnavailable(f"The engine {entry.name!r} names {entry.engine}, which cannot be imported "
+        raise ModelUnavailable(f"The engine {entry.name!r} names {path}, which cannot be imported "
                                f"({type(error).__name__}: {error}).") from error
 
 
@@ -92,6 +102,8 @@ class ModelManager:
         self.jobs = JobOrder()  # the order of the batch jobs using this manager
         self._guard = threading.Lock()
         self._running = 0
+        self.engine_server = EngineServer(settings.engine_server, settings.engine_timeout) \
+            if settings.engine_server else None
 
     # --- what is on this machine ----------------------------------------------------------------
 
@@ -109,18 +121,35 @@ class ModelManager:
     def statuses(self) -> list[ModelStatus]:
         return [self.status(role) for role in self.catalog.models]
 
+    def runs_remotely(self, name: str) -> bool:
+        """Whether engine ``name`` runs on the engine server (one is set, and it needs a model and
+        generates) rather than here."""
+        if self.engine_server is None:
+            return False
+        entry, _ = self.catalog.engine(name)
+        return bool(entry.roles) and entry.kind in REMOTE_KINDS
+
+    def engine_server_problem(self) -> str | None:
+        """Why the engine server cannot be used now (None: it answers, or none is set)."""
+        return self.engine_server.problem() if self.engine_server is not None else None
+
     def missing(self, name: str) -> list[ModelStatus]:
-        """The roles engine ``name`` needs that are not on this machine."""
+        """The roles engine ``name`` needs that are not on this machine (for an engine that runs on
+        the engine server: none when the server serves it)."""
+        if self.runs_remotely(name) and name in self.engine_server.engines():
+            return []
         return [status for status in map(self.status, self.catalog.roles_of(name)) if not status.available]
 
     def has(self, name: str) -> bool:
-        """Whether every model engine ``name`` needs is on this machine."""
+        """Whether every model engine ``name`` needs is on this machine (or the engine server serves it)."""
+        if self.runs_remotely(name):
+            return name in self.engine_server.engines()
         return not self.missing(name)
 
     def shortfall(self, name: str) -> str | None:
         """Why engine ``name``'s model is not offered on this device (too little memory), or None."""
         entry, _ = self.catalog.engine(name)
-        if not entry.roles or entry.kind != "diffusion":  # the others are small next to a diffusion model
+        if not entry.roles or entry.kind != "diffusion" or self.runs_remotely(name):  # the others are small
             return None
         removers = self.engines("removal")
         remover = self.catalog.engines[removers[0]].title if removers else "none"
@@ -134,7 +163,7 @@ class ModelManager:
             entry = self.catalog.engines[name]
             if self.has(name) and (entry.kind != "diffusion" or self.shortfall(name) is None):
                 names.append(name)
-                names += [f"{name}+{preset}" for preset, role in entry.few_step.items() if self.status(role).available]
+                names += [f"{name}+{preset}" for preset in entry.few_step if self.has(f"{name}+{preset}")]
         return names
 
     def memory_notes(self, *kinds: str) -> list[str]:
@@ -178,10 +207,14 @@ class ModelManager:
             self._raise_recent_failure(name)  # another caller's load failed while this one waited
             if name not in self._engines:
                 try:
-                    statuses = map(self.status, self.catalog.roles_of(name))
-                    paths = {status.role.name: status.require() for status in statuses}
-                    request = LoadRequest(entry, preset, paths, self.settings, self.device, self.options)
-                    self._engines[name] = engine_class(entry).from_catalog(request)
+                    if self.runs_remotely(name):
+                        remote = engine_class(entry, REMOTE_ENGINE)
+                        self._engines[name] = remote.connect(self.engine_server, entry, preset)
+                    else:
+                        statuses = map(self.status, self.catalog.roles_of(name))
+                        paths = {status.role.name: status.require() for status in statuses}
+                        request = LoadRequest(entry, preset, paths, self.settings, self.device, self.options)
+                        self._engines[name] = engine_class(entry).from_catalog(request)
                 except Exception as error:  # noqa: BLE001 (an engine's loader may raise anything)
                     failure = error if isinstance(error, ModelUnavailable) else ModelUnavailable(
                         f"The {entry.title} model could not be loaded ({type(error).__name__}: {error}).")
@@ -206,8 +239,15 @@ class ModelManager:
     def use(self, name: str, *, on_wait: WaitCallback | None = None,
             should_cancel: Callable[[], bool] | None = None) -> Iterator[Any]:
         """Engine ``name``, this caller's turn held until the block ends, counted as running meanwhile
-        (waiting for the turn included); ``on_wait`` and ``should_cancel`` as for :meth:`hold`."""
+        (waiting for the turn included); ``on_wait`` and ``should_cancel`` as for :meth:`hold`.
+
+        An engine on the engine server takes its turn in its replica's queue, which reports the place
+        to ``on_wait`` (calls from here do not wait for one another: the server has the replicas)."""
         engine = self.load(name)
+        if getattr(engine, "remote", False):
+            with self.running():
+                yield engine.for_call(on_wait)
+            return
         with self.hold(name, on_wait=on_wait, should_cancel=should_cancel):
             yield engine
 

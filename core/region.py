@@ -20,6 +20,16 @@ from core.blend import seam_delta_e
 from core.masks import Box
 
 
+def work_size(engine, crop_size: tuple[int, int]) -> tuple[int, int]:
+    """The size ``engine`` fills a crop of ``crop_size`` at: what its own ``work_size`` says where it
+    has one (fixed sizes when its UNet is compiled), else :func:`engine_size` at its native
+    resolution (not upscaling small crops when its ``upscales_small_crops`` is False)."""
+    if hasattr(engine, "work_size"):
+        width, height = engine.work_size(crop_size)
+        return int(width), int(height)
+    return engine_size(crop_size, engine.native_resolution, upscale=getattr(engine, "upscales_small_crops", True))
+
+
 def plan_crops(mask: np.ndarray, padding: int, multiple: int = 8) -> list[Box]:
     """The boxes to regenerate: one per group of mask regions whose padded boxes overlap.
 

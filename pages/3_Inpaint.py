@@ -13,7 +13,7 @@ from ui import forms, resources, session
 from ui import outpaint as extend_canvas
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.model_downloads import model_link
-from ui.page import require_photo, setup_page
+from ui.page import engine_server_notice, require_photo, setup_page
 from ui.results import show_result
 
 FILL_TASK, EXTEND_TASK = "Fill the mask", "Extend canvas"
@@ -22,6 +22,7 @@ PRESETS = {"Quality": {forms.INPAINT_STEPS: 40, forms.INPAINT_GUIDANCE: 7.5},
 
 setup_page("Inpaint", ":material/auto_fix_high:")
 st.title("Inpaint")
+engine_server_notice()
 require_photo()
 loaded = session.photo()
 document = session.mask_document()
@@ -76,7 +77,7 @@ if st.session_state[forms.INPAINT_ENGINE] not in engines:
     apply_engine_preset()
 for note in resources.memory_notes():
     st.info(note, icon=":material/memory:")
-if not diffusion and not resources.memory_notes():
+if not diffusion and not resources.memory_notes() and not resources.engine_server_problem():
     sd15 = resources.first_model("diffusion")
     st.info(f"No diffusion model is on this machine ({sd15.configured}), so the region can be removed "
             f"(filled from its surroundings) but not regenerated from a prompt. To generate, fetch "

@@ -11,7 +11,7 @@ from core.operations.relight import RelightParams
 from ui import forms, previews, resources, session
 from ui.generation import paste_inputs, prompt_inputs, run_edit, sampling_inputs, seed_inputs, show_cancelled
 from ui.model_downloads import model_link
-from ui.page import require_photo, setup_page
+from ui.page import engine_server_notice, require_photo, setup_page
 from ui.results import show_result
 
 ACTIONS = {"relight": "Relight the subject", "fill": "Fill the mask, lit"}
@@ -19,6 +19,7 @@ MODES = {"subject": "Keep the background", "whole": "Relight the whole photo"}
 
 setup_page("Relight", ":material/light_mode:")
 st.title("Relight")
+engine_server_notice()
 require_photo()
 loaded = session.photo()
 document = session.mask_document()

@@ -10,7 +10,7 @@ from core.images import read_image
 from core.masks import overlay
 from core.recipe import Recipe
 from ui import batch_job, forms, resources, session
-from ui.page import setup_page
+from ui.page import engine_server_notice, setup_page
 from ui.results import batch_output_choice
 
 UPLOAD_TYPES = sorted({ext.lstrip(".") for ext in IMAGE_EXTENSIONS} | {"zip"})
@@ -19,6 +19,7 @@ STATUS_LABELS = {"done": "done", "failed": "FAILED", "skipped": "skipped", "canc
 
 setup_page("Batch", ":material/stacks:")
 st.title("Batch")
+engine_server_notice()
 st.caption("Apply a saved edit (a recipe) to many photos. Save a recipe from a result on the Inpaint or "
            "Relight page (**Save this edit as a recipe**), or upload one.")
 

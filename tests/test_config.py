@@ -45,7 +45,12 @@ def test_defaults_without_any_setting(tmp_path):
         ("INPAINT_STUDIO_PNG_COMPRESSION", "10", r"INPAINT_STUDIO_PNG_COMPRESSION='10': give a whole number from 0"),
         ("INPAINT_STUDIO_PNG_COMPRESSION", "-1", "INPAINT_STUDIO_PNG_COMPRESSION"),
         ("INPAINT_STUDIO_PNG_COMPRESSION", "fast", "INPAINT_STUDIO_PNG_COMPRESSION='fast'"),
-        ("INPAINT_STUDIO_PNG_COMPRESSION", "1.5", "from 0 .* to 9"),
+        ("INPAINT_STUDIO_PNG_COMPRESSION", "1.5", "whole number from 0 to 9"),
+        ("INPAINT_STUDIO_ENGINE_SERVER", "gpu-head:8000", "ENGINE_SERVER=.*such as http://"),
+        ("INPAINT_STUDIO_ENGINE_TIMEOUT", "0", "ENGINE_TIMEOUT=.0.: give a number of at least 1"),
+        ("INPAINT_STUDIO_SERVE_GPUS", "half", "SERVE_GPUS=.half.: give a number of at least 0 .GPUs per replica"),
+        ("INPAINT_STUDIO_SERVE_MAX_REPLICAS", "0", "SERVE_MAX_REPLICAS=.0.: give a whole number of at least 1"),
+        ("INPAINT_STUDIO_SERVE_MAX_ONGOING", "2.5", "SERVE_MAX_ONGOING"),
         ("INPAINT_STUDIO_OUTPUT_FORMAT", "tiff", r"INPAINT_STUDIO_OUTPUT_FORMAT='tiff': use one of auto, png, jpeg-keep"),
         ("INPAINT_STUDIO_JPEG_QUALITY", "0", r"INPAINT_STUDIO_JPEG_QUALITY='0': give a whole number from 1 to 100"),
         ("INPAINT_STUDIO_JPEG_QUALITY", "high", "INPAINT_STUDIO_JPEG_QUALITY='high'"),
@@ -166,3 +171,18 @@ def test_models_in_the_hugging_face_cache_are_found(tmp_path, monkeypatch):
     iclight = locate("iclight", settings)
     assert iclight.available and iclight.path.name == "iclight_sd15_fc.safetensors"
     assert not locate("sam", settings).available
+
+
+def test_engine_server_and_serve_settings(tmp_path):
+    missing = tmp_path / "missing.toml"
+    plain = load_settings({}, missing)
+    assert (plain.engine_server, plain.engine_timeout) == (None, config.DEFAULT_ENGINE_TIMEOUT)
+    assert plain.serve == config.ServeSettings()
+    chosen = load_settings({"INPAINT_STUDIO_ENGINE_SERVER": " http://gpu-head:8000/ ",
+                            "INPAINT_STUDIO_ENGINE_TIMEOUT": "90", "INPAINT_STUDIO_SERVE_GPUS": "0.5",
+                            "INPAINT_STUDIO_SERVE_MIN_REPLICAS": "2", "INPAINT_STUDIO_SERVE_MAX_REPLICAS": "4",
+                            "INPAINT_STUDIO_SERVE_MAX_ONGOING": "8", "INPAINT_STUDIO_SERVE_CPUS": "2"}, missing)
+    assert (chosen.engine_server, chosen.engine_timeout) == ("http://gpu-head:8000", 90.0)
+    assert chosen.serve == config.ServeSettings(gpus=0.5, cpus=2.0, min_replicas=2, max_replicas=4, max_ongoing=8)
+    with pytest.raises(SettingsError, match="SERVE_MAX_REPLICAS='1': give a whole number of at least 2"):
+        load_settings({"INPAINT_STUDIO_SERVE_MIN_REPLICAS": "2", "INPAINT_STUDIO_SERVE_MAX_REPLICAS": "1"}, missing)

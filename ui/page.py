@@ -56,6 +56,14 @@ def _sidebar(settings: Settings) -> None:
         st.caption(loaded.describe())
 
 
+def engine_server_notice() -> None:
+    """On the pages that generate: a warning while the engine server cannot be used (the pages then
+    offer what needs no model); nothing when it answers or none is set."""
+    problem = resources.engine_server_problem()
+    if problem:
+        st.warning(problem, icon=":material/cloud_off:")
+
+
 def require_photo() -> None:
     """Stop the page with a pointer to the home page when no photo has been chosen yet."""
     if session.photo() is None:

@@ -83,6 +83,13 @@ def engines(*kinds: str) -> list[str]:
     return manager().engines(*kinds)
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def engine_server_problem() -> str | None:
+    """Why the engine server (``INPAINT_STUDIO_ENGINE_SERVER``) cannot be used now; None when it
+    answers or none is set. Asked at most every 10 s (a few seconds at worst when it is down)."""
+    return manager().engine_server_problem()
+
+
 @st.cache_data(ttl=30, show_spinner=False)
 def memory_notes() -> list[str]:
     """Why diffusion models that are on this machine are not offered (too little memory)."""

@@ -25,7 +25,7 @@ from core.blend import blend
 from core.engines.base import CancelCheck, EngineRequest, InpaintEngine, InpaintError, ProgressCallback
 from core.masks import Box
 from core.operations.fields import MAX_SEED, MAX_VARIANTS, check, resolve_seeds, setting
-from core.region import engine_size, plan_crops, seam_score
+from core.region import plan_crops, seam_score, work_size
 
 BlendMode = Literal["feather", "poisson"]
 Mode = Literal["fill", "instruct"]
@@ -280,10 +280,7 @@ def _request(
     The engine's mask covers the soft edge too (grown by the blur width), so everything that
     will be pasted was generated.
     """
-    if hasattr(engine, "work_size"):  # the engine decides (fixed sizes when its UNet is compiled)
-        size = engine.work_size(crop.size)
-    else:
-        size = engine_size(crop.size, engine.native_resolution, upscale=getattr(engine, "upscales_small_crops", True))
+    size = work_size(engine, crop.size)
     covered = masks.grow(crop_mask, params.mask_blur) if params.mask_blur else crop_mask
     mask_image = Image.fromarray(covered.astype(np.uint8) * 255, "L").resize(size, Image.NEAREST)
     return EngineRequest(
