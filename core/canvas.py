@@ -25,7 +25,8 @@ from core.errors import UserError
 from core.masks import Box
 
 ASPECTS: dict[str, tuple[int, int]] = {
-    "1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16),
+    "1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4), "3:2": (3, 2), "2:3": (2, 3),
+    "16:9": (16, 9), "9:16": (9, 16),
 }
 ANCHORS = ("centre", "left", "right", "top", "bottom", "top-left", "top-right", "bottom-left", "bottom-right")
 MAX_SIDE = 16384
@@ -74,8 +75,8 @@ class Canvas:
         """``pixels`` (the photo's size, any channels) on the canvas, ``fill`` on the border."""
         pixels = np.asarray(pixels)
         if pixels.shape[:2] != (self.height, self.width):
-            raise CanvasError(f"The image is {pixels.shape[1]}×{pixels.shape[0]} but the canvas was planned for "
-                              f"{self.width}×{self.height}.")
+            raise CanvasError(f"The image is {pixels.shape[1]}×{pixels.shape[0]} but the canvas was "
+                              f"planned for {self.width}×{self.height}.")
         width, height = self.size
         out = np.full((height, width, *pixels.shape[2:]), fill, dtype=pixels.dtype)
         x0, y0, x1, y1 = self.photo_box
@@ -83,8 +84,8 @@ class Canvas:
         return out
 
     def describe(self) -> str:
-        sides = [f"{name} {value}" for name, value in
-                 (("left", self.left), ("right", self.right), ("top", self.top), ("bottom", self.bottom)) if value]
+        named = (("left", self.left), ("right", self.right), ("top", self.top), ("bottom", self.bottom))
+        sides = [f"{name} {value}" for name, value in named if value]
         width, height = self.size
         return f"{self.width}×{self.height} → {width}×{height} ({', '.join(sides)} px)"
 
@@ -113,9 +114,11 @@ def extend_by(size: tuple[int, int], left: int = 0, right: int = 0, top: int = 0
     sides = {"left": left, "right": right, "top": top, "bottom": bottom}
     for name, value in sides.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-            raise CanvasError(f"{name}: give the pixels to add as a whole number of 0 or more (got {value!r}).")
+            raise CanvasError(f"{name}: give the pixels to add as a whole number of 0 or more "
+                              f"(got {value!r}).")
     if not any(sides.values()):
-        raise CanvasError("Nothing to extend: give the pixels to add on at least one side, or an aspect ratio.")
+        raise CanvasError("Nothing to extend: give the pixels to add on at least one side, "
+                          "or an aspect ratio.")
     return _checked(Canvas(width, height, int(left), int(top), int(right), int(bottom)))
 
 
@@ -127,7 +130,8 @@ def parse_aspect(aspect: str) -> tuple[int, int]:
 
 
 def _split(extra: int, anchor: str, before: str, after: str) -> tuple[int, int]:
-    """``extra`` px over the two sides of one axis: the photo anchored at ``before`` gets them all after it."""
+    """``extra`` px over the two sides of one axis: the photo anchored at ``before`` gets them all
+    after it."""
     if before in anchor:
         return 0, extra
     if after in anchor:
@@ -152,8 +156,8 @@ def extend_to(size: tuple[int, int], aspect: str, anchor: str = "centre") -> Can
         top, bottom = _split(extra, anchor, "top", "bottom")
         left = right = 0
     if extra <= 0:
-        raise CanvasError(f"The photo ({width}×{height}) is already {aspect}: choose another ratio, or extend by "
-                          "pixels.")
+        raise CanvasError(f"The photo ({width}×{height}) is already {aspect}: choose another ratio, "
+                          "or extend by pixels.")
     return _checked(Canvas(width, height, left, top, right, bottom))
 
 
@@ -199,7 +203,8 @@ def prefill(photo: np.ndarray, canvas: Canvas) -> np.ndarray:
     if photo.shape[:2] != (canvas.height, canvas.width):
         raise CanvasError(f"The photo is {photo.shape[1]}×{photo.shape[0]} but the canvas was planned for "
                           f"{canvas.width}×{canvas.height}.")
-    filled = cv2.copyMakeBorder(photo, canvas.top, canvas.bottom, canvas.left, canvas.right, cv2.BORDER_REPLICATE)
+    filled = cv2.copyMakeBorder(photo, canvas.top, canvas.bottom, canvas.left, canvas.right,
+                                cv2.BORDER_REPLICATE)
     border = canvas.border_mask()
     width, height = canvas.size
     scale = min(1.0, PREFILL_SIDE / max(width, height))
@@ -265,7 +270,8 @@ def plan_tiles(canvas: Canvas, mask: np.ndarray, tile: int, overlap: int) -> lis
     """
     width, height = canvas.size
     if mask.shape != (height, width):
-        raise CanvasError(f"The mask is {mask.shape[1]}×{mask.shape[0]} but the canvas is {width}×{height}.")
+        raise CanvasError(f"The mask is {mask.shape[1]}×{mask.shape[0]} but the canvas is "
+                          f"{width}×{height}.")
     if tile < 8:
         raise CanvasError(f"Crops of {tile} px are too small.")
     overlap = max(0, min(overlap, tile // 2))
@@ -273,7 +279,8 @@ def plan_tiles(canvas: Canvas, mask: np.ndarray, tile: int, overlap: int) -> lis
     x0, y0, x1, y1 = canvas.photo_box
     xs = _axis_starts(width, x0, x1, tile_w, overlap)
     ys = _axis_starts(height, y0, y1, tile_h, overlap)
-    boxes = [(x, y, x + tile_w, y + tile_h) for y in ys for x in xs if mask[y : y + tile_h, x : x + tile_w].any()]
+    boxes = [(x, y, x + tile_w, y + tile_h) for y in ys for x in xs
+             if mask[y : y + tile_h, x : x + tile_w].any()]
 
     def distance(box: Box) -> tuple[int, int, int]:
         dx = max(0, x0 - box[2], box[0] - x1)

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from core.config import DEFAULT_PNG_COMPRESSION, PNG_COMPRESSION_LEVELS
 from core.errors import UserError
+from core.orientation import ORIENTATION_TAG, UPRIGHT_TRANSPOSE
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest photo accepted by default (width × height); a 50 MP photo is about 8200×6100."""
@@ -49,18 +50,6 @@ _FORMAT_NAMES = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC or AVIF"
 _CHOOSE_ANOTHER = f"Choose a {_FORMAT_NAMES} photo."
 
 _EXIF_HEADER = b"Exif\x00\x00"
-_ORIENTATION = ExifTags.Base.Orientation
-# EXIF orientation → the transpose that makes the stored pixels upright (orientation 1 = upright).
-_UPRIGHT_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
 # The ICC colour space that an embedded profile must have to describe pixels of a given mode.
 _PROFILE_SPACE_FOR_MODE = {"RGB": "RGB", "L": "GRAY", "CMYK": "CMYK"}
 
@@ -411,15 +400,15 @@ def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
     raw_exif = image.info.get("exif")
     try:
         exif = image.getexif()
-        orientation = exif.get(_ORIENTATION, 1)
+        orientation = exif.get(ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 (unreadable EXIF must not cost the user the photo: drop it)
         return image, None
-    if orientation not in _UPRIGHT_TRANSPOSE:
+    if orientation not in UPRIGHT_TRANSPOSE:
         return image, _with_exif_header(raw_exif) if raw_exif else None
-    upright = image.transpose(_UPRIGHT_TRANSPOSE[orientation])
+    upright = image.transpose(UPRIGHT_TRANSPOSE[orientation])
     if not raw_exif:  # TIFF keeps its orientation among its own tags; there is no EXIF to pass on
         return upright, None
-    exif[_ORIENTATION] = 1
+    exif[ORIENTATION_TAG] = 1
     return upright, exif.tobytes()
 
 

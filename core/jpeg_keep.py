@@ -33,20 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image
+from PIL import Image
 
-_ORIENTATION = ExifTags.Base.Orientation
-# EXIF orientation → the transpose that turns upright pixels back into the file's stored layout
-# (the inverse of the loader's upright transpose; orientations 6 and 8 swap rotations).
-_STORED_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
+from core.orientation import ORIENTATION_TAG, STORED_TRANSPOSE
+
 # Start-of-frame markers: baseline and extended sequential Huffman JPEGs can be spliced.
 _SPLICEABLE_FRAMES = {0xC0: "baseline", 0xC1: "extended sequential"}
 _OTHER_FRAMES = {
@@ -111,10 +101,10 @@ def frame_kind(data: bytes) -> tuple[int | None, int | None]:
 def stored_orientation(original: Image.Image) -> int:
     """The EXIF orientation of the original (1 = stored upright), as the loader reads it."""
     try:
-        orientation = original.getexif().get(_ORIENTATION, 1)
+        orientation = original.getexif().get(ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 (the loader drops unreadable EXIF and keeps the pixels as stored)
         return 1
-    return orientation if orientation in _STORED_TRANSPOSE else 1
+    return orientation if orientation in STORED_TRANSPOSE else 1
 
 
 def keep_unchanged_blocks(result: Image.Image, original: bytes) -> KeptBlocks:
@@ -146,7 +136,7 @@ def keep_unchanged_blocks(result: Image.Image, original: bytes) -> KeptBlocks:
             decoded = np.asarray(opened)  # mode RGB already: no converted copy
     except OSError as error:
         raise CannotKeepBlocks(f"the original could not be decoded again ({error})") from error
-    stored = result.transpose(_STORED_TRANSPOSE[orientation]) if orientation != 1 else result
+    stored = result.transpose(STORED_TRANSPOSE[orientation]) if orientation != 1 else result
     height, width = decoded.shape[:2]
     if stored.size != (width, height):
         upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)

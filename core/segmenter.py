@@ -7,13 +7,19 @@ a setting) when the prompt asks to refine; a concept (a text, example boxes) goe
 CLIP scoring FastSAM's candidates; GrabCut answers clicks and boxes when no model can. A result says
 which engine answered and, when it is not the one asked for, why (``fallback``).
 
-The models come from the model manager (loaded on first use; each call holds the model's lock and
-counts as running work, so the memory janitor waits); per-photo results (FastSAM candidates, CLIP
-embeddings of the candidates, SAM and SAM 3 image embeddings) live here, in bounded LRU caches keyed
-by the photo's content hash and the settings that produced them, shared by every session of the server.
+The models come from the model manager (loaded on first use; each call takes its turn in the model's
+queue and counts as running work, so the memory janitor waits). A selection waiting for its turn
+behind other people's requests reports where it stands (``on_wait``) and can be cancelled
+(``should_cancel``), as a generation can (:meth:`core.manager.ModelManager.hold`). Per-photo results
+(FastSAM candidates, CLIP embeddings of the candidates, SAM and SAM 3 image embeddings) live here, in
+bounded LRU caches keyed by the photo's content hash and the settings that produced them, shared by
+every session of the server.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +47,20 @@ from core.segment import (
 # blanked-out object crop score about 0.25-0.33).
 WEAK_TEXT_MATCH = 0.22
 CONCEPT_CACHE_SIZE = 2  # photos whose SAM 3 embedding is kept
+
+# (engine, place, ahead, estimate_s): the queue's report (core.queue.WaitCallback) with the name of
+# the engine waited for; place 0 once the turn has come after a wait (the work starts).
+SelectionWait = Callable[[str, int, int, "float | None"], None]
+
+
+@dataclass(frozen=True)
+class Turns:
+    """How one selection waits for its engines' turns: ``on_wait(engine, place, ahead, estimate_s)``
+    while others are ahead (a :data:`SelectionWait`), and ``should_cancel()`` returning True leaves
+    the queue with core.errors.Cancelled."""
+
+    on_wait: SelectionWait | None = None
+    should_cancel: Callable[[], bool] | None = None
 
 
 class Segmenter:
@@ -98,13 +118,20 @@ class Segmenter:
     # --- per-photo caches ------------------------------------------------------------------
 
     def candidates(
-        self, image: Image.Image, image_id: str, settings: FastSAMSettings = FastSAMSettings()
+        self, image: Image.Image, image_id: str, settings: FastSAMSettings = FastSAMSettings(), *,
+        on_wait: SelectionWait | None = None, should_cancel: Callable[[], bool] | None = None,
     ) -> tuple[CandidateSet, float | None]:
         """FastSAM's candidates for the photo, from the cache or from one everything pass.
 
         Returns the candidates and the milliseconds the pass took (None on a cache hit). Raises
-        ModelUnavailable when FastSAM is not available.
+        ModelUnavailable when FastSAM is not available; while FastSAM runs for others, ``on_wait``
+        and ``should_cancel`` as for :meth:`segment`.
         """
+        return self._candidates(image, image_id, settings, Turns(on_wait, should_cancel))
+
+    def _candidates(
+        self, image: Image.Image, image_id: str, settings: FastSAMSettings, turns: Turns
+    ) -> tuple[CandidateSet, float | None]:
         engine = self.engine(settings.model)
         if engine is None:
             raise ModelUnavailable(self.error(settings.model) or "FastSAM is not available.")
@@ -113,7 +140,7 @@ class Segmenter:
         if cached is not None:
             return cached, None
         timings: dict[str, float] = {}
-        with self.manager.hold(settings.model), timed(timings, "everything"):
+        with self._hold(settings.model, turns), timed(timings, "everything"):
             cached = self.candidate_cache.get(key)  # another session may have just computed it
             if cached is None:
                 cached = engine.everything(image, settings)
@@ -133,16 +160,34 @@ class Segmenter:
         return embedding
 
     def _candidate_embeddings(
-        self, image: Image.Image, image_id: str, candidates: CandidateSet, settings: FastSAMSettings
+        self, image: Image.Image, image_id: str, candidates: CandidateSet, settings: FastSAMSettings, turns: Turns
     ) -> np.ndarray:
         clip = self.engine("clip")
         key = (image_id, settings)
         embeddings = self._clip_cache.get(key)
         if embeddings is None:
-            with self.manager.hold("clip"):
+            with self._hold("clip", turns):
                 embeddings = clip.embed_candidates(work_copy(image, settings.imgsz), candidates)
             self._clip_cache.put(key, embeddings)
         return embeddings
+
+    @contextlib.contextmanager
+    def _hold(self, name: str, turns: Turns) -> Iterator[None]:
+        """Engine ``name``'s turn (:meth:`core.manager.ModelManager.hold`), reported to
+        ``turns.on_wait`` with the engine's name while waiting, and once more with place 0 when the
+        turn comes after a wait."""
+        on_wait, waited = turns.on_wait, False
+
+        def report(place: int, ahead: int, estimate_s: float | None) -> None:
+            nonlocal waited
+            waited = True
+            on_wait(name, place, ahead, estimate_s)
+
+        with self.manager.hold(name, on_wait=report if on_wait is not None else None,
+                               should_cancel=turns.should_cancel):
+            if waited:
+                on_wait(name, 0, 0, None)
+            yield
 
     # --- answering -------------------------------------------------------------------------
 
@@ -152,6 +197,9 @@ class Segmenter:
         image_id: str,
         prompt: SegmentPrompt,
         settings: FastSAMSettings = FastSAMSettings(),
+        *,
+        on_wait: SelectionWait | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> SegmentResult:
         """Answer ``prompt`` for ``image`` (RGB, full resolution); masks come at full resolution.
 
@@ -160,7 +208,14 @@ class Segmenter:
         backend (another SAM when that one is missing); GrabCut when no model can answer. The
         result's ``fallback`` says why another engine answered. Raises SegmentError for a prompt that
         cannot be answered at all (empty, a zero-area box, text with neither SAM 3 nor CLIP).
+
+        While an engine it needs runs for others: ``on_wait(engine, place, ahead, estimate_s)`` every
+        moment or so (a :data:`SelectionWait`: ``place`` 1 = next, ``ahead`` the requests ahead, the
+        running one included, ``estimate_s`` None before the engine has been timed), then once with
+        place 0 when its turn comes; ``should_cancel()`` returning True meanwhile leaves the queue
+        with core.errors.Cancelled. Raises core.queue.QueueFull when too many requests wait.
         """
+        turns = Turns(on_wait, should_cancel)
         checked = prompt.checked_for(image.size)
         dropped = len(prompt.points) - len(checked.points)
         note = f"{dropped} click{'s' if dropped > 1 else ''} outside the photo ignored. " if dropped else ""
@@ -169,13 +224,13 @@ class Segmenter:
 
         refiners = [checked.refiner, *(name for name in self.refiners() if name != checked.refiner)]
         if checked.is_concept:
-            result = self._concept(image, image_id, checked, settings)
+            result = self._concept(image, image_id, checked, settings, turns)
         elif checked.backend == "sam" and (refiner := self.first_available(refiners)) is not None:
-            result = self._sam(image, image_id, checked, refiner)
+            result = self._sam(image, image_id, checked, refiner, turns)
             if refiner != checked.refiner:
                 result.fallback = f"{self.error(checked.refiner)} Used {self._title(refiner)} instead."
         elif checked.backend in ("fastsam", "sam") and self.engine(settings.model) is not None:
-            result = self._fastsam(image, image_id, checked, settings)
+            result = self._fastsam(image, image_id, checked, settings, turns)
             if checked.backend == "sam":
                 result.fallback = f"{self.error(checked.refiner)} No SAM is available; used FastSAM instead."
         else:
@@ -186,10 +241,10 @@ class Segmenter:
         return result
 
     def _fastsam(
-        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings
+        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings, turns: Turns
     ) -> SegmentResult:
         timings: dict[str, float] = {}
-        candidates, everything_ms = self.candidates(image, image_id, settings)
+        candidates, everything_ms = self._candidates(image, image_id, settings, turns)
         if everything_ms is not None:
             timings["everything"] = everything_ms
         result = SegmentResult([], [], "fastsam", self.model_id(settings.model), timings=timings)
@@ -226,26 +281,28 @@ class Segmenter:
         return self.manager.catalog.title(name)
 
     def _concept(
-        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings
+        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings, turns: Turns
     ) -> SegmentResult:
         """Every instance of the prompt's concept: SAM 3, else CLIP's ranking of FastSAM's candidates."""
         concepts = self.manager.catalog.answering("concepts")
         name = self.concept_engine()
         if name is not None:
-            return self._instances(image, image_id, prompt, name)
+            return self._instances(image, image_id, prompt, name, turns)
         why = next((self.error(n) for n in concepts if self.error(n)), None) or (
             f"{self._title(concepts[0])} is not on this machine." if concepts else "No concept model is configured.")
         if not prompt.text:
             raise SegmentError(f"Selecting by example boxes needs SAM 3: {why} Type what the object is instead, "
                                "or click it.")
-        result = self._text(image, image_id, prompt, settings)
+        result = self._text(image, image_id, prompt, settings, turns)
         result.fallback = f"{why} CLIP chose among FastSAM's candidates instead (one object at a time)."
         return result
 
-    def _instances(self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str) -> SegmentResult:
+    def _instances(
+        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str, turns: Turns
+    ) -> SegmentResult:
         timings: dict[str, float] = {}
         engine = self.engine(name)
-        with self.manager.hold(name):
+        with self._hold(name, turns):
             embedding = self.embedding(name, image, image_id, timings)
             with timed(timings, "find"):
                 instances = engine.find(embedding, text=prompt.text, boxes=prompt.examples,
@@ -259,22 +316,22 @@ class Segmenter:
         return result
 
     def _text(
-        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings
+        self, image: Image.Image, image_id: str, prompt: SegmentPrompt, settings: FastSAMSettings, turns: Turns
     ) -> SegmentResult:
         if self.engine("clip") is None:
             raise SegmentError(f"Selecting by text needs CLIP: {self.error('clip')}")
         if self.engine(settings.model) is None:
             raise SegmentError(f"Selecting by text needs FastSAM's candidates: {self.error(settings.model)}")
         timings: dict[str, float] = {}
-        candidates, everything_ms = self.candidates(image, image_id, settings)
+        candidates, everything_ms = self._candidates(image, image_id, settings, turns)
         if everything_ms is not None:
             timings["everything"] = everything_ms
         result = SegmentResult([], [], "fastsam+clip", self.model_id("clip"), timings=timings)
         with timed(timings, "embed candidates"):
-            embeddings = self._candidate_embeddings(image, image_id, candidates, settings)
+            embeddings = self._candidate_embeddings(image, image_id, candidates, settings, turns)
         clip = self.engine("clip")
         with timed(timings, "text"):
-            with self.manager.hold("clip"):
+            with self._hold("clip", turns):
                 similarities = clip.score(embeddings, prompt.text)
             scorable = np.flatnonzero(np.isfinite(similarities))  # tiny candidates are not scored
             order, probabilities = top_k_by_text(similarities[scorable], clip.logit_scale, prompt.top_k)
@@ -293,7 +350,7 @@ class Segmenter:
             )
         return result
 
-    def _sam(self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str) -> SegmentResult:
+    def _sam(self, image: Image.Image, image_id: str, prompt: SegmentPrompt, name: str, turns: Turns) -> SegmentResult:
         """Clicks and a box answered by SAM engine ``name`` from the photo's cached embedding. Its
         proposals, smallest first, are the levels Bigger / Smaller step through (``prompt.step``
         away from the answer). A lone click is ambiguous (a shirt, or the person wearing it): the
@@ -301,7 +358,7 @@ class Segmenter:
         single mask for them, placed among the proposals by its area."""
         sam = self.engine(name)
         timings: dict[str, float] = {}
-        with self.manager.hold(name):
+        with self._hold(name, turns):
             embedding = self.embedding(name, image, image_id, timings)
             with timed(timings, "decode"):
                 proposals = sam.proposals(embedding, prompt.points, prompt.box)

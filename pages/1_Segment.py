@@ -1,17 +1,19 @@
 """Segment: select an object by clicking it, drawing a box around it, or naming it."""
 import contextlib
+from functools import partial
 
 import numpy as np
 import streamlit as st
 
 from core import masks
-from core.errors import ModelUnavailable
-from core.segment import FastSAMSettings, SegmentError, SegmentPrompt
+from core.errors import ModelUnavailable, UserError
+from core.segment import FastSAMSettings, SegmentPrompt
 from ui import forms, resources, session
 from ui.canvas import canvas_size, prompt_canvas
 from ui.model_downloads import model_link
 from ui.page import require_photo, setup_page
 from ui.segment_view import selection_picture, thumbnail
+from ui.waiting import QueueWait
 
 BACKENDS = {"FastSAM": "fastsam", "SAM (refine)": "sam", "GrabCut": "grabcut"}
 FASTSAM_MODELS = {"FastSAM-s": "fastsam", "FastSAM-x": "fastsam_x"}
@@ -25,6 +27,12 @@ NOTHING_SELECTED = {
     "Box": "Nothing was selected in that box. Draw it tighter around the object, click on the object "
            "instead, or try another model under *Model and settings*, or paint the region on the Mask page.",
     "Text": "Nothing was found. Try another word, or click on the object or box it instead.",
+}
+# What to say when the selection was cancelled while it waited for its model (it stays unanswered).
+CANCELLED = {
+    "Click": "Selection cancelled. Click again to select, or Clear selection to start over.",
+    "Box": "Selection cancelled. Draw the box again to select.",
+    "Text": "Selection cancelled. Press Find again to search.",
 }
 
 setup_page("Segment", ":material/ads_click:")
@@ -109,10 +117,14 @@ settings = FastSAMSettings(model=FASTSAM_MODELS[model], imgsz=imgsz, conf=conf, 
 fastsam_status = available[settings.model]
 if fastsam_status.available and BACKENDS[backend] != "grabcut" and not segmenter.has_candidates(photo_id, settings):
     try:
+        waiting = QueueWait(banner.empty(), resources.engine_title, "segment_candidates")
         with banner, st.spinner(f"Finding every object with {model} (once per photo)…"):
-            segmenter.candidates(loaded.rgb, photo_id, settings)
+            segmenter.candidates(loaded.rgb, photo_id, settings, on_wait=waiting)
+        waiting.done()
     except ModelUnavailable:
         pass  # remembered by the segmenter and explained below
+    except UserError:
+        pass  # FastSAM's queue is full: a click says so
 fastsam_ready = fastsam_status.available and segmenter.error(settings.model) is None
 with banner:
     if BACKENDS[backend] != "grabcut" and not fastsam_ready:
@@ -158,6 +170,7 @@ with controls_col:
                 st.number_input("Candidates to show", 1, 8, key=forms.SEGMENT_TOP_K)
             if st.form_submit_button("Find", disabled=not text_ready):
                 st.session_state[session.SEGMENT_QUERY] = text
+                st.session_state.pop(session.SEGMENT_CANCELLED, None)
         if concept is not None:
             st.segmented_control("Example boxes", ["Like this", "Not like this"], key=forms.SEGMENT_EXAMPLE_LABEL,
                                  required=True, help="Drag boxes on the photo around objects like (or unlike) "
@@ -179,20 +192,27 @@ prompt = SegmentPrompt(
     min_score=float(st.session_state[forms.SEGMENT_MIN_SCORE]),
 )
 
-result, error = None, None
+# While the models run for others, the selection waits its turn: the banner says where it stands,
+# with a Cancel button (the selection is then left unanswered until it changes).
+result, error, cancelled = None, None, False
 if not prompt.is_empty:
     inputs = (photo_id, prompt, settings)
     cached = st.session_state.get(session.SEGMENT_RESULT)
     if cached is not None and cached[0] == inputs:
         result = cached[1]
+    elif st.session_state.get(session.SEGMENT_CANCELLED) == inputs:
+        cancelled = True
     else:
+        waiting = QueueWait(banner.empty(), resources.engine_title, "segment_cancel",
+                            on_cancel=partial(session.cancel_segment, inputs))
         try:
             with loading_spinner(prompt):
-                result = segmenter.segment(loaded.rgb, photo_id, prompt, settings)
-        except SegmentError as failure:
+                result = segmenter.segment(loaded.rgb, photo_id, prompt, settings, on_wait=waiting)
+        except UserError as failure:  # a prompt that cannot be answered (SegmentError), a full queue
             error = str(failure)
         else:
             st.session_state[session.SEGMENT_RESULT] = (inputs, result)
+        waiting.done()
 
 # The instances of a concept: each a checkbox; SAM 3's all picked at first, CLIP's best one.
 pick_keys: list[str] = []
@@ -244,6 +264,8 @@ with canvas_col:
 
     if error:
         st.error(error)
+    elif cancelled:
+        st.info(CANCELLED[mode], icon=":material/info:")
     elif result is not None:
         if result.message:
             st.warning(result.message, icon=":material/info:")

@@ -199,3 +199,44 @@ def inpaint_page(with_mask: bool = True) -> AppTest:
     if with_mask:
         at.session_state[session.MASK].apply(masks.layer_edit("add", region(), "test region"))
     return at.switch_page("pages/3_Inpaint.py").run()
+
+
+# --- an AppTest script run seen while it runs (a page waiting for its model's turn) ---------------
+# AppTest gives a page's elements only when its run ends; these read what the running script has sent
+# so far, and click one of its buttons as a browser would, through the script thread's run context
+# (Streamlit internals, kept to these helpers).
+
+
+def _running_contexts() -> list:
+    """The run contexts of the AppTest script runs going on now (in other threads; a spinner's timer
+    thread shares its script's)."""
+    import threading
+
+    from streamlit.runtime.scriptrunner_utils.script_run_context import SCRIPT_RUN_CONTEXT_ATTR_NAME
+
+    contexts = [getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME, None) for thread in threading.enumerate()]
+    return list({id(context): context for context in contexts if context is not None}.values())
+
+
+def _tree_so_far(context):
+    from streamlit.testing.v1.element_tree import parse_tree_from_messages
+
+    return parse_tree_from_messages(list(context._enqueue.__self__.forward_msgs()))
+
+
+def shown_while_running(kind: str = "progress") -> list:
+    """The elements of ``kind`` ("progress", "info", "button"…) that the running script shows now."""
+    return [element for context in _running_contexts() for element in _tree_so_far(context).get(kind)]
+
+
+def click_while_running(at: AppTest, label: str) -> None:
+    """Click button ``label`` of ``at``'s running script, as the browser does: a rerun of the page with
+    the widgets' values and the click, which stops the running script at its next update of the page."""
+    from streamlit.runtime.scriptrunner import RerunData
+
+    (context,) = _running_contexts()
+    tree = _tree_so_far(context)
+    tree._runner = at  # the widgets' values not sent yet are read from its session state
+    next(button for button in tree.get("button") if button.label == label).click()
+    context._enqueue.__self__.request_rerun(RerunData(widget_states=tree.get_widget_states(),
+                                                      page_script_hash=context.page_script_hash))

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from core import masks
 from core.catalog import BUILTIN
 from tests.helpers import INPAINT_PAGE_PHOTO_SIZE as PHOTO_SIZE
-from tests.helpers import inpaint_page, make_photo, region
+from tests.helpers import inpaint_page, make_photo, region, shown_while_running
 from ui import forms, session
 
 REMOVAL_ENGINES = [name for name in BUILTIN.engine_names(("removal",))
@@ -212,21 +212,9 @@ def page_manager():
     return resources.manager()
 
 
-def shown_while_running() -> list[str]:
-    """The texts of the progress bars the page's script run shows now, while it runs.
-
-    AppTest gives the page's elements only when a run ends; this reads what the running script has
-    sent so far, through the script thread's run context (Streamlit internals, kept to this helper)."""
-    from streamlit.runtime.scriptrunner_utils.script_run_context import SCRIPT_RUN_CONTEXT_ATTR_NAME
-    from streamlit.testing.v1.element_tree import parse_tree_from_messages
-
-    contexts = [getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME) for thread in threading.enumerate()
-                if getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME, None) is not None]
-    texts = []
-    for context in contexts:
-        runner = context._enqueue.__self__
-        texts += [element.proto.text for element in parse_tree_from_messages(list(runner.forward_msgs())).get("progress")]
-    return texts
+def bar_texts() -> list[str]:
+    """What the progress bars of the page's running script say now."""
+    return [element.proto.text for element in shown_while_running("progress")]
 
 
 def wait_until(condition, what: str, limit: float = 30.0) -> None:
@@ -246,8 +234,8 @@ def test_a_generation_waiting_for_its_model_shows_its_place_and_runs_when_the_mo
         page = threading.Thread(target=lambda: runs.append(at.run()), daemon=True)
         page.start()
         wait_until(lambda: len(queue.waiting()) == 1, "the page's request to queue")
-        wait_until(lambda: any(text.startswith("Waiting for") for text in shown_while_running()), "the message")
-        assert "Waiting for OpenCV Telea: 1 request ahead of yours." in shown_while_running()
+        wait_until(lambda: any(text.startswith("Waiting for") for text in bar_texts()), "the message")
+        assert "Waiting for OpenCV Telea: 1 request ahead of yours." in bar_texts()
     finally:
         queue.leave(head)
     page.join(60)
@@ -285,7 +273,7 @@ def _take_turn(queue) -> None:
 
 
 def test_the_wait_message_counts_the_requests_ahead_and_rounds_the_estimate():
-    from ui.generation import wait_message
+    from ui.waiting import wait_message
 
     assert wait_message("SD 1.5 inpainting", 2, 2, 19.2) == "Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s."
     assert wait_message("SD 1.5 inpainting", 1, 1, None) == "Waiting for SD 1.5 inpainting: 1 request ahead of yours."

@@ -1,5 +1,9 @@
-"""AppTest runs of the Segment page: clicks, stepping, boxes, text, sending to the mask, fallbacks."""
+"""AppTest runs of the Segment page: clicks, stepping, boxes, text, sending to the mask, fallbacks,
+waiting for a model's turn."""
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from core.engines.fastsam import FastSAMEngine, FastSAMSettings
-from tests.helpers import TIMEOUT, png_bytes, upload
+from tests.helpers import TIMEOUT, click_while_running, png_bytes, shown_while_running, upload
 from ui import forms, session
 
 PHOTO_SIZE = (480, 320)
@@ -317,3 +321,110 @@ def test_the_segment_canvas_hides_its_own_toolbar(app_with_tiny_models, monkeypa
     at.button_group(key=forms.SEGMENT_MODE).set_value("Text").run()  # SAM 3 here: example boxes on a canvas
     assert not at.exception
     assert len(calls) >= 3 and not any(calls)
+
+
+# --- waiting for the model's turn while it runs for someone else -----------------------------------
+
+
+def page_manager():
+    """The server's model manager, the one the page's runs use (a process-wide cache)."""
+    from ui import resources
+
+    return resources.manager()
+
+
+def waiting_lines() -> list[str]:
+    """The waiting messages the page's running script shows now."""
+    return [info.value for info in shown_while_running("info") if info.value.startswith("Waiting for")]
+
+
+def wait_until(condition, what: str, limit: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def click_in_thread(at: AppTest, x: float, y: float) -> tuple[threading.Thread, list[AppTest]]:
+    """A click at photo pixel (x, y), its run in a thread (the page waits for a model meanwhile)."""
+    runs: list[AppTest] = []
+    page = threading.Thread(target=lambda: runs.append(click(at, x, y)), daemon=True)
+    page.start()
+    return page, runs
+
+
+CANCELLED_CLICK = "Selection cancelled. Click again to select, or Clear selection to start over."
+
+
+def refining_page() -> AppTest:
+    at = segment_page()
+    return at.radio(key=forms.SEGMENT_BACKEND).set_value("SAM (refine)").run()
+
+
+def test_a_selection_waiting_for_its_model_shows_its_place_and_runs_when_the_model_is_free(app_with_tiny_models):
+    at = refining_page()
+    queue = page_manager().queue("sam2")
+    head = queue.enter()  # someone else's selection holds SAM 2.1
+    try:
+        page, runs = click_in_thread(at, 240, 170)
+        wait_until(lambda: len(queue.waiting()) == 1, "the page's selection to queue")
+        wait_until(waiting_lines, "the message")
+        assert waiting_lines() == ["Waiting for SAM 2.1 Hiera-S: 1 request ahead of yours."]
+        assert [button.label for button in shown_while_running("button")].count("Cancel") == 1
+    finally:
+        queue.leave(head)
+    page.join(TIMEOUT)
+    assert not page.is_alive()
+    at = runs[0]
+    assert not at.exception and not at.error
+    assert at.session_state[session.SEGMENT_RESULT][1].backend == "sam2"
+    assert "(sam2)" in selected_caption(at)
+    assert not any(info.value.startswith("Waiting for") for info in at.info)  # gone once the work started
+    assert "Cancel" not in [b.label for b in at.button]
+    assert len(queue) == 0
+
+
+def test_cancel_takes_a_waiting_selection_out_of_the_queue_until_the_selection_changes(app_with_tiny_models):
+    at = refining_page()
+    queue = page_manager().queue("sam2")
+    head = queue.enter()
+    try:
+        page, runs = click_in_thread(at, 240, 170)
+        wait_until(lambda: "Cancel" in [button.label for button in shown_while_running("button")], "Cancel")
+        click_while_running(at, "Cancel")
+        page.join(TIMEOUT)
+        assert not page.is_alive()
+        assert queue.waiting() == [] and queue.running is head  # it left while SAM 2.1 was still busy
+        at = runs[0]
+        assert not at.exception and not at.error
+        assert [info.value for info in at.info] == [CANCELLED_CLICK]
+        assert selected_caption(at) is None and button(at, "Add to mask").disabled
+        at.run()  # another run of the page does not ask again
+        assert len(queue.waiting()) == 0 and [info.value for info in at.info] == [CANCELLED_CLICK]
+    finally:
+        queue.leave(head)
+    at = click(at, 250, 180)  # a new click asks again
+    assert not at.exception and not at.error
+    assert at.session_state[session.SEGMENT_RESULT][1].backend == "sam2" and selected_caption(at)
+    assert not any(info.value.startswith("Selection cancelled") for info in at.info)
+
+
+def test_the_first_pass_over_a_photo_waiting_for_fastsam_shows_its_place(app_with_tiny_models):
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=TIMEOUT).run()
+    upload(at, "photo.png", png_bytes(make_photo()))
+    queue = page_manager().queue("fastsam")
+    head = queue.enter()  # someone else's selection holds FastSAM-s
+    try:
+        runs: list[AppTest] = []
+        page = threading.Thread(target=lambda: runs.append(at.switch_page("pages/1_Segment.py").run()), daemon=True)
+        page.start()
+        wait_until(waiting_lines, "the message")
+        assert waiting_lines() == ["Waiting for FastSAM-s: 1 request ahead of yours."]
+    finally:
+        queue.leave(head)
+    page.join(TIMEOUT)
+    assert not page.is_alive()
+    at = runs[0]
+    assert not at.exception and not at.error and not at.warning
+    assert not any(info.value.startswith("Waiting for") for info in at.info)
+    assert len(queue) == 0

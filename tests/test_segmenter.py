@@ -1,12 +1,16 @@
 """The selection service with the real FastSAM loader on the tiny checkpoint, caches and fallbacks."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from core.config import Settings
 from core.engines.base import ModelLoadError
+from core.errors import Cancelled
 from core.engines.fastsam import FastSAMEngine, FastSAMSettings, work_copy
 from core.images import content_hash
 from core.segment import SegmentError, SegmentPrompt
@@ -175,3 +179,114 @@ def test_text_prompt_returns_top_k_candidates_with_scores(fastsam, tiny_models):
     assert ("best similarity" in result.message) == (result.similarities[0] < WEAK_TEXT_MATCH)
     segmenter.segment(image, image_id, SegmentPrompt(text="green grass", top_k=2), SETTINGS)
     assert counter.calls == 1 and len(clip_calls) == 1  # candidates embedded once per photo
+
+
+# --- waiting for an engine that runs for someone else --------------------------------------------
+
+WAIT_LIMIT = 10.0  # seconds: the bound on every wait below (never reached when they pass)
+
+
+class OneDisk:
+    """A FastSAM stand-in: one candidate, the photo's disk, at a quarter of the photo's size."""
+
+    model_id = "one-disk"
+
+    def everything(self, image, settings):
+        from core.segment import CandidateSet
+
+        small = image.resize((image.width // 4, image.height // 4))
+        disk = np.asarray(small)[..., 0] > 150
+        return CandidateSet.from_masks(disk[None], [0.9], image.size)
+
+
+class FixedSam:
+    """A SAM stand-in: the same proposal for any prompt."""
+
+    model_id = "fixed-sam"
+
+    def __init__(self, size) -> None:
+        self.mask = np.zeros((size[1], size[0]), bool)
+        self.mask[100:200, 200:300] = True
+
+    def embed(self, image):
+        return "embedding"
+
+    def proposals(self, embedding, points=(), box=None):
+        return [(self.mask, 0.9)]
+
+    def segment(self, embedding, points=(), box=None):
+        return self.mask, 0.9
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.005)
+
+
+def select_in_thread(segmenter: Segmenter, prompt: SegmentPrompt, **waiting) -> tuple[threading.Thread, list, list]:
+    """Start ``segmenter.segment`` for ``photo()`` in a thread; (the thread, its reports, its outcome)."""
+    reports, outcome = [], []
+
+    def call():
+        try:
+            outcome.append(segmenter.segment(photo(), "id", prompt, SETTINGS,
+                                             on_wait=lambda *report: reports.append(report), **waiting))
+        except Exception as error:  # noqa: BLE001 (looked at by the test)
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread, reports, outcome
+
+
+@pytest.mark.parametrize("engine, prompt", [
+    ("fastsam", SegmentPrompt(points=((240, 170, 1),))),
+    ("sam2", SegmentPrompt(points=((240, 170, 1),), backend="sam", refiner="sam2")),
+])
+def test_a_selection_reports_its_place_while_its_engine_runs_for_someone_else(engine, prompt):
+    segmenter = Segmenter(manager_with(fastsam=OneDisk(), sam2=FixedSam(photo().size)))
+    queue = segmenter.manager.queue(engine)
+    head = queue.enter()  # someone else's selection holds the engine
+    try:
+        thread, reports, outcome = select_in_thread(segmenter, prompt)
+        wait_until(lambda: reports, "a report")
+        assert reports[0] == (engine, 1, 1, None)  # first in line, the running one ahead, not timed yet
+        assert not outcome and len(queue.waiting()) == 1
+    finally:
+        queue.leave(head)
+    thread.join(WAIT_LIMIT)
+    assert not thread.is_alive()
+    assert reports[-1] == (engine, 0, 0, None)  # its turn came: the work started
+    assert all(report[:3] == (engine, 1, 1) for report in reports[:-1])
+    result = outcome[0]
+    assert result.backend == engine and result.mask is not None and result.mask[170, 240]
+    assert len(queue) == 0 and not segmenter.manager.busy
+
+
+def test_a_selection_that_need_not_wait_reports_nothing():
+    segmenter = Segmenter(manager_with(fastsam=OneDisk()))
+    reports = []
+    segmenter.segment(photo(), "id", SegmentPrompt(points=((240, 170, 1),)), SETTINGS,
+                      on_wait=lambda *report: reports.append(report))
+    assert reports == []
+
+
+def test_a_waiting_selection_is_cancelled_and_leaves_the_queue():
+    segmenter = Segmenter(manager_with(fastsam=OneDisk()))
+    queue = segmenter.manager.queue("fastsam")
+    head = queue.enter()
+    cancel = threading.Event()
+    try:
+        thread, reports, outcome = select_in_thread(segmenter, SegmentPrompt(points=((240, 170, 1),)),
+                                                    should_cancel=cancel.is_set)
+        wait_until(lambda: reports, "a report")
+        cancel.set()
+        thread.join(WAIT_LIMIT)
+        assert not thread.is_alive()  # it did not wait for the engine
+        assert isinstance(outcome[0], Cancelled) and "FastSAM-s" in str(outcome[0])
+        assert queue.waiting() == [] and queue.running is head
+    finally:
+        queue.leave(head)
+    assert not segmenter.has_candidates("id", SETTINGS)

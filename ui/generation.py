@@ -2,8 +2,8 @@
 
 The generation runs in the page's own script run. While other requests for the same model are
 ahead of it in the model's queue (``core.queue``), the bar says so and keeps the numbers up to date:
-"Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s". A full queue is the page's
-usual clear error.
+"Waiting for SD 1.5 inpainting: 2 requests ahead of yours, about 20 s" (``ui.waiting``, the wording
+every page uses). A full queue is the page's usual clear error.
 
 Cancel works by Streamlit's rerun: clicking it starts a new run of the page, which stops this one
 at its next update of the page: between two steps (the engine's step callback is where the script
@@ -13,7 +13,6 @@ says that the generation was cancelled; earlier results stay.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -22,29 +21,11 @@ import streamlit as st
 from core import operations
 from core.errors import Cancelled, StudioError
 from ui import forms, resources
+from ui.waiting import wait_message
 
 CANCEL = "cancel_generation"
 
 Progress = Callable[[int, int], None]
-
-
-def wait_message(title: str, place: int, ahead: int, estimate_s: float | None) -> str:
-    """What the page says while a request waits for model ``title``: the requests ahead of it (the
-    running one included) and, once the model has been timed, about how long."""
-    if ahead <= 0:
-        said = "yours is next"
-    else:
-        said = f"{ahead} request{'s' if ahead != 1 else ''} ahead of yours"
-    return f"Waiting for {title}: {said}" + (f", about {about(estimate_s)}" if estimate_s is not None else "") + "."
-
-
-def about(seconds: float) -> str:
-    """A rough duration: "4 s", "20 s" (5 s steps), "3 min"."""
-    if seconds < 10:
-        return f"{max(1, math.ceil(seconds))} s"
-    if seconds < 60:
-        return f"{5 * math.ceil(seconds / 5)} s"
-    return f"{math.ceil(seconds / 60)} min"
 
 
 class GenerationProgress:

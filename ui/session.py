@@ -32,6 +32,7 @@ SEGMENT_STEP = "segment_step"  # Bigger / Smaller: +1 = one size larger, -1 = sm
 SEGMENT_EXAMPLES = "segment_examples"  # [((x0, y0, x1, y1), label)] example boxes for SAM 3, label 1 like / 0 not
 SEGMENT_QUERY = "segment_query"  # the text last searched for
 SEGMENT_RESULT = "segment_result"  # (inputs, core.segment.SegmentResult) of the last answer
+SEGMENT_CANCELLED = "segment_cancelled"  # the inputs of the selection last cancelled while it waited
 INPAINT_REFERENCE = "inpaint_reference"  # (file name, RGB image) of the reference picture, or None
 INPAINT_RESULT = "inpaint_result"  # core.operations.inpaint.InpaintResult of the last generation
 OUTPAINT_RESULT = "outpaint_result"  # core.operations.outpaint.OutpaintResult of the last canvas extension
@@ -117,7 +118,14 @@ def clear_segment_prompt() -> None:
     st.session_state[SEGMENT_QUERY] = ""
     st.session_state[SEGMENT_EXAMPLES] = []
     st.session_state.pop(SEGMENT_RESULT, None)
+    st.session_state.pop(SEGMENT_CANCELLED, None)
     bump_canvas(SEGMENT_CANVAS_VERSION)
+
+
+def cancel_segment(inputs: tuple) -> None:
+    """Cancel the selection of ``inputs`` (photo id, prompt, settings) waiting for its model: the
+    page leaves it unanswered until the selection changes (or Find is pressed again)."""
+    st.session_state[SEGMENT_CANCELLED] = inputs
 
 
 def display_copy(width: int) -> Image.Image | None:

@@ -37,8 +37,9 @@ class Operation:
     ``params``: its params type. ``engine_kinds``: the catalog kinds of engine it runs on (its
     params' ``engine`` field names one); ``fixed_engine``: the one engine it always uses; neither:
     it needs no model. ``light``: it takes a light. ``takes_mask``: False for an operation that
-    needs no region (extending the canvas): callers pass no mask and recipes select nothing. ``runner(edit, image, mask, engine, progress,
-    should_cancel)`` returns the result. ``describe(edit)``: a few words for people.
+    needs no region (extending the canvas): callers pass no mask and recipes select nothing.
+    ``runner(edit, image, mask, engine, progress, should_cancel)`` returns the result.
+    ``describe(edit)``: a few words for people.
     """
 
     name: str
@@ -65,8 +66,8 @@ def _lit_fill(edit, image, mask, engine, progress, should_cancel):
 
 
 def _outpaint(edit, image, mask, engine, progress, should_cancel):
-    return outpaint.outpaint(image, edit.params, engine, reference_image=edit.reference_image, progress=progress,
-                             should_cancel=should_cancel)
+    return outpaint.outpaint(image, edit.params, engine, reference_image=edit.reference_image,
+                             progress=progress, should_cancel=should_cancel)
 
 
 def _relight(edit, image, mask, engine, progress, should_cancel):
@@ -82,19 +83,22 @@ OPERATIONS: dict[str, Operation] = {
     operation.name: operation
     for operation in (
         Operation("inpaint", "Inpaint", InpaintParams, _inpaint,
-                  lambda e: f"inpaint “{e.params.prompt}” ({e.params.engine})", engine_kinds=("diffusion", "removal")),
+                  lambda e: f"inpaint “{e.params.prompt}” ({e.params.engine})",
+                  engine_kinds=("diffusion", "removal")),
         Operation("remove", "Remove", InpaintParams, _inpaint, lambda e: f"remove ({e.params.engine})",
                   engine_kinds=("removal",)),
         Operation("lit_fill", "Fill with light", InpaintParams, _lit_fill,
                   lambda e: f"fill with light ({e.params.engine})", engine_kinds=("diffusion",), light=True,
                   requires=("strength",),
-                  needs=lambda p: None if p.strength < 1 else "strength: filling with light needs a strength below 1."),
+                  needs=lambda p: (None if p.strength < 1
+                                   else "strength: filling with light needs a strength below 1.")),
         Operation("outpaint", "Extend canvas", OutpaintParams, _outpaint,
                   lambda e: f"extend the canvas {e.params.describe_extension()} ({e.params.engine})",
                   engine_kinds=("diffusion", "removal"), takes_mask=False),
         Operation("relight", "Relight", RelightParams, _relight, lambda e: "relight (iclight)",
                   fixed_engine="iclight", light=True),
-        Operation("shade", "Relight by shading", RelightParams, _shade, lambda e: "relight (shading)", light=True),
+        Operation("shade", "Relight by shading", RelightParams, _shade, lambda e: "relight (shading)",
+                  light=True),
     )
 }
 
@@ -145,13 +149,15 @@ def check_engine(name: str, op: Operation, catalog: Catalog | None = None) -> No
     catalog = catalog or catalogs.current()
     fitting = catalog.engine_names(op.engine_kinds)
     if name not in fitting:
-        raise UserError(f"action.params.engine: {op.name} cannot use {name!r}; use one of {', '.join(fitting)}.")
+        raise UserError(f"action.params.engine: {op.name} cannot use {name!r}; "
+                        f"use one of {', '.join(fitting)}.")
 
 
 def needed_capabilities(edit: Edit) -> dict[str, str]:
     """The engine capabilities ``edit`` asks for (capability → what asks for it)."""
     params = edit.params
-    needed = {capability: f"a strength below 1 ({edit.operation})" for capability in OPERATIONS[edit.operation].requires}
+    needed = {capability: f"a strength below 1 ({edit.operation})"
+              for capability in OPERATIONS[edit.operation].requires}
     if getattr(params, "mode", "fill") == "instruct":
         needed["instruction"] = "an instruction (mode \"instruct\")"
     if getattr(params, "reference", "") or edit.reference_image is not None:
@@ -170,8 +176,8 @@ def check_capabilities(edit: Edit, catalog: Catalog | None = None) -> None:
             raise UserError(f"action.params.engine: {entry.title} cannot take {what}; "
                             f"use {' or '.join(able) or 'another engine'}.")
     if getattr(edit.params, "reference", "") and edit.reference_image is None:
-        raise UserError(f"action.params.reference: the reference image {edit.params.reference} was not loaded; "
-                        "give it with --reference, or put it next to the recipe.")
+        raise UserError(f"action.params.reference: the reference image {edit.params.reference} "
+                        "was not loaded; give it with --reference, or put it next to the recipe.")
 
 
 def run(
@@ -184,8 +190,9 @@ def run(
     should_cancel: CancelCheck | None = None,
     on_wait: Callable[[int, int, float | None], None] | None = None,
 ) -> Any:
-    """Apply ``edit`` to ``mask`` of ``image`` (None for an operation that takes no mask), holding its engine (from ``manager``, a
-    ``core.manager.ModelManager``) for the call. Raises the errors of ``core.errors``.
+    """Apply ``edit`` to ``mask`` of ``image`` (None for an operation that takes no mask), holding
+    its engine (from ``manager``, a ``core.manager.ModelManager``) for the call. Raises the errors
+    of ``core.errors``.
 
     While other requests for the engine are ahead in its queue, ``on_wait(place, ahead, estimate_s)``
     reports where this one stands, and ``should_cancel()`` is polled there too (Cancelled leaves the

@@ -44,22 +44,27 @@ class OutpaintParams(InpaintParams):
     crop reaches into the photo and into the crops before it."""
 
     strength: float = setting(0.95, label="Strength", low=0, high=1, above_low=True,
-                              help="below 1 starts from the pre-filled border, so the colours and light of the "
-                                   "photo's edges carry on (0.95: only those); 1 starts from noise")
+                              help="below 1 starts from the pre-filled border, so the colours and light "
+                                   "of the photo's edges carry on (0.95: only those); 1 starts from noise")
     padding: int = setting(64, label="Overlap", low=0, high=1024, unit="px", flag="--overlap",
-                           help="how far each crop along the border reaches into the photo and its neighbours, px")
+                           help="how far each crop along the border reaches into the photo and its "
+                                "neighbours, px")
     mask_blur: int = setting(32, label="Feather", low=0, high=256, unit="px", flag="--feather",
                              help="soft seam, px into the photo; the photo beyond it is kept exactly")
     invert_mask: bool = setting(False, label="Invert mask", option=False, help="not used when extending")
     mode: str = setting("fill", label="Mode", choices=("fill",), option=False,
                         help="extending fills the border from the prompt")
-    left: int = setting(0, label="Left", low=0, high=MAX_EXTENSION, unit="px", help="pixels to add on the left")
-    right: int = setting(0, label="Right", low=0, high=MAX_EXTENSION, unit="px", help="pixels to add on the right")
-    top: int = setting(0, label="Top", low=0, high=MAX_EXTENSION, unit="px", help="pixels to add at the top")
+    left: int = setting(0, label="Left", low=0, high=MAX_EXTENSION, unit="px",
+                        help="pixels to add on the left")
+    right: int = setting(0, label="Right", low=0, high=MAX_EXTENSION, unit="px",
+                         help="pixels to add on the right")
+    top: int = setting(0, label="Top", low=0, high=MAX_EXTENSION, unit="px",
+                       help="pixels to add at the top")
     bottom: int = setting(0, label="Bottom", low=0, high=MAX_EXTENSION, unit="px",
                           help="pixels to add at the bottom")
     aspect: str = setting("", label="Aspect ratio",
-                          help="extend to this aspect ratio instead of by pixels: 1:1, 4:3, 3:4, 3:2, 2:3, 16:9, 9:16")
+                          help="extend to this aspect ratio instead of by pixels: "
+                               "1:1, 4:3, 3:4, 3:2, 2:3, 16:9, 9:16")
     anchor: str = setting("centre", label="Anchor", choices=ANCHORS,
                           help="where the photo sits on a canvas of that aspect ratio")
 
@@ -85,9 +90,8 @@ class OutpaintParams(InpaintParams):
     def describe_extension(self) -> str:
         if self.aspect:
             return f"to {self.aspect} ({self.anchor})"
-        return ", ".join(f"{name} {value} px" for name, value in
-                         (("left", self.left), ("right", self.right), ("top", self.top), ("bottom", self.bottom))
-                         if value)
+        named = (("left", self.left), ("right", self.right), ("top", self.top), ("bottom", self.bottom))
+        return ", ".join(f"{name} {value} px" for name, value in named if value)
 
 
 @dataclass
@@ -171,14 +175,16 @@ def outpaint(
     # (``mask_blur`` wide), which fades from the engine's fill at the photo's edge to the pre-fill.
     band = max(params.mask_blur, 8)
     region = masks.grow(~border, band) & border if model_free else border
-    fill_params = replace(params, mask_blur=0, mask_blur_inside=0, color_match=False) if model_free else params
+    fill_params = (replace(params, mask_blur=0, mask_blur_inside=0, color_match=False)
+                   if model_free else params)
     fade = _fade(border, band) if model_free else None
     tiles = _needed(plan_tiles(canvas, region, engine.native_resolution, overlap), region)
     timings["crop"] = (time.perf_counter() - stage) * 1000
     notes: list[str] = []
     if len(tiles) > 1:
         notes.append(f"The border was generated in {len(tiles)} overlapping crops of at most "
-                     f"{engine.native_resolution} px, the engine's native size, going outward from the photo.")
+                     f"{engine.native_resolution} px, the engine's native size, "
+                     "going outward from the photo.")
 
     # 3. Each variant on its own: crop after crop, each seeing what the ones before it made.
     outputs = []
@@ -193,8 +199,9 @@ def outpaint(
                 if progress is not None:
                     progress(done_before * total + min(step, total), runs * total)
 
-            (crop,) = fill_crop(output, todo, box, fill_params, [tile_seed(seed, number)], engine, timings, notes,
-                                reference_image=reference_image, progress=tile_progress, should_cancel=should_cancel)
+            (crop,) = fill_crop(output, todo, box, fill_params, [tile_seed(seed, number)], engine, timings,
+                                notes, reference_image=reference_image, progress=tile_progress,
+                                should_cancel=should_cancel)
             if fade is not None:
                 weight = fade[y0:y1, x0:x1, None]
                 crop = np.round(crop * weight + output[y0:y1, x0:x1] * (1.0 - weight)).astype(np.uint8)
@@ -208,12 +215,13 @@ def outpaint(
     timings["measure"] = (time.perf_counter() - stage) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     if model_free:
-        notes.append(f"No diffusion model was used, so nothing new was generated: the new border is the photo's "
-                     f"edges extended outward and blurred (its colours and light, no detail), smoothed along "
-                     f"the photo's edge by {engine.title}. Choose a diffusion engine to generate the border from a prompt.")
+        notes.append("No diffusion model was used, so nothing new was generated: the new border is the "
+                     "photo's edges extended outward and blurred (its colours and light, no detail), "
+                     f"smoothed along the photo's edge by {engine.title}. Choose a diffusion engine to "
+                     "generate the border from a prompt.")
     elif not getattr(engine, "supports_prompt", True):
-        notes.append(f"{engine.title} takes no prompt: it filled the new border from the photo's surroundings. "
-                     "Choose a diffusion engine to generate it from a prompt.")
+        notes.append(f"{engine.title} takes no prompt: it filled the new border from the photo's "
+                     "surroundings. Choose a diffusion engine to generate it from a prompt.")
     return OutpaintResult(
         images=[Image.fromarray(output, "RGB") for output in outputs],
         seeds=seeds,
