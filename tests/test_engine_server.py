@@ -262,6 +262,45 @@ def test_a_replica_killed_mid_request(settings, server):
     assert len(result.images) == 1
 
 
+def test_the_command_line_and_its_batches_use_the_server(server, tiny_models, tmp_path, monkeypatch):
+    """The same commands, once with the model here and once with only the engine server: the same files."""
+    from core.cli import main
+    from core.recipe import SeedPolicy
+    from tests.helpers import inpaint_recipe, write_photos
+
+    photos = write_photos(tmp_path / "photos", 2)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(inpaint_recipe(SeedPolicy("per_image", 11)).to_json())
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.ones((20, 30), np.uint8) * 255, ((10, 40), (20, 50))), "L").resize(
+        Image.open(photos[0]).size).save(mask)
+    for key in list(os.environ):
+        if key.startswith("INPAINT_STUDIO_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "no-models"))
+    monkeypatch.setenv("INPAINT_STUDIO_DEVICE", "cpu")
+
+    def both(name: str) -> list:
+        return [str(photos[0]), "--mask", str(mask), "--engine", "sd15", "--steps", "2", "--seed", "4",
+                "--out", str(tmp_path / f"{name}.png")], \
+            ["--recipe", str(recipe), "--input", str(tmp_path / "photos"), "--output", str(tmp_path / name)]
+
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_SD15_INPAINT", str(tiny_models["sd15_inpaint"]))
+    with one_thread():
+        edit, batch = both("here")
+        assert main(["inpaint", *edit]) == 0 and main(["batch", *batch]) == 0
+    monkeypatch.delenv("INPAINT_STUDIO_MODEL_SD15_INPAINT")  # no model on this machine now
+    edit, batch = both("served")
+    assert main(["inpaint", *edit]) == 1  # without the server nothing can generate here
+    monkeypatch.setenv("INPAINT_STUDIO_ENGINE_SERVER", server.address)
+    assert main(["inpaint", *edit]) == 0 and main(["batch", *batch]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "here.png")), np.asarray(Image.open(tmp_path / "served.png")))
+    written = sorted(path.name for path in (tmp_path / "served").iterdir() if path.suffix in (".png", ".jpg"))
+    assert written == sorted(path.name for path in photos)
+    for name in written:
+        assert (tmp_path / "served" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+
+
 def test_when_the_server_stops_the_page_says_so(server, app_without_models):
     assert server.stop() == 0
     assert "Engine server stopped." in server.output()
