@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.timing import machine
 
 BENCHMARKS = ("mask_chain", "segment_click", "sam2_click", "inpaint_overhead", "removal", "relight_preview",
-              "batch_throughput", "startup", "gpu", "peers")
+              "batch_throughput", "engine_server", "startup", "gpu", "peers")
 
 
 def table(rows: list[dict]) -> str:

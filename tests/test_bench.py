@@ -27,7 +27,8 @@ def test_every_benchmark_runs_and_writes_its_rows(tmp_path):
     for expected in ("mask chain", "click", "inpaint 512×512", "inpaint 12 MP", "relight preview",
                      "runner's own work", "batch on Ray", "import every core module", "first render of pages/5_Batch.py",
                      "peak memory", "sdxl UNet FLOPs per step", "remove 512×512", "SAM 2.1 click",
-                     "flux2_klein transformer FLOPs per step", "flux_fill whole image FLOPs"):
+                     "flux2_klein transformer FLOPs per step", "flux_fill whole image FLOPs",
+                     "through the engine server (1 local replica; the same pixels as in process)"):
         assert expected in names, f"no row for {expected!r} in: {names}"
     for row in data["rows"]:
         assert math.isfinite(row["ms"]) and row["ms"] >= 0, row

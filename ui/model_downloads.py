@@ -73,6 +73,13 @@ def models_page() -> None:
     offline = manager.offline_reason()
     if offline:
         st.info(f"{offline} {offline_advice()}", icon=":material/cloud_off:")
+    server = resources.manager().engine_server
+    if server is not None:
+        served = ", ".join(str(info.get("title", name)) for name, info in server.engines().items()) or \
+            "nothing it can reach now"
+        st.info(f"The generating models run on the engine server at {server.address} (it serves: {served}); "
+                "they need not be on this machine. This page manages this machine's own models: the selection "
+                "models, and any engine the server does not serve.", icon=":material/dns:")
     st.caption(f"Downloads go to the models folder `{settings.models_dir}` (INPAINT_STUDIO_MODELS_DIR), where the "
                f"app finds them with no setting · **{human_size(disk_free(settings))} free** on its disk. A download "
                "runs on the server: it goes on when you switch pages, and everyone using this server sees it.")
