@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from tests.browser.actions import CHROMIUM_ARGS, EXAMPLES, serve_app
+from tests.browser.actions import CHROMIUM_ARGS, EXAMPLES, run_in_own_loop, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -170,21 +170,7 @@ def test_four_people_at_once(tiny_models, tmp_path, chromium_path):
                 sampler.join()
                 return baseline, max(peak), rss_mb(pid), results, log, elapsed
 
-        # Its own thread and event loop: the other browser tests' sync Playwright runs a loop here.
-        outcome: dict = {}
-
-        def in_thread() -> None:
-            try:
-                outcome["value"] = asyncio.run(run_all())
-            except BaseException as error:  # noqa: BLE001 (re-raised in the test's thread)
-                outcome["error"] = error
-
-        thread = threading.Thread(target=in_thread)
-        thread.start()
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        baseline, peak, after, results, log, elapsed = outcome["value"]
+        baseline, peak, after, results, log, elapsed = run_in_own_loop(run_all)
 
     errors = [result for result in results if isinstance(result, BaseException)]
     assert not errors, "\n\n".join(map(str, errors))

@@ -29,7 +29,6 @@ import io
 import os
 import re
 import statistics
-import threading
 import time
 
 import numpy as np
@@ -37,7 +36,7 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from tests.browser.actions import CANVAS, CHROMIUM_ARGS, EXAMPLES, serve_app
+from tests.browser.actions import CANVAS, CHROMIUM_ARGS, EXAMPLES, run_in_own_loop, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -235,21 +234,7 @@ def test_eight_sessions_queue_for_one_engine(tiny_models, tmp_path, chromium_pat
                 await browser.close()
                 return results, set_up
 
-        # Its own thread and event loop: the other browser tests' sync Playwright runs a loop here.
-        outcome: dict = {}
-
-        def in_thread() -> None:
-            try:
-                outcome["value"] = asyncio.run(run_all())
-            except BaseException as error:  # noqa: BLE001 (re-raised in the test's thread)
-                outcome["error"] = error
-
-        thread = threading.Thread(target=in_thread)
-        thread.start()
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        results, set_up = outcome["value"]
+        results, set_up = run_in_own_loop(run_all)
     # (serve_app has checked the server's log: no error in it.)
 
     errors = [result for result in results if isinstance(result, BaseException)]
