@@ -156,7 +156,9 @@ def job_order() -> None:
 
 
 # --- 3. the queue -----------------------------------------------------------------------------------
-@st.fragment(run_every=1.0 if job is not None and job.running else None)
+# Redrawn every second while this session's batch runs, every two while other people's are on the
+# server (their order changes as they finish or move).
+@st.fragment(run_every=1.0 if job is not None and job.running else 2.0 if resources.manager().jobs.jobs() else None)
 def queue() -> None:
     job_order()
     job = st.session_state.get(session.BATCH_JOB)

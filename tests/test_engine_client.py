@@ -112,6 +112,25 @@ def request_args(steps: int, seeds=(1,)) -> dict:
     return encode({"image": image, "mask": Image.new("L", (16, 16), 255), "seeds": list(seeds), "steps": steps})
 
 
+def run_async(make_coroutine):
+    """``asyncio.run(make_coroutine())`` in a thread of its own: the worker may run an event loop in
+    this one (sync Playwright, left by a browser test)."""
+    outcome: dict = {}
+
+    def in_thread() -> None:
+        try:
+            outcome["value"] = asyncio.run(make_coroutine())
+        except BaseException as error:  # noqa: BLE001 (re-raised below)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(120)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 async def collect(stream, stop_after: int | None = None) -> list[dict]:
     events = []
     async for line in stream:
@@ -131,7 +150,7 @@ def test_a_replica_streams_its_place_its_steps_and_the_result():
         return await asyncio.gather(collect(served.events("generate", request_args(6), None)),
                                     collect(served.events("generate", request_args(3, seeds=(5, 6)), None)))
 
-    first, second = asyncio.run(both())
+    first, second = run_async(both)
     assert first[0]["event"] == "start" and first[-1]["event"] == "result"
     assert [e["step"] for e in first if e["event"] == "progress"] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in second if e["event"] == "progress"] == [1, 2, 3]
@@ -144,16 +163,16 @@ def test_a_replica_streams_its_place_its_steps_and_the_result():
 
 
 def test_a_replica_reports_the_engine_error_by_kind():
-    events = asyncio.run(collect(replica(SlowEngine()).events("generate", request_args(1, seeds=()), None)))
+    events = run_async(lambda: collect(replica(SlowEngine()).events("generate", request_args(1, seeds=()), None)))
     assert events[-1] == {"event": "error", "kind": "input", "message": "At least one seed is needed."}
-    events = asyncio.run(collect(replica(SlowEngine()).events("nonsense", {}, None)))
+    events = run_async(lambda: collect(replica(SlowEngine()).events("nonsense", {}, None)))
     assert events[-1]["kind"] == "input" and "different versions" in events[-1]["message"]
 
 
 def test_a_client_leaving_stops_the_engine_and_frees_the_replica():
     engine = SlowEngine(pause=0.1)
     served = replica(engine)
-    events = asyncio.run(collect(served.events("generate", request_args(100), None), stop_after=3))
+    events = run_async(lambda: collect(served.events("generate", request_args(100), None), stop_after=3))
     assert events[0]["event"] == "start"
     for _ in range(50):  # the engine notices at its next step
         if engine.stopped_at is not None and len(served.manager.queue("telea")) == 0:
@@ -161,7 +180,7 @@ def test_a_client_leaving_stops_the_engine_and_frees_the_replica():
         time.sleep(0.1)
     assert engine.stopped_at is not None and engine.stopped_at < 20
     assert len(served.manager.queue("telea")) == 0  # free for the next request
-    again = asyncio.run(collect(served.events("generate", request_args(2), None)))
+    again = run_async(lambda: collect(served.events("generate", request_args(2), None)))
     assert again[-1]["event"] == "result"
 
 
