@@ -2,7 +2,7 @@
 
 A local Ray Serve instance (``python -m core serve``, one replica of the tiny random SD 1.5 from
 ``tests.tiny_models`` on the CPU, one thread, as this process computes) and this process fill the
-same 512×512 crop with the same seed and steps; the difference is what the network hop costs: the
+same 512×512 crop of an example photo with the same seed and steps; the difference is what the network hop costs: the
 crop, its mask and the result as PNG over HTTP, Serve's proxy and router, and the replica's event
 stream. The results are compared pixel for pixel. A second row gives the bytes that travel.
 """
@@ -30,9 +30,8 @@ READY_SECONDS = 300
 
 
 def _photo(size: tuple[int, int]) -> Image.Image:
-    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
-    rgb = np.stack([xx * 255 // size[0], yy * 255 // size[1], (xx + yy) % 256], axis=-1).astype(np.uint8)
-    return Image.fromarray(rgb, "RGB")
+    """An example photo at ``size``: what travels is what a real crop weighs as PNG."""
+    return Image.open(ROOT / "assets" / "examples" / "chelsea.jpg").convert("RGB").resize(size, Image.LANCZOS)
 
 
 def _free_port() -> int:
