@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ READY_LINE = "Engine server ready"  # the first words of the line printed once e
 
 
 class ServeUnavailable(UserError):
-    """Ray Serve is not installed here."""
+    """Ray Serve cannot be used: not installed, the cluster out of reach, its HTTP port taken."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,47 @@ class EngineIndex:
         return JSONResponse({"protocol": PROTOCOL, "engines": self.engines})
 
 
+def _probe(address: str | None, seconds: float = 5.0) -> None:
+    """ServeUnavailable when nothing answers at a Ray cluster's ``host:port`` (Ray itself would keep
+    retrying for minutes); ``auto``, none and other forms are left to Ray."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise ServeUnavailable(f"Nothing answers at the Ray cluster address {address} ({error}). Start the cluster "
+                               "(`ray start --head` on its head node), or use --ray-address auto on one of its "
+                               "nodes.") from error
+
+
+def _last_line(error: BaseException) -> str:
+    """The last line of ``error``'s message (Ray's carry the remote traceback before it)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else type(error).__name__
+
+
+def _check_answers(host: str, port: int, seconds: float = 30.0) -> None:
+    """ServeUnavailable unless the index answers at ``host``:``port`` within ``seconds`` (Serve's
+    proxy cannot take a port another program holds, and says so only in its log)."""
+    import httpx
+
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"http://{local}:{port}{INDEX_ROUTE}", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServeUnavailable(f"Ray Serve's HTTP server does not answer at http://{local}:{port}: is the port "
+                                   "in use by another program? Choose another with --port.")
+        time.sleep(0.5)
+
+
 def _replica_id() -> str:
     if "ray" not in sys.modules:  # not in a Ray worker (a test running a replica directly)
         return str(os.getpid())
@@ -283,8 +325,14 @@ def serve_engines(settings: Settings, *, engines: Iterable[str] | None = None, a
                                "requirements-distributed.txt") from error
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 runtime_env=ray_runtime_env(), configure_logging=False)
+        _probe(address)
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     runtime_env=ray_runtime_env(), configure_logging=False)
+        except Exception as error:  # noqa: BLE001 (Ray raises several types for a cluster out of reach)
+            where = f"reach the Ray cluster at {address}" if address else "start a local Ray instance"
+            raise ServeUnavailable(f"Could not {where} ({_last_line(error)}). Check --ray-address (\"auto\" on a "
+                                   "node of the cluster).") from error
     stop = stop or threading.Event()
     ready = threading.Event()
 
@@ -299,7 +347,12 @@ def serve_engines(settings: Settings, *, engines: Iterable[str] | None = None, a
     try:
         if gpus is None and settings.serve.gpus is None:
             chosen = plan(settings, engines, cluster_gpus=ray.cluster_resources().get("GPU", 0.0))
-        serve.start(http_options={"host": host, "port": port})
+        try:
+            serve.start(http_options={"host": host, "port": port})
+        except Exception as error:  # noqa: BLE001 (Ray wraps the proxy's failure in its own types)
+            raise ServeUnavailable(f"Ray Serve could not start its HTTP server at {host}:{port} "
+                                   f"({_last_line(error)}). Is the port in use by another "
+                                   "program? Choose another with --port.") from error
         catalog = ModelManager(dataclasses.replace(settings, engine_server=None)).catalog
         listed = {name: {"title": catalog.title(name), "kind": catalog.engine(name)[0].kind} for name in chosen.engines}
         for name in chosen.engines:
@@ -317,6 +370,7 @@ def serve_engines(settings: Settings, *, engines: Iterable[str] | None = None, a
         index = serve.deployment(EngineIndex).options(name="index", ray_actor_options={"num_cpus": 0})
         serve.run(index.bind(listed), name=INDEX_APP, route_prefix=INDEX_ROUTE)
         deployed.append(INDEX_APP)
+        _check_answers(host, port)
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
         announce(f"{READY_LINE}: {', '.join(chosen.engines)} at http://{shown}:{port}{INDEX_ROUTE}. On each app "
                  f"server set INPAINT_STUDIO_ENGINE_SERVER=http://{shown}:{port}")

@@ -385,3 +385,18 @@ def test_the_pages_offer_and_use_what_the_engine_server_serves(http_replica, app
     at = at.switch_page("pages/6_Models.py").run()
     notes = " ".join(info.value for info in at.info)
     assert f"engine server at {address} (it serves: SD)" in notes
+
+
+def test_serve_says_when_its_http_port_does_not_answer():
+    from core.engine_server import ServeUnavailable, _check_answers
+
+    port = free_port()
+    with pytest.raises(ServeUnavailable, match=f"does not answer at http://127.0.0.1:{port}.*--port"):
+        _check_answers("0.0.0.0", port, seconds=1)
+
+
+def test_serve_says_when_the_ray_cluster_is_not_there(monkeypatch, tiny_models, tmp_path, capsys):
+    monkeypatch.setenv("INPAINT_STUDIO_MODEL_LAMA", str(tiny_models["lama"]))
+    monkeypatch.setenv("INPAINT_STUDIO_MODELS_DIR", str(tmp_path / "none"))
+    assert main(["serve", "--engines", "lama", "--ray-address", f"127.0.0.1:{free_port()}"]) == 2
+    assert "Nothing answers at the Ray cluster address" in capsys.readouterr().err
