@@ -28,7 +28,7 @@ WEIGHTS = f"{CLIP}/model.safetensors"
 ICLIGHT = "lllyasviel/ic-light"
 SAM3 = "facebook/sam3"
 GOOD_TOKEN = "hf_accepted_licence"
-WAIT = 30  # seconds, the most any download here may take
+WAIT = 90  # seconds, the most any download here may take (a resumed one waits out its cut connection)
 
 
 @pytest.fixture(scope="module")

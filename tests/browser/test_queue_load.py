@@ -51,7 +51,9 @@ RESULT_TEXT = "seed 42 · seam"  # the result's caption
 FOOTER = re.compile(r" · total (\d+) ms$")  # the result's footer: the server's time for the edit
 SET_UP_TIMEOUT_MS = 120_000  # one step of the set-up (eight pages on two cores)
 RESULT_TIMEOUT_S = 300  # from the press to the result, the queue included
-STALL_S = 60  # no session's progress text changed for this long: something hangs
+# No session's progress text changed for this long: something hangs. The first request loads the
+# model meanwhile (no step shows until it is loaded), which on a busy two-core machine took over 60 s.
+STALL_S = 150
 
 # Records the progress bar's text (each change, with Date.now()) and the press on Generate.
 SAMPLER = """
