@@ -37,6 +37,7 @@ from core.queue import QueueFull, WaitCallback
 HEARTBEAT_SECONDS = 0.5  # the server's "alive" events while nothing else happens
 SILENCE_SECONDS = 30.0  # no event for this long: the connection is taken as lost
 CONNECT_SECONDS = 5.0
+LIST_CONNECT_SECONDS = 1.0  # the listing is asked while a page draws: a host that is down costs at most this
 LIST_MAX_AGE = 10.0  # how long the list of served engines is trusted
 PROTOCOL = 1
 
@@ -51,19 +52,17 @@ class RequestLost(GenerationFailed):
     """The engine server lost a request (its replica stopped) or took longer than allowed."""
 
 
-# The kinds of error a replica reports, and the error each becomes here.
+# The kinds of error a replica reports, and the error each becomes here; a subclass before its base
+# (QueueFull is a UserError), so that the first match is the kind.
 ERROR_KINDS: dict[str, type[StudioError]] = {
-    "input": UserError, "busy": QueueFull, "model": ModelUnavailable, "generation": GenerationFailed,
-    "cancelled": Cancelled,
+    "busy": QueueFull, "cancelled": Cancelled, "model": ModelUnavailable, "generation": GenerationFailed,
+    "input": UserError,
 }
 
 
 def error_kind(error: BaseException) -> str:
     """The ``kind`` of an ``error`` event for ``error`` (anything unexpected: "generation")."""
-    for kind, error_type in ERROR_KINDS.items():
-        if kind != "input" and isinstance(error, error_type):
-            return kind
-    return "input" if isinstance(error, UserError) else "generation"
+    return next((kind for kind, error_type in ERROR_KINDS.items() if isinstance(error, error_type)), "generation")
 
 
 def route(name: str) -> str:
@@ -117,6 +116,22 @@ class EngineServer:
         self.silence = silence
         self._listed: tuple[float, dict[str, dict] | None, str | None] | None = None
         self._guard = threading.Lock()
+        self._http: Any = None  # one httpx.Client, made on first use: its connections are reused
+
+    def _client(self) -> Any:
+        import httpx
+
+        with self._guard:
+            if self._http is None:
+                self._http = httpx.Client(timeout=httpx.Timeout(self.silence, connect=CONNECT_SECONDS))
+            return self._http
+
+    def close(self) -> None:
+        """Close the connections kept open (the next call opens new ones)."""
+        with self._guard:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def __repr__(self) -> str:
         return f"EngineServer({self.address!r})"
@@ -157,7 +172,8 @@ class EngineServer:
         import httpx
 
         try:
-            response = httpx.get(self.address + path, timeout=httpx.Timeout(self.silence, connect=CONNECT_SECONDS))
+            response = self._client().get(self.address + path,
+                                          timeout=httpx.Timeout(self.silence, connect=LIST_CONNECT_SECONDS))
         except httpx.HTTPError as error:
             raise self._unreachable(error) from error
         if response.status_code != 200:
@@ -189,8 +205,7 @@ class EngineServer:
         deadline = time.monotonic() + self.timeout
         started: dict | None = None
         try:
-            with httpx.Client(timeout=httpx.Timeout(self.silence, connect=CONNECT_SECONDS)) as client, \
-                    client.stream("POST", f"{self.address}/engines/{route(name)}", json=payload) as response:
+            with self._client().stream("POST", f"{self.address}/engines/{route(name)}", json=payload) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._status_error(response.status_code, response.text, name, title)

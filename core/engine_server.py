@@ -54,14 +54,26 @@ class ServeUnavailable(UserError):
 
 @dataclass(frozen=True)
 class ServePlan:
-    """What :func:`serve_engines` deploys: the engines, and each deployment's replicas."""
+    """What :func:`serve_engines` deploys: the engines (with their titles and kinds, what the index
+    lists), and each deployment's replicas. ``gpus`` None: one per replica where the cluster has
+    GPUs, decided by :meth:`on_cluster` once Ray is up."""
 
     engines: tuple[str, ...]
-    gpus: float
+    listing: dict[str, dict[str, str]]
+    gpus: float | None
     cpus: float
     min_replicas: int
     max_replicas: int
     max_ongoing: int
+
+    def on_cluster(self, cluster_gpus: float) -> ServePlan:
+        """This plan on a cluster with ``cluster_gpus`` GPUs (a GPU count already set stays)."""
+        if self.gpus is not None:
+            return self
+        return dataclasses.replace(self, gpus=1.0 if cluster_gpus >= 1 else 0.0)
+
+    def title(self, name: str) -> str:
+        return self.listing[name]["title"]
 
     def deployment_options(self, name: str) -> dict[str, Any]:
         """Ray Serve's options for engine ``name``'s deployment."""
@@ -69,7 +81,7 @@ class ServePlan:
             name=f"engine-{route(name)}",
             max_ongoing_requests=self.max_ongoing,
             max_queued_requests=self.max_ongoing,  # beyond that every replica's queue is full: "busy"
-            ray_actor_options={"num_cpus": self.cpus, "num_gpus": self.gpus, "runtime_env": ray_runtime_env()},
+            ray_actor_options={"num_cpus": self.cpus, "num_gpus": self.gpus or 0.0, "runtime_env": ray_runtime_env()},
             graceful_shutdown_timeout_s=5,
         )
         if self.min_replicas == self.max_replicas:
@@ -87,12 +99,11 @@ def servable(manager: ModelManager) -> list[str]:
             if manager.catalog.engine(name)[0].roles and manager.has(name)]
 
 
-def plan(settings: Settings, engines: Iterable[str] | None = None, *, gpus: float | None = None,
-         cluster_gpus: float = 0.0) -> ServePlan:
+def plan(settings: Settings, engines: Iterable[str] | None = None, *, gpus: float | None = None) -> ServePlan:
     """What to serve with ``settings``: ``engines`` (default: every one whose model is here), with
-    ``settings.serve``'s replicas; ``gpus`` per replica by default one where the cluster has GPUs
-    (``cluster_gpus``). UserError for an engine that cannot be served; ModelUnavailable when no
-    model is here at all."""
+    ``settings.serve``'s replicas and ``gpus`` per replica (default: the setting, else see
+    :meth:`ServePlan.on_cluster`). UserError for an engine that cannot be served; ModelUnavailable
+    when no model is here at all."""
     manager = ModelManager(dataclasses.replace(settings, engine_server=None))
     catalog = manager.catalog
     present = servable(manager)
@@ -113,10 +124,11 @@ def plan(settings: Settings, engines: Iterable[str] | None = None, *, gpus: floa
         raise ModelUnavailable("No generating engine's model is on this machine, so there is nothing to serve. "
                                "`inpaint-studio models list` shows what is missing and how to fetch it.")
     serve = settings.serve
-    chosen_gpus = gpus if gpus is not None else serve.gpus if serve.gpus is not None else (
-        1.0 if cluster_gpus >= 1 else 0.0)
+    chosen_gpus = gpus if gpus is not None else serve.gpus
     maximum = serve.max_replicas if serve.max_replicas is not None else max(1, serve.min_replicas)
-    return ServePlan(engines=tuple(names), gpus=float(chosen_gpus), cpus=serve.cpus,
+    listing = {name: {"title": catalog.title(name), "kind": catalog.engine(name)[0].kind} for name in names}
+    return ServePlan(engines=tuple(names), listing=listing,
+                     gpus=None if chosen_gpus is None else float(chosen_gpus), cpus=serve.cpus,
                      min_replicas=serve.min_replicas, max_replicas=maximum,
                      max_ongoing=serve.max_ongoing or settings.queue_max + 1)
 
@@ -345,18 +357,15 @@ def serve_engines(settings: Settings, *, engines: Iterable[str] | None = None, a
         signal.signal(signal.SIGTERM, on_sigterm)
     deployed: list[str] = []
     try:
-        if gpus is None and settings.serve.gpus is None:
-            chosen = plan(settings, engines, cluster_gpus=ray.cluster_resources().get("GPU", 0.0))
+        chosen = chosen.on_cluster(ray.cluster_resources().get("GPU", 0.0))
         try:
             serve.start(http_options={"host": host, "port": port})
         except Exception as error:  # noqa: BLE001 (Ray wraps the proxy's failure in its own types)
             raise ServeUnavailable(f"Ray Serve could not start its HTTP server at {host}:{port} "
                                    f"({_last_line(error)}). Is the port in use by another "
                                    "program? Choose another with --port.") from error
-        catalog = ModelManager(dataclasses.replace(settings, engine_server=None)).catalog
-        listed = {name: {"title": catalog.title(name), "kind": catalog.engine(name)[0].kind} for name in chosen.engines}
         for name in chosen.engines:
-            announce(f"Starting {catalog.title(name)} ({chosen.min_replicas}"
+            announce(f"Starting {chosen.title(name)} ({chosen.min_replicas}"
                      f"{f'-{chosen.max_replicas}' if chosen.max_replicas != chosen.min_replicas else ''} "
                      f"replica(s), {chosen.gpus:g} GPU and {chosen.cpus:g} CPU each)…")
             deployment = serve.deployment(EngineReplica).options(**chosen.deployment_options(name))
@@ -364,11 +373,11 @@ def serve_engines(settings: Settings, *, engines: Iterable[str] | None = None, a
             try:
                 serve.run(app, name=f"engine-{route(name)}", route_prefix=f"{INDEX_ROUTE}/{route(name)}")
             except RuntimeError as error:
-                raise ModelUnavailable(f"{catalog.title(name)} could not start on the cluster ({one_line(error)}). "
+                raise ModelUnavailable(f"{chosen.title(name)} could not start on the cluster ({one_line(error)}). "
                                        "Check that its model is at the same path on the nodes with GPUs.") from error
             deployed.append(f"engine-{route(name)}")
         index = serve.deployment(EngineIndex).options(name="index", ray_actor_options={"num_cpus": 0})
-        serve.run(index.bind(listed), name=INDEX_APP, route_prefix=INDEX_ROUTE)
+        serve.run(index.bind(chosen.listing), name=INDEX_APP, route_prefix=INDEX_ROUTE)
         deployed.append(INDEX_APP)
         _check_answers(host, port)
         shown = socket.gethostname() if host in ("0.0.0.0", "::") else host

@@ -25,6 +25,7 @@ from core.errors import Cancelled, GenerationFailed, ModelUnavailable, UserError
 from core.manager import ModelManager
 from core.queue import QueueFull
 from core.region import engine_size
+from tests.browser.actions import run_in_own_loop
 
 
 def free_port() -> int:
@@ -112,25 +113,6 @@ def request_args(steps: int, seeds=(1,)) -> dict:
     return encode({"image": image, "mask": Image.new("L", (16, 16), 255), "seeds": list(seeds), "steps": steps})
 
 
-def run_async(make_coroutine):
-    """``asyncio.run(make_coroutine())`` in a thread of its own: the worker may run an event loop in
-    this one (sync Playwright, left by a browser test)."""
-    outcome: dict = {}
-
-    def in_thread() -> None:
-        try:
-            outcome["value"] = asyncio.run(make_coroutine())
-        except BaseException as error:  # noqa: BLE001 (re-raised below)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=in_thread)
-    thread.start()
-    thread.join(120)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 async def collect(stream, stop_after: int | None = None) -> list[dict]:
     events = []
     async for line in stream:
@@ -150,7 +132,7 @@ def test_a_replica_streams_its_place_its_steps_and_the_result():
         return await asyncio.gather(collect(served.events("generate", request_args(6), None)),
                                     collect(served.events("generate", request_args(3, seeds=(5, 6)), None)))
 
-    first, second = run_async(both)
+    first, second = run_in_own_loop(both)
     assert first[0]["event"] == "start" and first[-1]["event"] == "result"
     assert [e["step"] for e in first if e["event"] == "progress"] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in second if e["event"] == "progress"] == [1, 2, 3]
@@ -163,16 +145,16 @@ def test_a_replica_streams_its_place_its_steps_and_the_result():
 
 
 def test_a_replica_reports_the_engine_error_by_kind():
-    events = run_async(lambda: collect(replica(SlowEngine()).events("generate", request_args(1, seeds=()), None)))
+    events = run_in_own_loop(lambda: collect(replica(SlowEngine()).events("generate", request_args(1, seeds=()), None)))
     assert events[-1] == {"event": "error", "kind": "input", "message": "At least one seed is needed."}
-    events = run_async(lambda: collect(replica(SlowEngine()).events("nonsense", {}, None)))
+    events = run_in_own_loop(lambda: collect(replica(SlowEngine()).events("nonsense", {}, None)))
     assert events[-1]["kind"] == "input" and "different versions" in events[-1]["message"]
 
 
 def test_a_client_leaving_stops_the_engine_and_frees_the_replica():
     engine = SlowEngine(pause=0.1)
     served = replica(engine)
-    events = run_async(lambda: collect(served.events("generate", request_args(100), None), stop_after=3))
+    events = run_in_own_loop(lambda: collect(served.events("generate", request_args(100), None), stop_after=3))
     assert events[0]["event"] == "start"
     for _ in range(50):  # the engine notices at its next step
         if engine.stopped_at is not None and len(served.manager.queue("telea")) == 0:
@@ -180,7 +162,7 @@ def test_a_client_leaving_stops_the_engine_and_frees_the_replica():
         time.sleep(0.1)
     assert engine.stopped_at is not None and engine.stopped_at < 20
     assert len(served.manager.queue("telea")) == 0  # free for the next request
-    again = run_async(lambda: collect(served.events("generate", request_args(2), None)))
+    again = run_in_own_loop(lambda: collect(served.events("generate", request_args(2), None)))
     assert again[-1]["event"] == "result"
 
 
@@ -338,23 +320,21 @@ def test_serve_refuses_what_it_cannot_serve(monkeypatch, tmp_path, capsys):
     assert "--max-replicas must be at least" in capsys.readouterr().err
 
 
-def test_the_serve_plan_follows_the_settings():
+def test_the_serve_plan_follows_the_settings(monkeypatch):
     from core.config import ServeSettings
     from core.engine_server import plan
 
     entry = BUILTIN.engines["sd15"]
     assert entry.roles  # what the plan below serves needs a model
     settings = Settings(serve=ServeSettings(min_replicas=1, max_replicas=3, cpus=2), queue_max=5)
+    monkeypatch.setattr("core.engine_server.servable", lambda manager: ["sd15"])
 
-    import core.engine_server as engine_server
-
-    original = engine_server.servable
-    engine_server.servable = lambda manager: ["sd15"]
-    try:
-        chosen = plan(settings, cluster_gpus=2)
-    finally:
-        engine_server.servable = original
+    chosen = plan(settings)
+    assert chosen.gpus is None  # no GPU count set: the cluster decides
+    assert chosen.on_cluster(0).gpus == 0.0 and plan(settings, gpus=0.5).on_cluster(2).gpus == 0.5
+    chosen = chosen.on_cluster(2)
     assert (chosen.engines, chosen.gpus, chosen.max_ongoing) == (("sd15",), 1.0, 6)
+    assert chosen.listing == {"sd15": {"title": entry.title, "kind": "diffusion"}}
     options = chosen.deployment_options("sd15")
     assert options["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2}
     assert options["ray_actor_options"]["num_gpus"] == 1.0 and options["ray_actor_options"]["num_cpus"] == 2

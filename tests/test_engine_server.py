@@ -211,7 +211,6 @@ def test_waiting_requests_hear_their_places(settings, server):
 
 def test_cancel_reaches_the_replica_and_frees_it(settings, server):
     manager = remote(settings, server)
-    started: list = []
     steps: list = []
     request = inpaint("a bench", 1, steps=150)
     begun = time.monotonic()
@@ -228,7 +227,6 @@ def test_cancel_reaches_the_replica_and_frees_it(settings, server):
         time.sleep(0.5)
     else:
         raise AssertionError("a replica still runs the cancelled request")
-    assert not started
     result = operations.run(inpaint("a bench", 1, steps=2), photo(), region(), manager)
     assert len(result.images) == 1
 

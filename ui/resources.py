@@ -83,10 +83,9 @@ def engines(*kinds: str) -> list[str]:
     return manager().engines(*kinds)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
 def engine_server_problem() -> str | None:
     """Why the engine server (``INPAINT_STUDIO_ENGINE_SERVER``) cannot be used now; None when it
-    answers or none is set. Asked at most every 10 s (a few seconds at worst when it is down)."""
+    answers or none is set. The client asks at most every 10 s, and gives a host that is down 1 s."""
     return manager().engine_server_problem()
 
 
