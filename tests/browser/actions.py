@@ -32,12 +32,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
+IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"  # the script has finished its run
 
 
 def wait_idle(page, timeout: float = 30_000) -> None:
     """Wait until Streamlit has finished running the script."""
     page.wait_for_timeout(300)
-    page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for(timeout=timeout)
+    page.locator(IDLE).wait_for(timeout=timeout)
 
 
 def go_to(page, name: str) -> None:
@@ -55,6 +56,33 @@ def choose_example(page, app_url: str, name: str = "Chelsea") -> None:
     wait_idle(page)
     page.get_by_role("button", name="Use this example").click()
     wait_idle(page)
+
+
+# The same steps for async Playwright (the load tests, whose sessions run side by side).
+
+
+async def async_wait_idle(page, timeout: float) -> None:
+    """Wait until Streamlit has finished running the script."""
+    await page.wait_for_timeout(300)
+    await page.locator(IDLE).wait_for(timeout=timeout)
+
+
+async def async_go_to(page, name: str, timeout: float) -> None:
+    """Open a page through the sidebar's navigation."""
+    await page.get_by_test_id("stSidebar").get_by_role("link", name=name).click()
+    await async_wait_idle(page, timeout)
+
+
+async def async_choose_example(page, app_url: str, name: str, file: str, timeout: float) -> None:
+    """Open the app and make the example photo ``name`` (``file``) the current photo."""
+    await page.goto(app_url)
+    await async_wait_idle(page, timeout)
+    await page.get_by_test_id("stSelectbox").first.click()
+    await page.get_by_role("option", name=name).click()
+    await async_wait_idle(page, timeout)
+    await page.get_by_role("button", name="Use this example").click()
+    await page.get_by_test_id("stSidebar").get_by_text(file).wait_for()
+    await async_wait_idle(page, timeout)
 
 
 def canvas_box(page) -> dict:

@@ -14,14 +14,22 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from tests.browser.actions import CHROMIUM_ARGS, EXAMPLES, run_in_own_loop, serve_app
+from tests.browser.actions import (
+    CANVAS,
+    CHROMIUM_ARGS,
+    EXAMPLES,
+    async_choose_example,
+    async_go_to,
+    async_wait_idle,
+    run_in_own_loop,
+    serve_app,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 PEOPLE = {"Chelsea": "chelsea.jpg", "Astronaut": "astronaut.jpg", "Coffee": "coffee.jpg", "Rocket": "rocket.jpg"}
 ROUNDS = 3
-IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
-CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
+TIMEOUT_MS = 180_000  # four sessions share two cores here: everything waits its turn
 
 
 def spot(tiny_models, file: str) -> tuple[float, float]:
@@ -34,16 +42,6 @@ def spot(tiny_models, file: str) -> tuple[float, float]:
     return (xs[len(xs) // 2] + 0.5) / image.width, (ys[len(ys) // 2] + 0.5) / image.height
 
 
-async def idle(page, timeout: float = 180_000) -> None:
-    await page.wait_for_timeout(300)
-    await page.locator(IDLE).wait_for(timeout=timeout)
-
-
-async def go_to(page, name: str) -> None:
-    await page.get_by_test_id("stSidebar").get_by_role("link", name=name).click()
-    await idle(page)
-
-
 async def result_caption(page) -> str | None:
     """The result's footer ("… · crop 6 ms · … · total 8909 ms"), None before any result. Its
     timings tell one round's result from the last one's (the seed, and so the pixels, are the same)."""
@@ -54,17 +52,17 @@ async def result_caption(page) -> str | None:
 async def one_round(page, example: str, where: tuple[float, float], round_number: int, log: list) -> None:
     """Select the object at ``where``, add it to the mask, inpaint it; wait for the new result."""
     started = time.perf_counter()
-    await go_to(page, "Segment")
+    await async_go_to(page, "Segment", TIMEOUT_MS)
     await page.locator(CANVAS).wait_for()
     if round_number > 1:  # start from no selection, as a person selecting something new does
         await page.get_by_role("button", name="Clear selection").click()
         await page.get_by_text("Click on the object to select it.").wait_for()
-        await idle(page)
+        await async_wait_idle(page, TIMEOUT_MS)
     for attempt in range(3):
         box = await page.locator(CANVAS).bounding_box()
         await page.mouse.click(box["x"] + where[0] * box["width"], box["y"] + where[1] * box["height"])
         await page.wait_for_timeout(600)
-        await idle(page)
+        await async_wait_idle(page, TIMEOUT_MS)
         try:
             await page.get_by_text("Selected").first.wait_for(timeout=60_000)
             break
@@ -78,18 +76,18 @@ async def one_round(page, example: str, where: tuple[float, float], round_number
     # Wait for the page to confirm it: leaving before the click's rerun has started would
     # carry the click to the next page, where no such button exists.
     await page.get_by_text("See it on the Mask page").wait_for()
-    await idle(page)
-    await go_to(page, "Inpaint")
+    await async_wait_idle(page, TIMEOUT_MS)
+    await async_go_to(page, "Inpaint", TIMEOUT_MS)
     if round_number == 1:
         await page.get_by_test_id("stButtonGroup").get_by_text("Fast", exact=True).click()
-        await idle(page)
+        await async_wait_idle(page, TIMEOUT_MS)
     previous = await result_caption(page)
     await page.get_by_role("button", name="Generate").click()
     deadline = time.monotonic() + 300
     while (caption := await result_caption(page)) in (None, previous):
         assert time.monotonic() < deadline, f"no new result after 300 s (the last one: {previous})"
         await page.wait_for_timeout(1000)
-    await idle(page, 300_000)
+    await async_wait_idle(page, 300_000)
     log.append((example, round_number, time.perf_counter() - started))
 
 
@@ -97,17 +95,10 @@ async def person(browser, url: str, example: str, where: tuple[float, float], lo
                  rounds: int = ROUNDS) -> np.ndarray:
     """One person's session: their example, three rounds of click → add → inpaint; the last PNG."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    context.set_default_timeout(180_000)  # four sessions share two cores here: everything waits its turn
+    context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()
     try:
-        await page.goto(url)
-        await idle(page)
-        await page.get_by_test_id("stSelectbox").first.click()
-        await page.get_by_role("option", name=example).click()
-        await idle(page)
-        await page.get_by_role("button", name="Use this example").click()
-        await page.get_by_test_id("stSidebar").get_by_text(PEOPLE[example]).wait_for()
-        await idle(page)
+        await async_choose_example(page, url, example, PEOPLE[example], TIMEOUT_MS)
         for round_number in range(1, rounds + 1):
             try:
                 await one_round(page, example, where, round_number, log)

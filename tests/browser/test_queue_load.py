@@ -36,7 +36,16 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from tests.browser.actions import CANVAS, CHROMIUM_ARGS, EXAMPLES, run_in_own_loop, serve_app
+from tests.browser.actions import (
+    CANVAS,
+    CHROMIUM_ARGS,
+    EXAMPLES,
+    async_choose_example,
+    async_go_to,
+    async_wait_idle,
+    run_in_own_loop,
+    serve_app,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -45,7 +54,6 @@ PHOTOS = {"Chelsea": "chelsea.jpg", "Astronaut": "astronaut.jpg", "Coffee": "cof
 # Two strokes, far apart (fractions of the canvas): session i paints STROKES[i // 4] on photo i % 4.
 STROKES = ([(0.22, 0.25), (0.32, 0.35)], [(0.68, 0.65), (0.78, 0.75)])
 SESSIONS = [(name, stroke) for stroke in range(len(STROKES)) for name in PHOTOS]
-IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 WAITING = re.compile(r"^Waiting for (.+?): (?:(\d+) requests? ahead of yours|yours is next)")
 RESULT_TEXT = "seed 42 · seam"  # the result's caption
 FOOTER = re.compile(r" · total (\d+) ms$")  # the result's footer: the server's time for the edit
@@ -82,16 +90,6 @@ SAMPLER = """
 """.replace("RESULT_TEXT", RESULT_TEXT)
 
 
-async def idle(page, timeout: float = SET_UP_TIMEOUT_MS) -> None:
-    await page.wait_for_timeout(300)
-    await page.locator(IDLE).wait_for(timeout=timeout)
-
-
-async def go_to(page, name: str) -> None:
-    await page.get_by_test_id("stSidebar").get_by_role("link", name=name).click()
-    await idle(page)
-
-
 async def paint(page, path: list[tuple[float, float]]) -> None:
     """A brush stroke through ``path`` on the Mask page's canvas; waits for the page to take it."""
     canvas = page.locator(CANVAS)
@@ -104,7 +102,7 @@ async def paint(page, path: list[tuple[float, float]]) -> None:
         await page.mouse.move(*point, steps=3)
     await page.mouse.up()
     await page.wait_for_timeout(600)  # the canvas debounces what it sends
-    await idle(page)
+    await async_wait_idle(page, SET_UP_TIMEOUT_MS)
     await page.get_by_text("Mask covers").wait_for()
 
 
@@ -118,22 +116,15 @@ async def session(browser, url: str, name: str, stroke: int, ready: asyncio.Even
     page = await context.new_page()
     step = "set-up"
     try:
-        await page.goto(url)
-        await idle(page)
-        await page.get_by_test_id("stSelectbox").first.click()
-        await page.get_by_role("option", name=name).click()
-        await idle(page)
-        await page.get_by_role("button", name="Use this example").click()
-        await page.get_by_test_id("stSidebar").get_by_text(PHOTOS[name]).wait_for()
-        await idle(page)
-        await go_to(page, "Mask")
+        await async_choose_example(page, url, name, PHOTOS[name], SET_UP_TIMEOUT_MS)
+        await async_go_to(page, "Mask", SET_UP_TIMEOUT_MS)
         await paint(page, STROKES[stroke])
-        await go_to(page, "Inpaint")
+        await async_go_to(page, "Inpaint", SET_UP_TIMEOUT_MS)
         await page.get_by_test_id("stButtonGroup").get_by_text("Fast", exact=True).click()
-        await idle(page)
+        await async_wait_idle(page, SET_UP_TIMEOUT_MS)
         await page.get_by_test_id("stSlider").filter(has_text="Variants").get_by_role("slider").focus()
         await page.keyboard.press("Home")  # one variant instead of two: half the work
-        await idle(page)
+        await async_wait_idle(page, SET_UP_TIMEOUT_MS)
         ready.set()
         await go.wait()
         step = "generation"
@@ -146,7 +137,7 @@ async def session(browser, url: str, name: str, stroke: int, ready: asyncio.Even
             await page.wait_for_timeout(250)
         activity["last"] = time.monotonic()
         done_ms = state["result"]
-        await idle(page, RESULT_TIMEOUT_S * 1000)
+        await async_wait_idle(page, RESULT_TIMEOUT_S * 1000)
         pressed = await page.evaluate("window.__queueLoad.pressed()")
         samples = await page.evaluate("window.__queueLoad.samples")
         ticks, max_gap = await page.evaluate("window.__queueLoad.gaps()")
