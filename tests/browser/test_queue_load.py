@@ -273,12 +273,13 @@ def test_eight_sessions_queue_for_one_engine(tiny_models, tmp_path, chromium_pat
             assert inside == (stroke == record["stroke"]), f"{label}: the edit is not where it painted"
     # One request runs at a time, so all but the first served wait: each of them was told its place
     # (the presses fall within a second or two, well within one generation: see `spread`).
-    unplaced = [f"{r['name']} (stroke {r['stroke']})" for r in sessions[1:] if not r["places"]]
-    assert not unplaced, f"waited without seeing their place: {unplaced} (presses {spread:.1f} s apart)"
+    # (Counted, not taken from the order served, which a page's late rendering could blur.)
+    unplaced = [f"{r['name']} (stroke {r['stroke']})" for r in sessions if not r["places"]]
+    assert len(unplaced) <= 1, f"waited without seeing their place: {unplaced} (presses {spread:.1f} s apart)"
     assert sum(1 for record in sessions if any(place >= 1 for place in record["places"])) >= 6
     assert max(max(record["places"], default=0) for record in sessions) >= 4
     # Once the engine has been timed, the waiting pages say about how long: all from the third served.
-    assert all(r["estimates"] for r in sessions[2:]), [r["estimates"] for r in sessions]
+    assert sum(not r["estimates"] for r in sessions) <= 2, [r["estimates"] for r in sessions]
 
     waits = [record["wait"] for record in sessions]
     elapsed = (max(record["done"] for record in sessions) - min(presses)) / 1000
