@@ -210,7 +210,7 @@ with result_col:
                 result, choice_key=forms.OUTPAINT_CHOICE, file_suffix="extended", key_prefix="outpaint",
                 describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {result.images[i].width}×"
                                    f"{result.images[i].height}",
-                footer=f"{resources.engine_title(result.engine)} · {result.model_id}",
+                footer=resources.made_by(result.engine, result.model_id),
             )
         st.stop()
     result = st.session_state.get(session.INPAINT_RESULT)
@@ -220,5 +220,5 @@ with result_col:
         show_result(
             result, choice_key=forms.INPAINT_CHOICE, file_suffix="inpainted", key_prefix="inpaint",
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · seam ΔE {result.seam_delta_e[i]:.1f}",
-            footer=f"{resources.engine_title(result.engine)} · {result.model_id}",
+            footer=resources.made_by(result.engine, result.model_id),
         )

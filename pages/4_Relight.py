@@ -164,10 +164,9 @@ with preview_col:
         engine = getattr(result, "engine", "iclight")
         if engine == "shading":
             footer = "Shading (no model)"
-        elif engine == "iclight":
-            footer = f"IC-Light · {result.model_id}"
         else:
-            footer = f"{resources.engine_title(engine)}, lit fill · {result.model_id}"
+            title = "IC-Light" if engine == "iclight" else f"{resources.engine_title(engine)}, lit fill"
+            footer = resources.made_by(engine, result.model_id, title)
         show_result(
             result, choice_key=forms.RELIGHT_CHOICE, file_suffix="relit", key_prefix="relight", footer=footer,
             describe=lambda i: f"#{i + 1} · seed {result.seeds[i]} · {where}" if engine != "shading" else where,

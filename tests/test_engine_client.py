@@ -362,6 +362,8 @@ def test_the_pages_offer_and_use_what_the_engine_server_serves(http_replica, app
     result = at.session_state[session.INPAINT_RESULT]
     variants = at.slider(key=forms.INPAINT_VARIANTS).value
     assert result.engine == "sd15" and result.model_id == "fake" and len(result.images) == variants
+    host = address.split("://", 1)[1]
+    assert any(f"fake · on the engine server at {host}" in caption.value for caption in at.caption)  # where it ran
     at = at.switch_page("pages/6_Models.py").run()
     notes = " ".join(info.value for info in at.info)
     assert f"engine server at {address} (it serves: SD)" in notes

@@ -135,6 +135,14 @@ def engine_title(name: str) -> str:
     return catalog().title(name)
 
 
+def made_by(name: str, model_id: str, title: str | None = None) -> str:
+    """What a result's caption says produced it: the engine (``title``, default its own), its model,
+    and the engine server it ran on when it ran on one (the model path is then the serving machine's)."""
+    loaded = manager()
+    where = f" · on the engine server at {loaded.engine_server.host}" if loaded.runs_remotely(name) else ""
+    return f"{title or engine_title(name)} · {model_id}{where}"
+
+
 @st.cache_resource(show_spinner=False)
 def segmenter() -> Segmenter:
     """The selection service, shared by every session; each model loads on first use."""
