@@ -35,7 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress, ray_runtime_env
-from core.engine_client import HEARTBEAT_SECONDS, PROTOCOL, decode, encode, error_kind, event_line, route
+from core.engine_client import (
+    HEARTBEAT_SECONDS,
+    PROTOCOL,
+    EngineServer,
+    decode,
+    encode,
+    error_kind,
+    event_line,
+    route,
+)
 from core.engines.base import EngineRequest
 from core.errors import ModelUnavailable, StudioError, UserError, one_line
 from core.manager import REMOTE_KINDS, ModelManager
@@ -58,8 +67,7 @@ class ServePlan:
     lists), and each deployment's replicas. ``gpus`` None: one per replica where the cluster has
     GPUs, decided by :meth:`on_cluster` once Ray is up."""
 
-    engines: tuple[str, ...]
-    listing: dict[str, dict[str, str]]
+    listing: dict[str, dict[str, str]]  # engine name → its title and kind, in the order deployed
     gpus: float | None
     cpus: float
     min_replicas: int
@@ -71,6 +79,10 @@ class ServePlan:
         if self.gpus is not None:
             return self
         return dataclasses.replace(self, gpus=1.0 if cluster_gpus >= 1 else 0.0)
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        return tuple(self.listing)
 
     def title(self, name: str) -> str:
         return self.listing[name]["title"]
@@ -127,7 +139,7 @@ def plan(settings: Settings, engines: Iterable[str] | None = None, *, gpus: floa
     chosen_gpus = gpus if gpus is not None else serve.gpus
     maximum = serve.max_replicas if serve.max_replicas is not None else max(1, serve.min_replicas)
     listing = {name: {"title": catalog.title(name), "kind": catalog.engine(name)[0].kind} for name in names}
-    return ServePlan(engines=tuple(names), listing=listing,
+    return ServePlan(listing=listing,
                      gpus=None if chosen_gpus is None else float(chosen_gpus), cpus=serve.cpus,
                      min_replicas=serve.min_replicas, max_replicas=maximum,
                      max_ongoing=serve.max_ongoing or settings.queue_max + 1)
@@ -283,22 +295,20 @@ def _last_line(error: BaseException) -> str:
 
 
 def _check_answers(host: str, port: int, seconds: float = 30.0) -> None:
-    """ServeUnavailable unless the index answers at ``host``:``port`` within ``seconds`` (Serve's
-    proxy cannot take a port another program holds, and says so only in its log)."""
-    import httpx
-
+    """ServeUnavailable unless the index answers at ``host``:``port`` within ``seconds``, asked as an
+    app server asks it (Serve's proxy cannot take a port another program holds, and says so only in
+    its log)."""
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    client = EngineServer(f"http://{local}:{port}", silence=5.0)
     deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(f"http://{local}:{port}{INDEX_ROUTE}", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServeUnavailable(f"Ray Serve's HTTP server does not answer at http://{local}:{port}: is the port "
-                                   "in use by another program? Choose another with --port.")
-        time.sleep(0.5)
+    try:
+        while client.problem(max_age=0) is not None:
+            if time.monotonic() > deadline:
+                raise ServeUnavailable(f"Ray Serve's HTTP server does not answer at http://{local}:{port}: is the "
+                                       "port in use by another program? Choose another with --port.")
+            time.sleep(0.5)
+    finally:
+        client.close()
 
 
 def _replica_id() -> str:

@@ -3,7 +3,9 @@ engines the tests built themselves, a fake inpainting engine, test photos and ma
 and AppTest steps."""
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -210,8 +212,6 @@ def inpaint_page(with_mask: bool = True) -> AppTest:
 def _running_contexts() -> list:
     """The run contexts of the AppTest script runs going on now (in other threads; a spinner's timer
     thread shares its script's)."""
-    import threading
-
     from streamlit.runtime.scriptrunner_utils.script_run_context import SCRIPT_RUN_CONTEXT_ATTR_NAME
 
     contexts = [getattr(thread, SCRIPT_RUN_CONTEXT_ATTR_NAME, None) for thread in threading.enumerate()]
@@ -240,3 +240,22 @@ def click_while_running(at: AppTest, label: str) -> None:
     next(button for button in tree.get("button") if button.label == label).click()
     context._enqueue.__self__.request_rerun(RerunData(widget_states=tree.get_widget_states(),
                                                       page_script_hash=context.page_script_hash))
+
+
+def run_in_own_loop(make_coroutine):
+    """Run ``make_coroutine()`` to its end in a thread with its own event loop (a browser test's sync
+    Playwright may have left a loop running in this one) and return its value, or raise its error."""
+    outcome: dict = {}
+
+    def in_thread() -> None:
+        try:
+            outcome["value"] = asyncio.run(make_coroutine())
+        except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -25,7 +25,7 @@ from core.errors import Cancelled, GenerationFailed, ModelUnavailable, UserError
 from core.manager import ModelManager
 from core.queue import QueueFull
 from core.region import engine_size
-from tests.browser.actions import run_in_own_loop
+from tests.helpers import run_in_own_loop
 
 
 def free_port() -> int:

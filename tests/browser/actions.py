@@ -2,14 +2,12 @@
 they share: the app served in its own process, Chromium's options, the bundled example photos."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -133,25 +131,6 @@ def spot_with_an_object(tiny_models) -> tuple[float, float]:
     ys, xs = np.nonzero(candidates.mask(largest))
     middle = len(xs) // 2
     return (xs[middle] + 0.5) / image.width, (ys[middle] + 0.5) / image.height
-
-
-def run_in_own_loop(make_coroutine):
-    """Run ``make_coroutine()`` to its end in a thread with its own event loop (the other browser
-    tests' sync Playwright runs a loop in this one) and return its value, or raise its error."""
-    outcome: dict = {}
-
-    def in_thread() -> None:
-        try:
-            outcome["value"] = asyncio.run(make_coroutine())
-        except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
-            outcome["error"] = error
-
-    thread = threading.Thread(target=in_thread)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def _free_port() -> int:

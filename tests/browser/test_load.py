@@ -21,9 +21,9 @@ from tests.browser.actions import (
     async_choose_example,
     async_go_to,
     async_wait_idle,
-    run_in_own_loop,
     serve_app,
 )
+from tests.helpers import run_in_own_loop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
