@@ -38,6 +38,7 @@ HEARTBEAT_SECONDS = 0.5  # the server's "alive" events while nothing else happen
 SILENCE_SECONDS = 30.0  # no event for this long: the connection is taken as lost
 CONNECT_SECONDS = 5.0
 LIST_CONNECT_SECONDS = 1.0  # the listing is asked while a page draws: a host that is down costs at most this
+INDEX_ROUTE = "/engines"  # where the engine server lists what it serves; each engine is below it
 LIST_MAX_AGE = 10.0  # how long the list of served engines is trusted
 PROTOCOL = 1
 
@@ -149,7 +150,7 @@ class EngineServer:
             listed = self._listed
         if listed is None or time.monotonic() - listed[0] > max_age:
             try:
-                served, problem = self._get("/engines")["engines"], None
+                served, problem = self._get(INDEX_ROUTE)["engines"], None
             except (StudioError, KeyError, TypeError) as error:
                 served, problem = None, str(error) if isinstance(error, StudioError) else \
                     f"The engine server at {self.address} answered in a way this app does not understand."
@@ -166,7 +167,7 @@ class EngineServer:
 
     def info(self, name: str) -> dict:
         """Engine ``name`` as a replica loaded it (title, model id, native size, …)."""
-        return self._get(f"/engines/{route(name)}", name)
+        return self._get(f"{INDEX_ROUTE}/{route(name)}", name)
 
     def _get(self, path: str, name: str | None = None) -> dict:
         import httpx
@@ -205,7 +206,8 @@ class EngineServer:
         deadline = time.monotonic() + self.timeout
         started: dict | None = None
         try:
-            with self._client().stream("POST", f"{self.address}/engines/{route(name)}", json=payload) as response:
+            url = f"{self.address}{INDEX_ROUTE}/{route(name)}"
+            with self._client().stream("POST", url, json=payload) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._status_error(response.status_code, response.text, name, title)
@@ -264,6 +266,11 @@ class EngineServer:
 
     def _status_error(self, status: int, text: str, name: str | None, title: str | None = None) -> StudioError:
         what = title or name or "the engine list"
+        if status == 404 and name is None:  # no engine list there: another program holds that address
+            return EngineServerUnreachable(
+                f"{self.address} is not an Inpaint Studio engine server (it answered 404 for {INDEX_ROUTE}). Check "
+                "that INPAINT_STUDIO_ENGINE_SERVER names the address `inpaint-studio serve` printed; meanwhile "
+                "only what needs no model works here.")
         if status == 404:
             return EngineServerUnreachable(
                 f"The engine server at {self.address} does not serve {what}: choose another engine, or serve it "

@@ -37,6 +37,7 @@ from typing import Any
 from core.config import Settings, apply_offline_mode, load_settings, quiet_library_progress, ray_runtime_env
 from core.engine_client import (
     HEARTBEAT_SECONDS,
+    INDEX_ROUTE,
     PROTOCOL,
     EngineServer,
     decode,
@@ -53,7 +54,6 @@ from core.region import work_size
 log = logging.getLogger(__name__)
 
 INDEX_APP = "inpaint-studio"
-INDEX_ROUTE = "/engines"
 READY_LINE = "Engine server ready"  # the first words of the line printed once every engine is up
 
 

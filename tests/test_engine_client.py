@@ -264,6 +264,28 @@ def test_a_remote_engine_forwards_steps_places_and_cancel(http_replica):
     assert engine.stopped_at is not None and engine.stopped_at < 20
 
 
+def test_another_program_at_the_address_is_not_taken_for_an_engine_server():
+    """Something answers HTTP there, but has no engine list: the message says so, not "does not serve"."""
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        server = EngineServer(f"http://127.0.0.1:{httpd.server_address[1]}")
+        assert server.engines() == {}
+        assert "is not an Inpaint Studio engine server (it answered 404 for /engines)" in server.problem()
+        assert "INPAINT_STUDIO_ENGINE_SERVER" in server.problem()
+        server.close()
+    finally:
+        httpd.shutdown()
+
+
 def test_a_silent_or_cut_server_is_a_lost_request():
     """A server that accepts the request and then goes quiet, or closes the stream without a result."""
     port = free_port()
